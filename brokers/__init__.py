@@ -1,0 +1,1 @@
+"""tradeloop: brokers package."""

@@ -1,0 +1,201 @@
+"""Simulated venue: matches working orders against each new bar of their symbol.
+
+Rules (the same in backtests, the live driver's paper venue and the exchange simulator):
+- An order can trade only on a bar that starts after it was placed: an order placed on bar t
+  trades on bar t+1 at the earliest (``fill_at="open"``, the default). ``fill_at="close"``
+  is the explicit same-bar option: orders placed on bar t are matched against t's close.
+- Market: the bar's open. Limit buy: the open if it is at or below the limit (a gap through
+  the limit fills at the better open), else the limit if the low reaches it. Stop buy: the
+  open if it is at or above the stop (gap), else the stop if the high reaches it. Sells mirror.
+  Stop-limit: the stop triggers as above; triggered at the open it works as a limit from the
+  open; triggered inside the bar it fills at the stop when the limit allows, otherwise it
+  works as a limit from the next bar (we cannot know whether the low came before the stop).
+- Slippage applies to market and stop fills (never past the bar's high/low); limit fills
+  are at the limit or better. A participation cap limits one order's fill to a share of the
+  bar's volume; the rest stays working (partial fill) unless the order is IOC.
+- DAY orders live through the first trading day on which they can trade, then expire. IOC
+  orders are cancelled after the first bar they could trade on.
+- A fill the account cannot pay for is not made: the order is rejected with the reason.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from data.schema import NS_PER_DAY
+
+from .costs import CommissionModel, PercentCommission, SlippageModel
+from .orders import Fill, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
+
+
+@dataclass(frozen=True)
+class FillRules:
+    """How the simulated venue fills orders; part of a run's serializable configuration."""
+
+    fill_at: str = "open"
+    participation: float | None = None
+    lot_size: float = 0.0
+    commission: CommissionModel = field(default_factory=PercentCommission)
+    slippage: SlippageModel | None = None  # None: fills at the model price
+
+    def __post_init__(self) -> None:
+        if self.fill_at not in ("open", "close"):
+            raise ValueError(f"fill_at must be 'open' or 'close', not {self.fill_at!r}")
+        if self.participation is not None and not (0 < self.participation <= 1):
+            raise ValueError(f"participation must be in (0, 1], not {self.participation}")
+
+
+class FillSink(Protocol):
+    """What the venue reports to: the engine's account and notification queue."""
+
+    def affordable(self, symbol: str, side: Side, qty: float, price: float, commission: float) -> str | None:
+        """None when the account can pay for this fill, else the reason it cannot."""
+
+    def on_fill(self, fill: Fill, order: Order) -> None: ...
+
+    def on_order_event(self, event: OrderEvent, order: Order) -> None: ...
+
+
+class SimulatedVenue:
+    """The backtest venue: a book of working orders per symbol, matched bar by bar."""
+
+    def __init__(self, rules: FillRules, sink: FillSink) -> None:
+        self.rules = rules
+        self.sink = sink
+        self.book: dict[str, list[Order]] = {}
+        self.n_open = 0
+        self._valid_day: dict[str, int] = {}
+
+    # -- order entry -------------------------------------------------------------------
+    def submit(self, order: Order, ts: int) -> None:
+        """Accept an order that passed risk; it starts working on the next bar."""
+        order.status = OrderStatus.ACCEPTED
+        self.book.setdefault(order.symbol, []).append(order)
+        self.n_open += 1
+        self.sink.on_order_event(OrderEvent(ts, order.id, order.symbol, OrderStatus.ACCEPTED), order)
+
+    def cancel(self, order: Order, ts: int, reason: str = "cancelled") -> bool:
+        """Cancel a working order; False if it is not working here."""
+        orders = self.book.get(order.symbol)
+        if not orders or order not in orders:
+            return False
+        self._finish(order, OrderStatus.CANCELLED, ts, reason)
+        return True
+
+    def open_orders(self, symbol: str | None = None) -> list[Order]:
+        if symbol is not None:
+            return list(self.book.get(symbol, ()))
+        return [o for orders in self.book.values() for o in orders]
+
+    # -- matching ----------------------------------------------------------------------
+    def on_bar(self, symbol: str, ts: int, o: float, h: float, l: float, c: float, v: float) -> None:
+        """Match the symbol's working orders placed before ``ts`` against this bar."""
+        orders = self.book.get(symbol)
+        if not orders:
+            return
+        day = ts // NS_PER_DAY
+        for order in list(orders):
+            if order.created_ts >= ts:
+                continue
+            if order.tif is TimeInForce.DAY:
+                first = self._valid_day.setdefault(order.id, day)
+                if day > first:
+                    self._finish(order, OrderStatus.EXPIRED, ts, "DAY order expired")
+                    continue
+            self._match(order, ts, o, h, l, c, v, bar_open=True)
+            if order.is_open and order.tif is TimeInForce.IOC:
+                self._finish(order, OrderStatus.CANCELLED, ts, "IOC remainder cancelled")
+
+    def on_close(self, symbol: str, ts: int, c: float, v: float) -> None:
+        """Same-bar-close matching (``fill_at="close"``): orders placed at ``ts`` trade at ``c``."""
+        for order in list(self.book.get(symbol, ())):
+            if order.created_ts != ts:
+                continue
+            self._match(order, ts, c, c, c, c, v, bar_open=False)
+            if order.is_open and order.tif is TimeInForce.IOC:
+                self._finish(order, OrderStatus.CANCELLED, ts, "IOC remainder cancelled")
+
+    def _match(self, order: Order, ts: int, o: float, h: float, l: float, c: float, v: float,
+               bar_open: bool) -> None:
+        if order.type is OrderType.MARKET:
+            price, slip = o, True
+        else:
+            price, slip = self._price(order, o, h, l)
+            if price is None:
+                return
+        qty = order.qty - order.filled_qty
+        rules = self.rules
+        if rules.participation is not None:
+            qty = min(qty, rules.participation * v)
+        if rules.lot_size > 0:
+            qty = math.floor(qty / rules.lot_size + 1e-9) * rules.lot_size
+        if qty <= 0:
+            return
+        side = order.side
+        if slip and rules.slippage is not None:
+            price = min(max(rules.slippage(side, price, qty, v), l), h)
+        commission = rules.commission(order.symbol, side, qty, price)
+        sink = self.sink
+        problem = sink.affordable(order.symbol, side, qty, price, commission)
+        if problem is not None:
+            self._finish(order, OrderStatus.REJECTED, ts, problem)
+            return
+        prev = order.filled_qty
+        order.filled_qty = filled = prev + qty
+        order.avg_fill_price = price if not prev else (order.avg_fill_price * prev + price * qty) / filled
+        if filled >= order.qty - 1e-9:
+            order.status = OrderStatus.FILLED
+            self._remove(order)
+        else:
+            order.status = OrderStatus.PARTIALLY_FILLED
+        sink.on_fill(Fill(order.id, ts, order.symbol, side, qty, price, commission), order)
+        sink.on_order_event(OrderEvent(ts, order.id, order.symbol, order.status), order)
+
+    def _price(self, order: Order, o: float, h: float, l: float) -> tuple[float | None, bool]:
+        """The price this bar fills the order at (None: no fill), and whether slippage applies."""
+        buy = order.side is Side.BUY
+        kind = order.type
+        if kind is OrderType.MARKET:
+            return o, True
+        if kind is OrderType.LIMIT:
+            return _limit_price(buy, order.limit_price, o, h, l), False
+        stop = order.stop_price
+        if kind is OrderType.STOP:
+            if buy:
+                return (o, True) if o >= stop else ((stop, True) if h >= stop else (None, False))
+            return (o, True) if o <= stop else ((stop, True) if l <= stop else (None, False))
+        # stop-limit
+        lim = order.limit_price
+        if order.triggered:
+            return _limit_price(buy, lim, o, h, l), False
+        if (buy and o >= stop) or (not buy and o <= stop):
+            order.triggered = True
+            return _limit_price(buy, lim, o, h, l), False
+        if (buy and h >= stop) or (not buy and l <= stop):
+            order.triggered = True
+            if (buy and stop <= lim) or (not buy and stop >= lim):
+                return stop, False
+        return None, False
+
+    def _finish(self, order: Order, status: OrderStatus, ts: int, reason: str) -> None:
+        order.status = status
+        order.reason = reason
+        self._remove(order)
+        self.sink.on_order_event(OrderEvent(ts, order.id, order.symbol, status, reason), order)
+
+    def _remove(self, order: Order) -> None:
+        orders = self.book.get(order.symbol)
+        if orders and order in orders:
+            orders.remove(order)
+            self.n_open -= 1
+            if order.tif is TimeInForce.DAY:
+                self._valid_day.pop(order.id, None)
+            if not orders:
+                del self.book[order.symbol]
+
+
+def _limit_price(buy: bool, lim: float, o: float, h: float, l: float) -> float | None:
+    if buy:
+        return o if o <= lim else (lim if l <= lim else None)
+    return o if o >= lim else (lim if h >= lim else None)

@@ -1,0 +1,191 @@
+"""Bar checks shared by every loader: find bad rows, then raise, drop or repair them.
+
+Checks, in the order a row is tested (the first failing one names the row's problem):
+unparseable timestamp, missing or non-numeric OHLCV cell, non-positive price, negative volume,
+high < low, open or close outside [low, high]; then, over the rows that passed, duplicate and
+out-of-order timestamps (after a file that runs mostly backwards has been reversed).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import structlog
+
+from .errors import DataError
+from .schema import BAR_FIELDS, PRICE_FIELDS, BarSeries
+
+OnBad = Literal["raise", "drop", "repair"]
+LOG = structlog.get_logger("tradeloop.data")
+EXAMPLE_LINES = 5
+FIXABLE = ("high_below_low", "outside_range")
+
+
+@dataclass
+class RawBars:
+    """Parsed columns of one input in file order, before checks; ``cols`` holds float64 OHLCV (NaN = bad)."""
+
+    path: str
+    ts: np.ndarray
+    ts_ok: np.ndarray
+    cols: dict[str, np.ndarray]
+    names: dict[str, str]
+    cell: Callable[[str, int], object]
+    line: Callable[[int], int]
+    time_ok: np.ndarray | None = None
+
+
+def _fmt_ts(ns: int) -> str:
+    """A ns stamp as ISO text for messages."""
+    return str(np.datetime64(int(ns), "ns")).replace(".000000000", "")
+
+
+def _row_checks(raw: RawBars) -> list[tuple[str, str, np.ndarray]]:
+    """(check, field key, mask) for the per-row checks, in priority order."""
+    c = raw.cols
+    out: list[tuple[str, str, np.ndarray]] = [("bad_timestamp", "ts", ~raw.ts_ok)]
+    out += [("missing_or_non_numeric", f, ~np.isfinite(c[f])) for f in BAR_FIELDS]
+    out += [("non_positive_price", f, c[f] <= 0) for f in PRICE_FIELDS]
+    out.append(("negative_volume", "volume", c["volume"] < 0))
+    out.append(("high_below_low", "high", c["high"] < c["low"]))
+    for f in ("open", "close"):
+        out.append(("outside_range", f, (c[f] > c["high"]) | (c[f] < c["low"])))
+    return out
+
+
+def _reason(raw: RawBars, check: str, key: str, rec: int) -> tuple[str, str]:
+    """(field as written, human reason) for row ``rec`` failing ``check`` on ``key``."""
+    c = raw.cols
+    if check == "bad_timestamp":
+        if raw.time_ok is not None and not raw.time_ok[rec]:
+            key = "time"
+        text = raw.cell(key, rec)
+        return raw.names[key], ("missing timestamp" if text in (None, "") else f"unparseable timestamp: {text!r}")
+    if check == "missing_or_non_numeric":
+        text = raw.cell(key, rec)
+        return raw.names[key], ("missing value" if text in (None, "") else f"not a number: {text!r}")
+    v = float(c[key][rec])
+    if check == "non_positive_price":
+        return raw.names[key], f"non-positive price: {v!r}"
+    if check == "negative_volume":
+        return raw.names[key], f"negative volume: {v!r}"
+    lo, hi = float(c["low"][rec]), float(c["high"][rec])
+    if check == "high_below_low":
+        return raw.names[key], f"high {hi!r} < low {lo!r}"
+    return raw.names[key], f"{key} {v!r} outside [low {lo!r}, high {hi!r}]"
+
+
+def _report(raw: RawBars, log: list | None, action: str, check: str, recs: np.ndarray) -> None:
+    """Log one dropped/repaired group through structlog and into ``log``."""
+    if len(recs) == 0:
+        return
+    lines = [raw.line(int(r)) for r in np.sort(recs)[:EXAMPLE_LINES]]
+    entry = {"file": raw.path, "action": action, "check": check, "count": len(recs), "lines": lines}
+    if log is not None:
+        log.append(entry)
+    LOG.warning("bars_dropped" if action == "drop" else "bars_repaired", file=raw.path, check=check,
+                count=entry["count"], lines=lines)
+
+
+def clean(raw: RawBars, on_bad: OnBad = "raise", log: list | None = None, *, reverse: bool = True) -> np.ndarray:
+    """Check every bar and return the record indices to keep, in rising-ts order (may repair ``raw.cols``)."""
+    if on_bad not in ("raise", "drop", "repair"):
+        raise ValueError(f"on_bad must be 'raise', 'drop' or 'repair', not {on_bad!r}")
+    n = len(raw.ts)
+    checks = _row_checks(raw)
+    bad = np.zeros(n, dtype=bool)
+    for _, _, m in checks:
+        bad |= m
+    first_row_bad = int(np.argmax(bad)) if bad.any() else n
+    if on_bad == "raise":
+        keep = ~bad
+    else:
+        keep = _handle_rows(raw, checks, bad, on_bad, log)
+    idx = np.flatnonzero(keep)
+    t = raw.ts[idx]
+    if reverse and len(t) > 1:
+        d = np.diff(t)
+        if int((d < 0).sum()) > int((d > 0).sum()):
+            idx, t = idx[::-1], t[::-1]
+            LOG.info("bars_reversed", file=raw.path, rows=len(idx))
+    if len(t) < 2:
+        order_bad = np.zeros(len(t), dtype=bool)
+    else:
+        prev = np.maximum.accumulate(t)[:-1]
+        order_bad = np.concatenate(([False], t[1:] <= prev))
+    if on_bad == "raise":
+        first_order = int(idx[order_bad].min()) if order_bad.any() else n
+        if first_row_bad < n and first_row_bad <= first_order:
+            rec = first_row_bad
+            check, key, _ = next(c for c in checks if c[2][rec])
+            field, reason = _reason(raw, check, key, rec)
+            raise DataError(raw.path, raw.line(rec), field, reason)
+        if first_order < n:
+            raise _order_error(raw, idx, t, first_order)
+        return idx
+    if not order_bad.any():
+        return idx
+    if on_bad == "drop":
+        prev = np.maximum.accumulate(t)[:-1]
+        dup = np.concatenate(([False], t[1:] == prev))
+        _report(raw, log, "drop", "duplicate_timestamp", idx[dup])
+        _report(raw, log, "drop", "out_of_order", idx[order_bad & ~dup])
+        return idx[~order_bad]
+    order = np.argsort(t, kind="stable")
+    _report(raw, log, "repair", "out_of_order", idx[order_bad & (t < np.maximum.accumulate(t))])
+    idx, t = idx[order], t[order]
+    last = np.concatenate((t[:-1] != t[1:], [True]))
+    _report(raw, log, "repair", "duplicate_timestamp", idx[~last])
+    return idx[last]
+
+
+def _handle_rows(raw: RawBars, checks: list, bad: np.ndarray, on_bad: str, log: list | None) -> np.ndarray:
+    """Drop (or, for OHLC range problems under 'repair', fix) rows failing per-row checks; return the keep mask."""
+    if not bad.any():
+        return np.ones(len(bad), dtype=bool)
+    remaining = bad.copy()
+    groups: dict[str, np.ndarray] = {}
+    for check, _, m in checks:
+        hit = m & remaining
+        if hit.any():
+            groups[check] = hit if check not in groups else groups[check] | hit
+            remaining &= ~hit
+    keep = ~bad
+    for check, hit in groups.items():
+        if on_bad == "repair" and check in FIXABLE:
+            c = raw.cols
+            c["high"], c["low"] = np.array(c["high"]), np.array(c["low"])  # polars buffers may be read-only
+            stack = np.vstack([c[f][hit] for f in PRICE_FIELDS])
+            c["high"][hit] = stack.max(axis=0)
+            c["low"][hit] = stack.min(axis=0)
+            keep |= hit
+            _report(raw, log, "repair", check, np.flatnonzero(hit))
+        else:
+            _report(raw, log, "drop", check, np.flatnonzero(hit))
+    return keep
+
+
+def _order_error(raw: RawBars, idx: np.ndarray, t: np.ndarray, rec: int) -> DataError:
+    """The DataError for record ``rec``, a duplicate or out-of-order stamp in processing order ``idx``."""
+    pos = int(np.flatnonzero(idx == rec)[0])
+    earlier = t[:pos]
+    if (earlier == t[pos]).any():
+        other = int(idx[int(np.flatnonzero(earlier == t[pos])[0])])
+        reason = f"duplicate timestamp {_fmt_ts(t[pos])} (also on line {raw.line(other)})"
+    else:
+        j = int(np.argmax(earlier))
+        reason = (f"timestamp {_fmt_ts(t[pos])} out of order: earlier than {_fmt_ts(earlier[j])} "
+                  f"on line {raw.line(int(idx[j]))}")
+    return DataError(raw.path, raw.line(rec), raw.names["ts"], reason)
+
+
+def validate_series(series: BarSeries) -> None:
+    """Check a BarSeries built in code; raise DataError naming row index + 1 as the line."""
+    cols = {f: np.asarray(getattr(series, f), dtype=np.float64) for f in BAR_FIELDS}
+    names = {k: k for k in ("ts", "time", *BAR_FIELDS)}
+    raw = RawBars(series.source or series.symbol, np.asarray(series.ts, dtype=np.int64),
+                  np.ones(len(series), dtype=bool), cols, names,
+                  cell=lambda k, r: str(series.column(k)[r]), line=lambda r: r + 1)
+    clean(raw, "raise", reverse=False)

@@ -1,0 +1,240 @@
+"""The one event loop body shared by the backtest and live drivers.
+
+``Engine.step(ts, bars)`` handles everything that happens at one timestamp, in this order:
+(1) the venue matches working orders against the new bars, (2) the portfolio is marked to
+market (lazily: equity reads each symbol's last close), (3) risk state updates, (4) the
+predictor would run once for all symbols (models issue), (5) the strategy's callbacks run
+(order and fill notices, timers, then bars), (6) the orders placed in (5) pass risk and go
+to the venue. An order placed at t therefore trades at t+1 at the earliest.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+from typing import Any
+
+import structlog
+
+from brokers.orders import Fill, Order, OrderEvent, OrderStatus, Side
+from brokers.sim import FillRules, SimulatedVenue
+from data.schema import Bar, Tick
+from risk.pipeline import RiskPipeline
+
+from .context import Context
+from .market import HistoricalMarket, Market
+from .portfolio import Portfolio
+from .strategy import Strategy
+
+
+class Timers:
+    """Recurring named timers on the run's clock."""
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[int, int, str, int]] = []
+        self._seq = 0
+
+    def add(self, name: str, every: int, start: int) -> None:
+        if every <= 0:
+            raise ValueError(f"timer {name!r}: interval must be positive, got {every}")
+        heapq.heappush(self.heap, (start, self._seq, name, every))
+        self._seq += 1
+
+    def due(self, now: int) -> list[str]:
+        out = []
+        while self.heap and self.heap[0][0] <= now:
+            at, seq, name, every = heapq.heappop(self.heap)
+            out.append(name)
+            nxt = at + every * max(1, (now - at) // every + 1)
+            heapq.heappush(self.heap, (nxt, seq, name, every))
+        return out
+
+
+class Engine:
+    """Strategy + market view + portfolio + risk + venue, advanced one timestamp at a time."""
+
+    def __init__(self, strategy: Strategy, market: Market, portfolio: Portfolio, rules: FillRules,
+                 risk: RiskPipeline, *, order_prefix: str = "O", log: Any = None) -> None:
+        self.strategy = strategy
+        self.market = market
+        self.portfolio = portfolio
+        self.rules = rules
+        self.lot_size = rules.lot_size
+        self.risk = risk
+        self.log = log or structlog.get_logger("tradeloop.engine")
+        self.venue = SimulatedVenue(rules, self)
+        self.timers = Timers()
+        self.ctx = Context(self)
+        self.now = 0
+        self.step_index = -1
+        self.orders: dict[str, Order] = {}
+        self.fills: list[Fill] = []
+        self.order_events: list[OrderEvent] = []
+        self.snapshots: list[tuple[int, float, dict[str, float]]] = []
+        self._notes: list[tuple[str, Any]] = []
+        self._dirty = False
+        self._order_seq = 0
+        self._order_prefix = order_prefix
+        self._per_bar = type(strategy).on_bars is Strategy.on_bars
+        self._wants_notes = (type(strategy).on_fill is not Strategy.on_fill
+                             or type(strategy).on_order is not Strategy.on_order)
+        self._at_close = rules.fill_at == "close"
+        self._rows = market.rows if isinstance(market, HistoricalMarket) else None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        self.strategy.on_start(self.ctx)
+        self._route()
+
+    def stop(self) -> None:
+        self.strategy.on_stop(self.ctx)
+        self.ctx._new.clear()
+
+    def next_order_id(self) -> str:
+        self._order_seq += 1
+        return f"{self._order_prefix}{self._order_seq:08d}"
+
+    # -- the loop body -------------------------------------------------------------------
+    def step(self, ts: int, bars: list[Bar]) -> None:
+        """Process every bar stamped ``ts`` (one per symbol), steps (1)-(6)."""
+        self.now = ts
+        self.step_index += 1
+        if self._rows is not None:  # historical market: 'now' moves one row per bar
+            rows = self._rows
+            for bar in bars:
+                rows[bar.symbol] += 1
+        else:
+            for bar in bars:
+                self.market.advance(bar)
+        venue = self.venue
+        if venue.n_open:
+            book = venue.book
+            for bar in bars:
+                if bar.symbol in book:
+                    venue.on_bar(bar.symbol, ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
+        ctx = self.ctx
+        strategy = self.strategy
+        if self._notes:
+            self._deliver()
+        if self.timers.heap:
+            for name in self.timers.due(ts):
+                strategy.on_timer(ctx, name)
+        if self._per_bar:
+            on_bar = strategy.on_bar
+            for bar in bars:
+                on_bar(ctx, bar)
+        else:
+            strategy.on_bars(ctx, bars)
+        if ctx._new:
+            self._route()
+            if self._at_close:
+                for bar in bars:
+                    if bar.symbol in venue.book:
+                        venue.on_close(bar.symbol, ts, bar.close, bar.volume)
+                if self._notes:
+                    self._deliver()
+                    self._route()
+        if self._dirty:
+            self._snapshot()
+
+    def tick(self, tick: Tick) -> None:
+        """Process one tick: match working orders at its price, then ``on_tick``."""
+        self.now = tick.ts
+        self.step_index += 1
+        if tick.symbol in self.venue.book:
+            p = tick.price
+            self.venue.on_bar(tick.symbol, tick.ts, p, p, p, p, tick.size)
+        if self._notes:
+            self._deliver()
+        self.strategy.on_tick(self.ctx, tick)
+        if self.ctx._new:
+            self._route()
+        if self._dirty:
+            self._snapshot()
+
+    # -- order routing -------------------------------------------------------------------
+    def _route(self) -> None:
+        """Pass the orders placed by the strategy through risk to the venue (step 6)."""
+        ctx = self.ctx
+        for _ in range(100):
+            if not ctx._new:
+                return
+            batch, ctx._new = ctx._new, []
+            for decision in self.risk.screen(batch, self):
+                order = decision.order
+                self.orders[order.id] = order
+                if decision.action == "accept":
+                    self.venue.submit(order, self.now)
+                else:
+                    order.status = OrderStatus.REJECTED
+                    order.reason = f"{decision.check}: {decision.reason}"
+                    self.on_order_event(OrderEvent(self.now, order.id, order.symbol, OrderStatus.REJECTED,
+                                                   order.reason), order)
+            if self._notes:
+                self._deliver()
+        raise RuntimeError("strategy keeps placing orders from its order callbacks (100 rounds)")
+
+    def cancel_unsent(self, order: Order) -> None:
+        order.status = OrderStatus.CANCELLED
+        order.reason = "cancelled by strategy before it was sent"
+        self.orders[order.id] = order
+        self.order_events.append(OrderEvent(self.now, order.id, order.symbol, order.status, order.reason))
+
+    def _deliver(self) -> None:
+        notes, self._notes = self._notes, []
+        strategy, ctx = self.strategy, self.ctx
+        for kind, obj in notes:
+            if kind == "fill":
+                strategy.on_fill(ctx, obj)
+            else:
+                strategy.on_order(ctx, obj)
+
+    # -- FillSink: what the venue reports --------------------------------------------------
+    def affordable(self, symbol: str, side: Side, qty: float, price: float, commission: float) -> str | None:
+        if side is Side.SELL:
+            return None
+        held = self.portfolio.position(symbol)
+        opening = qty > max(0.0, -held)
+        cash = self.portfolio.cash
+        if opening and cash - qty * price - commission < 0:
+            return f"insufficient cash at fill: needs {qty * price + commission:.2f}, has {cash:.2f}"
+        return None
+
+    def on_fill(self, fill: Fill, order: Order) -> None:
+        self.portfolio.apply(fill)
+        self.fills.append(fill)
+        self._dirty = True
+        if self._wants_notes:
+            self._notes.append(("fill", fill))
+
+    def on_order_event(self, event: OrderEvent, order: Order) -> None:
+        self.order_events.append(event)
+        if self._wants_notes:
+            self._notes.append(("order", order))
+
+    # -- AccountView for risk ------------------------------------------------------------
+    @property
+    def cash(self) -> float:
+        return self.portfolio.cash
+
+    def position(self, symbol: str) -> float:
+        return self.portfolio.position(symbol)
+
+    def price(self, symbol: str) -> float:
+        return self.market.price(symbol)
+
+    @property
+    def equity(self) -> float:
+        return self.portfolio.equity(self.market.price)
+
+    def _snapshot(self) -> None:
+        """Record cash and positions after a step with fills (the equity curve is rebuilt from these)."""
+        self._dirty = False
+        pos = {s: p.qty for s, p in self.portfolio.positions.items()}
+        if self.snapshots and self.snapshots[-1][0] == self.step_index:
+            self.snapshots[-1] = (self.step_index, self.portfolio.cash, pos)
+        else:
+            self.snapshots.append((self.step_index, self.portfolio.cash, pos))
+
+
+def finite_or_none(x: float) -> float | None:
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None

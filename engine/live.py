@@ -1,0 +1,95 @@
+"""The live driver: an asyncio task that feeds arriving bars and ticks to the same engine.
+
+Bars arrive one message at a time, so the driver groups them by timestamp: a group is
+handed to ``Engine.step`` when a bar with a later timestamp arrives, when every expected
+symbol has reported, or when the stream ends. Within a group bars go in symbol order, as in
+a backtest, so the same data gives the same fills in both drivers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterable
+
+from brokers.sim import FillRules
+from data.schema import Bar, Tick
+from risk.pipeline import RiskPipeline
+
+from .core import Engine
+from .market import StreamingMarket
+from .portfolio import Portfolio
+from .strategy import Strategy
+
+
+@dataclass
+class EquityLog:
+    """Cash and equity after every step, recorded as the live engine goes."""
+
+    ts: list[int] = field(default_factory=list)
+    cash: list[float] = field(default_factory=list)
+    equity: list[float] = field(default_factory=list)
+
+
+class LiveDriver:
+    """Drives an :class:`Engine` over a :class:`StreamingMarket` from an async event source."""
+
+    def __init__(self, strategy: Strategy, symbols: list[str], *, cash: float = 100_000.0,
+                 rules: FillRules | None = None, risk: RiskPipeline | None = None,
+                 order_prefix: str = "O", log: Any = None) -> None:
+        self.symbols = sorted(symbols)
+        self.market = StreamingMarket(self.symbols)
+        self.engine = Engine(strategy, self.market, Portfolio(cash), rules or FillRules(), risk or RiskPipeline([]),
+                             order_prefix=order_prefix, log=log)
+        self.equity = EquityLog()
+        self._group: list[Bar] = []
+        self._started = False
+
+    async def run(self, source: AsyncIterable[Bar | Tick]) -> Engine:
+        """Consume ``source`` to its end, then stop the strategy; returns the engine."""
+        self.start()
+        async for event in source:
+            self.feed(event)
+        self.finish()
+        return self.engine
+
+    def start(self) -> None:
+        if not self._started:
+            self.engine.start()
+            self._started = True
+
+    def feed(self, event: Bar | Tick) -> None:
+        """Take one market event; steps the engine when a timestamp group is complete."""
+        if isinstance(event, Tick):
+            self.flush()
+            self.engine.tick(event)
+            self._record(event.ts)
+            return
+        if event.symbol not in self.market.rows:
+            raise ValueError(f"bar for unknown symbol {event.symbol!r}")
+        group = self._group
+        if group and event.ts != group[0].ts:
+            if event.ts < group[0].ts:
+                raise ValueError(f"{event.symbol}: bar at {event.ts} is older than the bars being processed")
+            self.flush()
+            group = self._group
+        group.append(event)
+        if len(group) == len(self.symbols):
+            self.flush()
+
+    def flush(self) -> None:
+        """Step the engine with the bars collected for the current timestamp."""
+        if not self._group:
+            return
+        group = sorted(self._group, key=lambda b: b.symbol)
+        self._group = []
+        self.engine.step(group[0].ts, group)
+        self._record(group[0].ts)
+
+    def finish(self) -> None:
+        self.flush()
+        self.engine.stop()
+
+    def _record(self, ts: int) -> None:
+        e = self.engine
+        self.equity.ts.append(ts)
+        self.equity.cash.append(e.portfolio.cash)
+        self.equity.equity.append(e.equity)

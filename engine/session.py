@@ -1,0 +1,169 @@
+"""Turning a ``RunConfig`` into a finished backtest: load inputs, build the parts, run, write.
+
+This is what ``tradeloop backtest`` calls; tests and notebooks can call it too.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from brokers.costs import COMMISSIONS, SLIPPAGES, build_model, describe
+from brokers.sim import FillRules
+from data.catalog import Catalog, file_sha256
+from data.loaders import load_bars
+from data.schema import BarSeries
+from risk.pipeline import CashCheck, NoShortCheck, RiskPipeline
+
+from .backtest import BacktestResult, run_backtest
+from .config import ConfigError, RunConfig
+from .metrics import compute_metrics
+from .progress import LazyProgress
+from .runio import package_versions, write_run
+from .strategy import Strategy
+
+
+def resolve_strategy(spec: str) -> type[Strategy]:
+    """``module:Class``, ``path/file.py:Class``, or the name of a module in ``strategies/``."""
+    if ":" in spec:
+        mod_name, _, cls_name = spec.rpartition(":")
+        module = _import(mod_name)
+        cls = getattr(module, cls_name, None)
+        if not (inspect.isclass(cls) and issubclass(cls, Strategy)):
+            raise ConfigError(f"strategy {spec!r}: {mod_name} has no Strategy subclass {cls_name!r}")
+        return cls
+    try:
+        module = importlib.import_module(f"strategies.{spec}")
+    except ModuleNotFoundError as e:
+        if e.name != f"strategies.{spec}":
+            raise
+        raise ConfigError(f"strategy {spec!r}: no such module in strategies/ (or give module:Class)") from None
+    found = [c for c in vars(module).values()
+             if inspect.isclass(c) and issubclass(c, Strategy) and c is not Strategy and c.__module__ == module.__name__]
+    if len(found) != 1:
+        raise ConfigError(f"strategy {spec!r}: strategies/{spec}.py defines {len(found)} strategies; use module:Class")
+    return found[0]
+
+
+def _import(name: str):
+    if name.endswith(".py"):
+        path = Path(name)
+        if not path.exists():
+            raise ConfigError(f"strategy file {name} not found")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        raise ConfigError(f"strategy module {name!r} not found") from None
+
+
+def load_inputs(cfg: RunConfig) -> tuple[list[BarSeries], list[dict[str, Any]]]:
+    """Every input of the run as a BarSeries, plus its manifest entry (path, sha256, rows, span)."""
+    if not cfg.data:
+        raise ConfigError("no input data: give --data PATH (or [[data]] in the config)")
+    out, entries = [], []
+    catalog = Catalog(cfg.run.catalog) if cfg.run.catalog else None
+    for spec in cfg.data:
+        if catalog is not None:
+            series = catalog.read(spec.path)
+            entry = {"catalog": cfg.run.catalog, "symbol": spec.path, **catalog.meta(spec.path)}
+            if spec.symbol:
+                series = _renamed(series, spec.symbol)
+        else:
+            path = Path(spec.path)
+            if not path.exists():
+                raise ConfigError(f"input file {spec.path} not found")
+            series = load_bars(path, spec.symbol, columns=spec.columns, encoding=spec.encoding, tz=spec.tz,
+                               date_format=spec.date_format, on_bad=spec.on_bad or cfg.run.on_bad)
+            entry = {"path": spec.path, "sha256": file_sha256(path), "symbol": series.symbol}
+        if cfg.run.start or cfg.run.end:
+            series = series.between(_ts(cfg.run.start), _ts(cfg.run.end))
+        entry["rows"] = len(series)
+        out.append(series)
+        entries.append(entry)
+    return out, entries
+
+
+def _renamed(s: BarSeries, symbol: str) -> BarSeries:
+    return BarSeries(symbol, s.ts, s.open, s.high, s.low, s.close, s.volume, s.extra, s.tz, s.source)
+
+
+def _ts(text: str | None) -> int | None:
+    if not text:
+        return None
+    import numpy as np
+    return int(np.datetime64(text, "ns").astype("int64"))
+
+
+def build_rules(cfg: RunConfig) -> FillRules:
+    c = dict(cfg.commission)
+    s = dict(cfg.slippage)
+    try:
+        commission = build_model(c.pop("kind", "percent"), COMMISSIONS, c)
+        slippage = build_model(s.pop("kind", "none"), SLIPPAGES, s)
+        return FillRules(fill_at=cfg.run.fill_at, participation=cfg.run.participation, lot_size=cfg.run.lot_size,
+                         commission=commission, slippage=slippage)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def build_risk(cfg: RunConfig, rules: FillRules) -> RiskPipeline:
+    checks: list = []
+    if not cfg.run.allow_short:
+        checks.append(NoShortCheck())
+    checks.append(CashCheck(rules.commission))
+    return RiskPipeline(checks)
+
+
+def run_id(cfg: RunConfig, strategy: str) -> str:
+    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{strategy}-{time.strftime('%Y%m%d-%H%M%S')}-{digest}"
+
+
+def backtest(cfg: RunConfig, *, out: Path | None = None, write: bool = True,
+             progress: bool | None = None) -> tuple[BacktestResult, Path | None]:
+    """Run the backtest ``cfg`` describes; write its folder unless ``write`` is False."""
+    log = structlog.get_logger("tradeloop.backtest")
+    cls = resolve_strategy(cfg.run.strategy)
+    try:
+        strategy = cls(**cfg.params)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    series, inputs = load_inputs(cfg)
+    rules = build_rules(cfg)
+    risk = build_risk(cfg, rules)
+    with LazyProgress("backtest", enabled=progress) as bar:
+        result = run_backtest(strategy, series, cash=cfg.run.cash, rules=rules, risk=risk,
+                              order_prefix=cfg.run.order_prefix, log=log, progress=bar)
+    result.metrics = compute_metrics(result.ts, result.equity, result.start_cash, result.fills,
+                                     gross_exposure=result.gross_exposure)
+    log.info("backtest_done", strategy=cfg.run.strategy, bars=result.bars, fills=len(result.fills),
+             final_value=round(result.final_value, 6), seconds=round(result.elapsed_s, 3))
+    if not write:
+        return result, None
+    target = Path(out or cfg.run.out or Path("runs") / run_id(cfg, cfg.run.strategy.rpartition(":")[2]))
+    config = cfg.to_dict()
+    config["run"].pop("out", None)  # where a run was written is not part of what it is
+    manifest = {
+        "config": config,
+        "strategy": {"class": f"{cls.__module__}:{cls.__qualname__}", "params": strategy.params},
+        "fill_rules": {"fill_at": rules.fill_at, "participation": rules.participation, "lot_size": rules.lot_size,
+                       "commission": describe(rules.commission), "slippage": describe(rules.slippage)},
+        "inputs": inputs,
+        "seed": cfg.run.seed,
+        "versions": package_versions(),
+        "symbols": result.symbols,
+        "tz": result.tz,
+    }
+    write_run(target, result, manifest)
+    return result, target

@@ -1,0 +1,1 @@
+"""tradeloop: models package."""

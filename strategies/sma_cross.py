@@ -1,0 +1,40 @@
+"""SMA crossover, long only: the reference strategy, following ../shared/bench/bt_sma.py exactly.
+
+Buy ``size`` shares (or ``target`` of equity with ``sizing="allin"``) when the fast SMA
+crosses above the slow one while flat; sell the whole position when it crosses below.
+A tie between the averages carries the previous sign, as backtrader's CrossOver does.
+"""
+from __future__ import annotations
+
+from engine import Context, Param, Strategy
+from data.schema import Bar
+
+
+class SmaCross(Strategy):
+    """Fast/slow SMA crossover on the close; long only, no pyramiding."""
+
+    fast = Param(10, "fast SMA period (bars)")
+    slow = Param(30, "slow SMA period (bars)")
+    size = Param(1000, "shares per entry with sizing='fixed'")
+    sizing = Param("fixed", "'fixed' (size shares) or 'allin' (target share of equity)")
+    target = Param(0.95, "share of equity to hold with sizing='allin'")
+
+    def on_start(self, ctx: Context) -> None:
+        if self.sizing not in ("fixed", "allin"):
+            raise ValueError(f"sizing must be 'fixed' or 'allin', not {self.sizing!r}")
+        fast = ctx.indicator("sma", n=self.fast)
+        slow = ctx.indicator("sma", n=self.slow)
+        self.cross = ctx.indicator("crossover", fast, slow)
+
+    def on_bar(self, ctx: Context, bar: Bar) -> None:
+        signal = self.cross[bar.symbol]
+        if signal == 0.0 or signal != signal:
+            return
+        held = ctx.position(bar.symbol)
+        if not held and signal > 0:
+            if self.sizing == "fixed":
+                ctx.buy(bar.symbol, self.size)
+            else:
+                ctx.order_target_percent(bar.symbol, self.target)
+        elif held and signal < 0:
+            ctx.close(bar.symbol)
