@@ -5,7 +5,6 @@ a reader (or a crash) never sees half a file; reads give back the exact arrays t
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -18,20 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import DataError
-from .loaders import load_bars
+from .loaders import file_sha256, load_bars
 from .schema import BAR_FIELDS, BarSeries
 
 META_KEY = b"tradeloop"
 FILE = "bars.parquet"
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks (for manifests and catalog metadata)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _to_ns(t: int | str | np.datetime64 | None) -> int | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import gzip
+from datetime import datetime
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -58,6 +60,15 @@ _INTLIKE = re.compile(r"^\d+(\.0*)?$")
 _VALUE = re.compile(r"^[\d\s:/.\-T+Z]*\d[\d\s:/.\-T+Z]*$|^\d{1,2}-[A-Za-z]{3}-\d{2,4}$|^(null|none|nan)$", re.IGNORECASE)
 
 
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks (for manifests and catalog metadata)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def symbol_of(path: str | Path) -> str:
     """Default symbol: the file name without its data suffixes (``AAPL.csv.gz`` -> ``AAPL``, ``000002.SZ.csv`` kept)."""
     name = Path(path).name
@@ -86,7 +97,7 @@ def load_bars(path: str | Path, symbol: str | None = None, *, columns: Mapping[s
             df = pl.read_parquet(p)
             names, rows, header, layout = df.columns, None, 0, None
         else:
-            df, names, rows, header, layout = _csv_frame(p, src, encoding, separator, has_header)
+            df, names, rows, header, layout = _csv_frame(p, src, encoding, separator, has_header, columns)
         mapping = _map_columns(names, layout, columns, src)
         raw, extra, utc = _frame_raw(df, names, mapping, rows, header, src, tz, date_format,
                                      fill_ohl=columns is not None)
@@ -112,7 +123,8 @@ def _kind(p: Path) -> str:
 
 # ---------------------------------------------------------------- CSV
 
-def _csv_frame(p: Path, src: str, encoding: str | None, separator: str | None, has_header: bool | None):
+def _csv_frame(p: Path, src: str, encoding: str | None, separator: str | None, has_header: bool | None,
+               columns: Mapping[str, str | int] | None = None):
     """Read a CSV as all-string columns: (frame, names as written, data-row -> frame-row map, header lines, layout)."""
     gz = p.name.lower().endswith(".gz")
     with (gzip.open(p, "rb") if gz else open(p, "rb")) as fh:
@@ -132,6 +144,10 @@ def _csv_frame(p: Path, src: str, encoding: str | None, separator: str | None, h
         source = data if utf8 else data.decode(enc).encode("utf-8")
     read: dict[str, Any] = {"separator": sep, "has_header": header, "infer_schema": False,
                             "truncate_ragged_lines": True, "quote_char": '"', "encoding": "utf8"}
+    fast = _read_typed(source, read, cells, header, columns)
+    if fast is not None:
+        return fast, (fast.columns if header else _no_header_names(fast.width, cells)), None, int(header), \
+            (None if header else _no_header_names(fast.width, cells))
     try:
         df = pl.read_csv(source, **read)
     except pl.exceptions.ComputeError as e:  # invalid UTF-8 after the sniffed head: fall back to GBK
@@ -148,6 +164,39 @@ def _csv_frame(p: Path, src: str, encoding: str | None, separator: str | None, h
         return df, df.columns, rows, 1, None
     names = _no_header_names(df.width, cells)
     return df, names, rows, 0, names
+
+
+STREAM_BYTES = 16 << 20  # files above this are parsed by polars' streaming engine
+
+
+def _read_typed(source: Any, read: dict[str, Any], cells: list[str], header: bool,
+                columns: Mapping[str, str | int] | None) -> pl.DataFrame | None:
+    """Fast path for clean files: parse the price/volume columns straight to Float64.
+
+    Skips the all-string frame (half the memory, twice the speed on large files). Returns None
+    whenever anything is unusual (a cell that is not a number, a missing cell, ragged rows), and
+    the caller re-reads the file as strings so the error can name the exact line and field.
+    """
+    names = cells if header else _no_header_names(len(cells), cells)
+    try:
+        mapping = _map_columns(names, None if header else names, columns, "")
+    except DataError:
+        return None
+    numeric = {i for key, i in mapping.items() if key not in ("ts", "time")}
+    dtypes = [pl.Float64 if i in numeric else pl.String for i in range(len(cells))]
+    opts = {k: v for k, v in read.items() if k != "infer_schema"}
+    try:
+        if isinstance(source, Path) and source.stat().st_size > STREAM_BYTES:  # stream big files: less memory
+            names_in = cells if header else [f"column_{i + 1}" for i in range(len(cells))]
+            df = pl.scan_csv(source, **{**opts, "truncate_ragged_lines": False},
+                             schema_overrides=dict(zip(names_in, dtypes))).collect(engine="streaming")
+        else:
+            df = pl.read_csv(source, **{**opts, "truncate_ragged_lines": False}, schema_overrides=dtypes)
+    except (pl.exceptions.PolarsError, ValueError):
+        return None
+    if df.width != len(cells) or any(c.null_count() for c in df.get_columns()):
+        return None
+    return df
 
 
 def _sniff_encoding(head: bytes) -> str:
@@ -318,7 +367,7 @@ def _best_format(sample: pl.Series) -> str | None:
     """The candidate strftime format that parses the most sample values (None if none parses any)."""
     best, hits = None, 0
     zsample = sample.str.replace(r"Z$", "+00:00")
-    for fmt in DATE_FORMATS + AWARE_FORMATS:
+    for fmt in _likely_first(DATE_FORMATS + AWARE_FORMATS, sample[0] if len(sample) else ""):
         got = len(sample) - (zsample if "%z" in fmt else sample).str.to_datetime(
             fmt, time_unit="ns", strict=False, cache=False).null_count()
         if got > hits:
@@ -326,6 +375,22 @@ def _best_format(sample: pl.Series) -> str | None:
             if got == len(sample):
                 break
     return best
+
+
+def _likely_first(formats: tuple[str, ...], value: str) -> list[str]:
+    """``formats`` with those Python's strptime accepts for ``value`` moved to the front (order kept).
+
+    Only a cheaper search order: the polars check over the whole sample still decides.
+    """
+    value = value.replace("Z", "+00:00") if value.endswith("Z") else value
+    fits, rest = [], []
+    for fmt in formats:
+        try:
+            datetime.strptime(value, fmt.replace("%.f", ".%f"))
+            fits.append(fmt)
+        except ValueError:
+            rest.append(fmt)
+    return fits + rest
 
 
 def _numeric_ts(s: pl.Series, orig: pl.Series) -> tuple[np.ndarray, np.ndarray, bool]:

@@ -26,7 +26,7 @@ from .market import HistoricalMarket
 from .portfolio import Portfolio
 from .strategy import Strategy
 
-CHUNK = 1 << 16
+CHUNK = 1 << 14
 
 
 @dataclass
@@ -101,7 +101,7 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
         _drive(engine, names, ev_ts, ev_sym, cols, progress)
         engine.stop()
     steps = ev_ts if len(series) == 1 else np.unique(ev_ts)
-    cash_c, equity, gross = rebuild_equity(steps, series, engine.snapshots, cash)
+    cash_c, equity, gross = rebuild_equity(steps, series, engine.cash_log, engine.qty_log, cash)
     return BacktestResult(names, series[0].tz if series else None, float(cash), steps, cash_c, equity, gross,
                           engine.fills, list(engine.orders.values()), engine.order_events, n,
                           time.perf_counter() - t0)
@@ -109,61 +109,73 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
 
 def _drive(engine: Engine, names: list[str], ev_ts: np.ndarray, ev_sym: np.ndarray, cols: list[np.ndarray],
            progress: Callable[[int, int], None] | None) -> None:
-    """Hand every bar to ``engine.step``, grouped by timestamp, building Bar structs chunk by chunk."""
+    """Hand every bar to ``engine.step``, grouped by timestamp, building Bar structs chunk by chunk.
+
+    Chunks end on a timestamp boundary, so each group is a slice of the chunk's list of bars.
+    """
     n = len(ev_ts)
     step = engine.step
     single = len(names) == 1
-    cur_ts: int | None = None
-    group: list[Bar] = []
-    for a in range(0, n, CHUNK):
+    starts = None if single else np.flatnonzero(np.diff(ev_ts)) + 1
+    a = 0
+    while a < n:
         b = min(n, a + CHUNK)
-        tl = ev_ts[a:b].tolist()
+        if starts is not None and b < n:  # move the cut to the next timestamp boundary
+            k = int(np.searchsorted(starts, b))
+            b = int(starts[k]) if k < len(starts) else n
         syms = repeat(names[0], b - a) if single else map(names.__getitem__, ev_sym[a:b].tolist())
-        bars = map(Bar, syms, tl, *(c[a:b].tolist() for c in cols))
+        bars = list(map(Bar, syms, ev_ts[a:b].tolist(), *(c[a:b].tolist() for c in cols)))
         if single:
             for bar in bars:
                 step(bar.ts, [bar])
         else:
-            for bar in bars:
-                if bar.ts != cur_ts:
-                    if group:
-                        step(cur_ts, group)
-                    group = []
-                    cur_ts = bar.ts
-                group.append(bar)
+            lo = np.searchsorted(starts, a, "right")
+            hi = np.searchsorted(starts, b, "left")
+            cuts = (starts[lo:hi] - a).tolist()
+            g0 = 0
+            for g1 in cuts:
+                step(bars[g0].ts, bars[g0:g1])
+                g0 = g1
+            step(bars[g0].ts, bars[g0:])
         if progress is not None:
             progress(b, n)
-    if group:
-        step(cur_ts, group)
+        a = b
 
 
-def rebuild_equity(steps: np.ndarray, series: list[BarSeries], snapshots: list[tuple[int, float, dict[str, float]]],
-                   start_cash: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cash, equity and gross exposure at every step from the post-fill snapshots.
+def rebuild_equity(steps: np.ndarray, series: list[BarSeries], cash_log: list[tuple[int, float]],
+                   qty_log: list[tuple[int, str, float]], start_cash: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cash, equity and gross exposure at every step, from the cash and quantity logs of the fills.
 
     Equity is summed in the same order as ``Portfolio.equity`` (cash, then symbols sorted),
     so it equals what the strategy saw as ``ctx.equity`` at each step, bit for bit.
     """
     g = len(steps)
-    if not snapshots:
-        c = np.full(g, start_cash)
-        return c, c.copy(), np.zeros(g)
-    snap_step = np.fromiter((s[0] for s in snapshots), np.int64, len(snapshots))
-    j = np.searchsorted(snap_step, np.arange(g), side="right") - 1
-    has = j >= 0
-    jj = np.where(has, j, 0)
-    snap_cash = np.fromiter((s[1] for s in snapshots), np.float64, len(snapshots))
-    cash = np.where(has, snap_cash[jj], start_cash)
+    k = np.arange(g)
+    cash = np.full(g, start_cash)
+    if cash_log:
+        at = np.searchsorted(np.fromiter((c[0] for c in cash_log), np.int64, len(cash_log)), k, "right")
+        cash = np.concatenate(([start_cash], np.fromiter((c[1] for c in cash_log), np.float64, len(cash_log))))[at]
     equity = cash.copy()
     gross = np.zeros(g)
+    by_symbol: dict[str, list[tuple[int, float]]] = {}
+    for step, symbol, qty in qty_log:
+        by_symbol.setdefault(symbol, []).append((step, qty))
     for s in series:  # sorted by symbol
-        q = np.fromiter((snap[2].get(s.symbol, 0.0) for snap in snapshots), np.float64, len(snapshots))
-        if not q.any():
+        log = by_symbol.get(s.symbol)
+        if not log:
             continue
-        qty = np.where(has, q[jj], 0.0)
-        idx = np.searchsorted(s.ts, steps, side="right") - 1
-        mark = np.where(idx >= 0, s.close[np.maximum(idx, 0)], 0.0)
-        value = qty * mark
+        at = np.searchsorted(np.fromiter((x[0] for x in log), np.int64, len(log)), k, "right")
+        value = np.concatenate(([0.0], np.fromiter((x[1] for x in log), np.float64, len(log))))[at]
+        del at
+        if len(s.ts) == g and np.array_equal(s.ts, steps):
+            mark = s.close
+        else:
+            idx = np.searchsorted(s.ts, steps, side="right") - 1
+            mark = np.where(idx >= 0, s.close[np.maximum(idx, 0)], 0.0)
+            del idx
+        np.multiply(value, mark, out=value)
         equity += value
-        gross += np.abs(value)
+        np.abs(value, out=value)
+        gross += value
     return cash, equity, gross

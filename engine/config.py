@@ -43,6 +43,7 @@ class RunSection:
     end: str | None = None
     out: str | None = None
     order_prefix: str = "O"
+    benchmark: str | None = None
 
 
 @dataclass
@@ -54,6 +55,7 @@ class RunConfig:
     data: list[DataSpec] = field(default_factory=list)
     commission: dict[str, Any] = field(default_factory=lambda: {"kind": "percent", "rate": 0.0, "minimum": 0.0})
     slippage: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
+    gates: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -78,6 +80,10 @@ class RunConfig:
             cfg.commission = dict(raw["commission"])
         if "slippage" in raw:
             cfg.slippage = dict(raw["slippage"])
+        if "gates" in raw:
+            if not isinstance(raw["gates"], dict):
+                raise ConfigError(f"{source}: [gates]: expected a table of metric = \"<op> <number>\"")
+            cfg.gates = dict(raw["gates"])
         return cfg
 
     @classmethod
@@ -99,14 +105,14 @@ class RunConfig:
         value = parse_value(text)
         if section == "params":
             self.params[name] = value
-        elif section in ("commission", "slippage"):
+        elif section in ("commission", "slippage", "gates"):
             getattr(self, section)[name] = value
         elif section == "run":
             if name not in {f.name for f in fields(RunSection)}:
                 raise ConfigError(f"--set {assignment!r}: [run] has no key {name!r}")
             setattr(self.run, name, _coerce(RunSection, name, value, f"--set {assignment!r}"))
         else:
-            raise ConfigError(f"--set {assignment!r}: unknown section {section!r} (run, params, commission, slippage)")
+            raise ConfigError(f"--set {assignment!r}: unknown section {section!r} (run, params, commission, slippage, gates)")
 
 
 def parse_value(text: str) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from typing import Any
+from typing import Any, Callable
 
 import structlog
 
@@ -69,7 +69,8 @@ class Engine:
         self.orders: dict[str, Order] = {}
         self.fills: list[Fill] = []
         self.order_events: list[OrderEvent] = []
-        self.snapshots: list[tuple[int, float, dict[str, float]]] = []
+        self.cash_log: list[tuple[int, float]] = []        # (step, cash) after each step with fills
+        self.qty_log: list[tuple[int, str, float]] = []    # (step, symbol, quantity) after each fill
         self._notes: list[tuple[str, Any]] = []
         self._dirty = False
         self._order_seq = 0
@@ -79,6 +80,7 @@ class Engine:
                              or type(strategy).on_order is not Strategy.on_order)
         self._at_close = rules.fill_at == "close"
         self._rows = market.rows if isinstance(market, HistoricalMarket) else None
+        self.step = self._make_step()
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -94,51 +96,72 @@ class Engine:
         return f"{self._order_prefix}{self._order_seq:08d}"
 
     # -- the loop body -------------------------------------------------------------------
-    def step(self, ts: int, bars: list[Bar]) -> None:
-        """Process every bar stamped ``ts`` (one per symbol), steps (1)-(6)."""
-        self.now = ts
-        self.step_index += 1
-        if self._rows is not None:  # historical market: 'now' moves one row per bar
-            rows = self._rows
-            for bar in bars:
-                rows[bar.symbol] += 1
-        else:
-            for bar in bars:
-                self.market.advance(bar)
+    def _make_step(self) -> Callable[[int, list[Bar]], None]:
+        """Build ``step(ts, bars)``: every bar stamped ``ts`` (one per symbol), steps (1)-(6).
+
+        The loop body runs once per timestamp, a million times in a long backtest, so the
+        parts it uses are bound once here as closure variables instead of being looked up
+        on ``self`` at every call. The behaviour is that of the numbered steps above.
+        """
+        rows = self._rows
+        market = self.market
+        advance = market.advance
         venue = self.venue
-        if venue.n_open:
-            book = venue.book
-            for bar in bars:
-                if bar.symbol in book:
-                    venue.on_bar(bar.symbol, ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
+        book = venue.book
+        venue_bar = venue.on_bar
         ctx = self.ctx
+        new = ctx._new
         strategy = self.strategy
-        if self._notes:
-            self._deliver()
-        if self.timers.heap:
-            for name in self.timers.due(ts):
-                strategy.on_timer(ctx, name)
-        if self._per_bar:
-            on_bar = strategy.on_bar
-            for bar in bars:
-                on_bar(ctx, bar)
-        else:
-            strategy.on_bars(ctx, bars)
-        if ctx._new:
-            self._route()
-            if self._at_close:
+        on_bar = strategy.on_bar
+        on_bars = strategy.on_bars
+        per_bar = self._per_bar
+        notes = self._notes
+        deliver = self._deliver
+        heap = self.timers.heap
+        due = self.timers.due
+        route = self._route
+        at_close = self._at_close
+
+        def step(ts: int, bars: list[Bar]) -> None:
+            self.now = market.now = ts
+            self.step_index += 1
+            if rows is not None:  # historical market: 'now' moves one row per bar
                 for bar in bars:
-                    if bar.symbol in venue.book:
-                        venue.on_close(bar.symbol, ts, bar.close, bar.volume)
-                if self._notes:
-                    self._deliver()
-                    self._route()
-        if self._dirty:
-            self._snapshot()
+                    rows[bar.symbol] += 1
+            else:
+                for bar in bars:
+                    advance(bar)
+            if venue.n_open:                                            # (1) match
+                for bar in bars:
+                    if bar.symbol in book:
+                        venue_bar(bar.symbol, ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
+            if notes:                                                   # (5) callbacks
+                deliver()
+            if heap:
+                for name in due(ts):
+                    strategy.on_timer(ctx, name)
+            if per_bar:
+                for bar in bars:
+                    on_bar(ctx, bar)
+            else:
+                on_bars(ctx, bars)
+            if new:                                                     # (6) risk, venue
+                route()
+                if at_close:
+                    for bar in bars:
+                        if bar.symbol in book:
+                            venue.on_close(bar.symbol, ts, bar.close, bar.volume)
+                    if notes:
+                        deliver()
+                        route()
+            if self._dirty:
+                self._snapshot()
+
+        return step
 
     def tick(self, tick: Tick) -> None:
         """Process one tick: match working orders at its price, then ``on_tick``."""
-        self.now = tick.ts
+        self.now = self.market.now = tick.ts
         self.step_index += 1
         if tick.symbol in self.venue.book:
             p = tick.price
@@ -158,7 +181,8 @@ class Engine:
         for _ in range(100):
             if not ctx._new:
                 return
-            batch, ctx._new = ctx._new, []
+            batch = ctx._new[:]
+            ctx._new.clear()
             for decision in self.risk.screen(batch, self):
                 order = decision.order
                 self.orders[order.id] = order
@@ -180,7 +204,8 @@ class Engine:
         self.order_events.append(OrderEvent(self.now, order.id, order.symbol, order.status, order.reason))
 
     def _deliver(self) -> None:
-        notes, self._notes = self._notes, []
+        notes = self._notes[:]
+        self._notes.clear()
         strategy, ctx = self.strategy, self.ctx
         for kind, obj in notes:
             if kind == "fill":
@@ -202,6 +227,7 @@ class Engine:
     def on_fill(self, fill: Fill, order: Order) -> None:
         self.portfolio.apply(fill)
         self.fills.append(fill)
+        self.qty_log.append((self.step_index, fill.symbol, self.portfolio.positions[fill.symbol].qty))
         self._dirty = True
         if self._wants_notes:
             self._notes.append(("fill", fill))
@@ -227,13 +253,13 @@ class Engine:
         return self.portfolio.equity(self.market.price)
 
     def _snapshot(self) -> None:
-        """Record cash and positions after a step with fills (the equity curve is rebuilt from these)."""
+        """Record cash after a step with fills (the equity curve is rebuilt from these logs)."""
         self._dirty = False
-        pos = {s: p.qty for s, p in self.portfolio.positions.items()}
-        if self.snapshots and self.snapshots[-1][0] == self.step_index:
-            self.snapshots[-1] = (self.step_index, self.portfolio.cash, pos)
+        log = self.cash_log
+        if log and log[-1][0] == self.step_index:
+            log[-1] = (self.step_index, self.portfolio.cash)
         else:
-            self.snapshots.append((self.step_index, self.portfolio.cash, pos))
+            log.append((self.step_index, self.portfolio.cash))
 
 
 def finite_or_none(x: float) -> float | None:

@@ -1,10 +1,19 @@
-"""structlog set-up: key=value lines for people, JSON lines for live deployments."""
+"""structlog set-up: key=value lines for people, JSON lines for live deployments, and a per-run events.jsonl."""
 from __future__ import annotations
 
+import contextlib
+import functools
+import json as _json
 import logging
+import shutil
 import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import structlog
+
+EVENTS_FILE = "events.jsonl"
 
 
 def configure(json: bool = False, level: str = "info") -> None:
@@ -15,9 +24,74 @@ def configure(json: bool = False, level: str = "info") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _tee,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+# ------------------------------------------------------------------------ run event file sink
+_SINKS: list = []  # open text files that receive every log event as a JSON line while a run is active
+
+
+def _tee(logger: object, method: str, event_dict: dict) -> dict:
+    """structlog processor: copy the event as one JSON line to every active run sink."""
+    if _SINKS:
+        line = _json.dumps(event_dict, default=str, ensure_ascii=False) + "\n"
+        for sink in _SINKS:
+            sink.write(line)
+    return event_dict
+
+
+def _ensure_tee() -> None:
+    """Put the tee just before the renderer of the current structlog chain (once)."""
+    processors = list(structlog.get_config()["processors"])
+    if _tee not in processors:
+        processors.insert(max(len(processors) - 1, 0), _tee)
+        structlog.configure(processors=processors)
+
+
+@contextlib.contextmanager
+def run_events() -> Iterator["RunEvents"]:
+    """Record every log event emitted inside the block; ``.save(path)`` writes them as JSON lines."""
+    _ensure_tee()
+    events = RunEvents()
+    _SINKS.append(events.buffer)
+    try:
+        yield events
+    finally:
+        _SINKS.remove(events.buffer)
+
+
+class RunEvents:
+    """The JSON lines of one run's log events, spooled to a temporary file until the run folder exists."""
+
+    def __init__(self) -> None:
+        self.buffer = tempfile.TemporaryFile("w+", encoding="utf-8")
+
+    def save(self, path: Path) -> Path:
+        """Copy the events recorded so far to ``path`` (e.g. ``runs/<id>/events.jsonl``)."""
+        self.buffer.flush()
+        self.buffer.seek(0)
+        with open(path, "w", encoding="utf-8") as out:
+            shutil.copyfileobj(self.buffer, out)
+        self.buffer.seek(0, 2)
+        return path
+
+
+def logs_run_events(fn: Callable[..., tuple[Any, Path | None]]) -> Callable[..., tuple[Any, Path | None]]:
+    """Decorate a runner returning ``(result, run_dir | None)`` so its log events land in ``run_dir/events.jsonl``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> tuple[Any, Path | None]:
+        with run_events() as events:
+            result, run_dir = fn(*args, **kwargs)
+            if run_dir is not None:
+                events.save(Path(run_dir) / EVENTS_FILE)
+        events.buffer.close()
+        return result, run_dir
+
+    return wrapper

@@ -234,9 +234,9 @@ def _walk(fills: Sequence[Fill]) -> tuple[list[Trade], np.ndarray, np.ndarray]:
     pos: dict[str, float] = {}
     open_: dict[str, _Open] = {}
     trades: list[Trade] = []
-    when = np.empty(len(fills), np.int64)
-    n_open = np.empty(len(fills), np.int64)
-    for k, i in enumerate(order):
+    when: list[int] = []
+    n_open: list[int] = []
+    for i in order:
         f = fills[i]
         q, px, c, s = float(f.qty), float(f.price), float(f.commission), f.side.sign
         if not (math.isfinite(q) and q > 0 and math.isfinite(px) and math.isfinite(c)):
@@ -278,9 +278,9 @@ def _walk(fills: Sequence[Fill]) -> tuple[list[Trade], np.ndarray, np.ndarray]:
                 nt.in_notional = nt.in_qty * px
                 nt.commission = c * (1.0 - frac)
                 pos[f.symbol] = s * nt.in_qty
-        when[k] = f.ts
-        n_open[k] = len(open_)
-    return trades, when, n_open
+        when.append(f.ts)
+        n_open.append(len(open_))
+    return trades, np.array(when, np.int64), np.array(n_open, np.int64)
 
 
 def round_trips(fills: Sequence[Fill]) -> list[Trade]:

@@ -9,7 +9,9 @@ import importlib
 import importlib.util
 import inspect
 import json
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +19,12 @@ import structlog
 
 from brokers.costs import COMMISSIONS, SLIPPAGES, build_model, describe
 from brokers.sim import FillRules
-from data.catalog import Catalog, file_sha256
-from data.loaders import load_bars
+from data.loaders import file_sha256, load_bars
 from data.schema import BarSeries
 from risk.pipeline import CashCheck, NoShortCheck, RiskPipeline
 
 from .backtest import BacktestResult, run_backtest
-from .config import ConfigError, RunConfig
+from .config import ConfigError, DataSpec, RunConfig
 from .metrics import compute_metrics
 from .progress import LazyProgress
 from .runio import package_versions, write_run
@@ -68,30 +69,45 @@ def _import(name: str):
 
 
 def load_inputs(cfg: RunConfig) -> tuple[list[BarSeries], list[dict[str, Any]]]:
-    """Every input of the run as a BarSeries, plus its manifest entry (path, sha256, rows, span)."""
+    """Every input of the run as a BarSeries, plus its manifest entry (path, sha256, rows).
+
+    Files are parsed and hashed in a thread pool (polars and hashlib release the GIL); the
+    result does not depend on the order the threads finish in, and the first failing input
+    in the order given is the error reported.
+    """
     if not cfg.data:
         raise ConfigError("no input data: give --data PATH (or [[data]] in the config)")
-    out, entries = [], []
-    catalog = Catalog(cfg.run.catalog) if cfg.run.catalog else None
+    catalog = None
+    if cfg.run.catalog:
+        from data.catalog import Catalog  # pyarrow is imported only when a catalog is used
+        catalog = Catalog(cfg.run.catalog)
     for spec in cfg.data:
+        if catalog is None and not Path(spec.path).exists():
+            raise ConfigError(f"input file {spec.path} not found")
+
+    def one(spec: DataSpec) -> tuple[BarSeries, dict[str, Any]]:
         if catalog is not None:
             series = catalog.read(spec.path)
             entry = {"catalog": cfg.run.catalog, "symbol": spec.path, **catalog.meta(spec.path)}
             if spec.symbol:
                 series = _renamed(series, spec.symbol)
         else:
-            path = Path(spec.path)
-            if not path.exists():
-                raise ConfigError(f"input file {spec.path} not found")
-            series = load_bars(path, spec.symbol, columns=spec.columns, encoding=spec.encoding, tz=spec.tz,
+            series = load_bars(spec.path, spec.symbol, columns=spec.columns, encoding=spec.encoding, tz=spec.tz,
                                date_format=spec.date_format, on_bad=spec.on_bad or cfg.run.on_bad)
-            entry = {"path": spec.path, "sha256": file_sha256(path), "symbol": series.symbol}
+            entry = {"path": spec.path, "symbol": series.symbol}
         if cfg.run.start or cfg.run.end:
             series = series.between(_ts(cfg.run.start), _ts(cfg.run.end))
         entry["rows"] = len(series)
-        out.append(series)
-        entries.append(entry)
-    return out, entries
+        return series, entry
+
+    workers = min(len(cfg.data), os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        hashes = [None if catalog is not None else pool.submit(file_sha256, spec.path) for spec in cfg.data]
+        loaded = list(pool.map(one, cfg.data))
+    for (_, entry), h in zip(loaded, hashes):
+        if h is not None:
+            entry["sha256"] = h.result()
+    return [s for s, _ in loaded], [e for _, e in loaded]
 
 
 def _renamed(s: BarSeries, symbol: str) -> BarSeries:

@@ -26,15 +26,14 @@ class SmaCross(Strategy):
         slow = ctx.indicator("sma", n=self.slow)
         self.cross = ctx.indicator("crossover", fast, slow)
 
-    def on_bar(self, ctx: Context, bar: Bar) -> None:
-        signal = self.cross[bar.symbol]
-        if signal == 0.0 or signal != signal:
-            return
-        held = ctx.position(bar.symbol)
-        if not held and signal > 0:
-            if self.sizing == "fixed":
-                ctx.buy(bar.symbol, self.size)
-            else:
-                ctx.order_target_percent(bar.symbol, self.target)
-        elif held and signal < 0:
-            ctx.close(bar.symbol)
+    def on_bars(self, ctx: Context, bars: list[Bar]) -> None:
+        # only symbols whose crossover fired on this bar, in symbol order (backtrader's data order)
+        for symbol in self.cross.nonzero_symbols():
+            held = ctx.position(symbol)
+            if not held and self.cross[symbol] > 0:
+                if self.sizing == "fixed":
+                    ctx.buy(symbol, self.size)
+                else:
+                    ctx.order_target_percent(symbol, self.target)
+            elif held and self.cross[symbol] < 0:
+                ctx.close(symbol)
