@@ -377,11 +377,21 @@ def _best_format(sample: pl.Series) -> str | None:
     return best
 
 
+_COMMON_SHAPES = tuple((re.compile(p), f) for p, f in (
+    (r"^\d{4}-\d{2}-\d{2}$", "%Y-%m-%d"),
+    (r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$", "%Y-%m-%d %H:%M:%S"),
+    (r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$", "%Y-%m-%d %H:%M"),
+))
+
+
 def _likely_first(formats: tuple[str, ...], value: str) -> list[str]:
     """``formats`` with those Python's strptime accepts for ``value`` moved to the front (order kept).
 
     Only a cheaper search order: the polars check over the whole sample still decides.
     """
+    for shape, fmt in _COMMON_SHAPES:  # the usual ISO forms: no need to try every format
+        if shape.match(value) and fmt in formats:
+            return [fmt] + [f for f in formats if f != fmt]
     value = value.replace("Z", "+00:00") if value.endswith("Z") else value
     fits, rest = [], []
     for fmt in formats:
