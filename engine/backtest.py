@@ -57,10 +57,16 @@ def merge_timeline(series: list[BarSeries]) -> tuple[np.ndarray, np.ndarray, lis
     if len(series) == 1:
         s = series[0]
         return s.ts, np.zeros(len(s), np.int32), [s.open, s.high, s.low, s.close, s.volume]
+    first = series[0].ts
+    fields = ("open", "high", "low", "close", "volume")
+    if all(len(s) == len(first) and np.array_equal(s.ts, first) for s in series[1:]):  # one calendar: interleave
+        n = len(series)
+        return (np.repeat(first, n), np.tile(np.arange(n, dtype=np.int32), len(first)),
+                [np.stack([getattr(s, f) for s in series], axis=1).ravel() for f in fields])
     ts = np.concatenate([s.ts for s in series])
     sym = np.repeat(np.arange(len(series), dtype=np.int32), [len(s) for s in series])
     order = np.lexsort((sym, ts))
-    cols = [np.concatenate([getattr(s, f) for s in series])[order] for f in ("open", "high", "low", "close", "volume")]
+    cols = [np.concatenate([getattr(s, f) for s in series])[order] for f in fields]
     return ts[order], sym[order], cols
 
 
