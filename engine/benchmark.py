@@ -2,12 +2,13 @@
 
 Alignment
 ---------
-The benchmark file (any format :func:`data.loaders.load_bars` reads) is reduced to one close per
-calendar day (the day's last bar). For every day ``d`` of the run, the aligned close ``A_d`` is the
-benchmark's last close on or before ``d`` (carried forward over benchmark holidays, never taken
-from the future); days before the benchmark's first day or after its last have no value. The
-covered days form one stretch ``d_0..d_k`` of the run: the benchmark-relative metrics are computed
-over it (normally the whole run; a partial cover is logged as a warning).
+The benchmark file (any format :func:`data.loaders.load_bars` reads; a date and a close column are
+enough, as in an index export) is reduced to one close per calendar day (the day's last bar). For
+every day ``d`` of the run, the aligned close ``A_d`` is the benchmark's last close on or before
+``d`` (carried forward over benchmark holidays, never taken from the future); days before the
+benchmark's first day or after its last have no value. The covered days form one stretch
+``d_0..d_k`` of the run: the benchmark-relative metrics are computed over it (normally the whole
+run; a partial cover is logged as a warning).
 
 Definitions (``P`` = 252 periods a year, ``n`` = covered days)
 -------------------------------------------------------------
@@ -47,7 +48,7 @@ from .config import ConfigError
 from .metrics import daily_equity, daily_returns, max_drawdown
 
 __all__ = ["BENCHMARK_KEYS", "BENCHMARK_FILE", "Benchmark", "load_benchmark", "align", "benchmark_metrics",
-           "write_benchmark"]
+           "write_benchmark", "span_of"]
 
 BENCHMARK_KEYS = ("benchmark_return", "benchmark_annual_return", "benchmark_max_drawdown", "excess_return",
                   "alpha", "beta", "information_ratio", "tracking_error", "benchmark_days")
@@ -74,11 +75,11 @@ def _day(ns: int) -> str:
 
 def load_benchmark(path: str | Path, *, on_bad: str = "raise", span: tuple[int, int] | None = None) -> Benchmark:
     """Read a benchmark file into daily closes; a ConfigError if it is missing, unreadable or off the run's span."""
-    p = Path(path)
+    p = Path(str(path))
     if not p.is_file():
         raise ConfigError(f"benchmark file {path} not found")
     try:
-        series = load_bars(p, on_bad=on_bad)
+        series = load_bars(p, columns={}, on_bad=on_bad)   # columns={}: a date and a close column suffice
     except DataError as e:
         raise ConfigError(f"benchmark {e}") from None
     except (ValueError, OSError) as e:
@@ -96,6 +97,12 @@ def load_benchmark(path: str | Path, *, on_bad: str = "raise", span: tuple[int, 
             raise ConfigError(f"benchmark {path}: covers {bench.span()}, no day of the run's data "
                               f"({_day(first)}..{_day(last)})")
     return bench
+
+
+def span_of(series: list[Any]) -> tuple[int, int] | None:
+    """First and last timestamp over the run's input series (None when they hold no bar)."""
+    ts = [s.ts for s in series if len(s.ts)]
+    return (min(int(t[0]) for t in ts), max(int(t[-1]) for t in ts)) if ts else None
 
 
 def align(bench: Benchmark, days: np.ndarray) -> np.ndarray:

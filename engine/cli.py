@@ -1,4 +1,4 @@
-"""The ``tradeloop`` command line: backtests, data import, strategy listing."""
+"""The ``tradeloop`` command line: backtests, reports, run lists, data import, strategy listing."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import ConfigError, DataSpec, RunConfig, parse_value
+
+EXIT_GATE_FAILED = 3  # `backtest --strict` with a failed acceptance gate
 
 
 class _DataAction(argparse.Action):
@@ -40,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--out", metavar="DIR", help="run folder (default runs/<id>)")
     bt.add_argument("--log-json", action="store_true", help="JSON log lines")
     bt.add_argument("--quiet", action="store_true", help="no summary table")
+    bt.add_argument("--benchmark", metavar="PATH", help="bar file of a benchmark (e.g. an index) to measure against")
+    bt.add_argument("--strict", action="store_true", help=f"exit {EXIT_GATE_FAILED} when an acceptance gate fails")
 
     data = sub.add_parser("data", help="data tools")
     dsub = data.add_subparsers(dest="data_command", required=True)
@@ -51,7 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--on-bad", choices=["raise", "drop", "repair"], default="raise")
 
     sub.add_parser("strategies", help="list the strategies in strategies/ and their parameters")
+    add_report_parsers(sub)
     return p
+
+
+def add_report_parsers(sub: Any) -> None:
+    """``report RUN_DIR`` and ``runs list|compare``."""
+    rp = sub.add_parser("report", help="(re)write report.html of a run folder")
+    rp.add_argument("run_dir", metavar="RUN_DIR")
+    rp.add_argument("--out", metavar="FILE", help="where to write it (default RUN_DIR/report.html)")
+    runs = sub.add_parser("runs", help="past runs: list them, compare them")
+    rsub = runs.add_subparsers(dest="runs_command", required=True)
+    ls = rsub.add_parser("list", help="a table of the runs under --root")
+    ls.add_argument("--root", default="runs", metavar="DIR", help="folder holding run folders (default runs)")
+    cmp = rsub.add_parser("compare", help="metrics side by side and equity curves overlaid in one HTML page")
+    cmp.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or run ids under --root (two or more)")
+    cmp.add_argument("--root", default="runs", metavar="DIR")
+    cmp.add_argument("--out", default="compare.html", metavar="FILE", help="HTML page to write (default compare.html)")
 
 
 def config_from_args(a: argparse.Namespace) -> RunConfig:
@@ -68,6 +88,8 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         cfg.run.catalog = a.catalog
     if a.out:
         cfg.run.out = a.out
+    if getattr(a, "benchmark", None):
+        cfg.run.benchmark = a.benchmark
     for item in a.param:
         key, sep, value = item.partition("=")
         if not sep:
@@ -86,6 +108,18 @@ def cmd_backtest(a: argparse.Namespace) -> int:
     result, out = backtest(cfg)
     if not a.quiet:
         print_summary(result, out)
+    return gate_exit(result.metrics, a.strict)
+
+
+def gate_exit(metrics: dict[str, Any], strict: bool) -> int:
+    """0, or EXIT_GATE_FAILED (with the failures on stderr) when ``strict`` and a gate failed."""
+    from .gates import failed_gates
+    failed = failed_gates(metrics)
+    if strict and failed:
+        for name in failed:
+            print(f"tradeloop: gate failed: {name} {metrics['gates'][name]['rule']}: {metrics['gates'][name]['reason']}",
+                  file=sys.stderr)
+        return EXIT_GATE_FAILED
     return 0
 
 
@@ -93,6 +127,7 @@ def print_summary(result: Any, out: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .htmlpage import format_metric
     m = result.metrics
     t = Table(title="backtest", show_header=False)
     fmt = {"final_value": "{:,.6f}", "total_return": "{:.2%}", "annual_return": "{:.2%}", "sharpe": "{:.3f}",
@@ -101,10 +136,16 @@ def print_summary(result: Any, out: Path | None) -> None:
     for key, f in fmt.items():
         v = m.get(key)
         t.add_row(key, "n/a" if v is None else f.format(v))
+    for key in ("benchmark_return", "excess_return", "alpha", "beta", "information_ratio", "tracking_error"):
+        if key in m:
+            t.add_row(key, format_metric(key, m[key]))
+    for key, g in (m.get("gates") or {}).items():
+        t.add_row(f"gate {key} {g['rule']}", ("PASS " if g["passed"] else "FAIL ") + g["reason"])
     t.add_row("fills", str(len(result.fills)))
     t.add_row("bars", f"{result.bars:,} ({result.bars / max(result.elapsed_s, 1e-9):,.0f}/s)")
     if out is not None:
         t.add_row("run folder", str(out))
+        t.add_row("report", str(out / "report.html"))
     Console().print(t)
 
 
@@ -113,6 +154,23 @@ def cmd_data_import(a: argparse.Namespace) -> int:
     kw = {"encoding": a.encoding, "tz": a.tz, "on_bad": a.on_bad}
     symbols = import_files([Path(p) for p in a.paths], Path(a.catalog), **kw)
     print(f"imported {len(symbols)} symbol(s) into {a.catalog}: {', '.join(symbols)}")
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from .report import write_report
+    print(write_report(a.run_dir, a.out))
+    return 0
+
+
+def cmd_runs(a: argparse.Namespace) -> int:
+    from .runs import list_runs, print_compare, print_runs, write_compare
+    if a.runs_command == "list":
+        print_runs(list_runs(a.root), a.root)
+        return 0
+    path, paths, metrics = write_compare(a.runs, a.out, a.root)
+    print_compare(paths, metrics)
+    print(f"equity curves: {path}")
     return 0
 
 
@@ -147,7 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_data_import(a)
         if a.command == "strategies":
             return cmd_strategies(a)
-    except (ConfigError, DataError) as e:
+        if a.command == "report":
+            return cmd_report(a)
+        if a.command == "runs":
+            return cmd_runs(a)
+    except (ConfigError, DataError) as e:  # RunFolderError is a ConfigError
         print(f"tradeloop: error: {e}", file=sys.stderr)
         return 2
     return 1

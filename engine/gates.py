@@ -14,12 +14,14 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+import structlog
+
 from .benchmark import BENCHMARK_KEYS
 from .config import ConfigError
 from .metrics import METRIC_KEYS
 from .signals import SIGNAL_KEYS
 
-__all__ = ["Gate", "GATEABLE", "parse_gates", "evaluate_gates", "failed_gates"]
+__all__ = ["Gate", "GATEABLE", "parse_gates", "evaluate_gates", "apply_gates", "failed_gates"]
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq, "!=": operator.ne,
@@ -77,6 +79,17 @@ def parse_gates(raw: Mapping[str, Any]) -> list[Gate]:
 def evaluate_gates(gates: list[Gate], metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """``{metric: {rule, value, passed, reason}}`` for every gate."""
     return {g.metric: g.check(metrics) for g in gates}
+
+
+def apply_gates(gates: list[Gate], metrics: dict[str, Any]) -> None:
+    """Put the gate results into ``metrics["gates"]`` (only when the run declares gates) and log failures."""
+    if not gates:
+        return
+    metrics["gates"] = evaluate_gates(gates, metrics)
+    log = structlog.get_logger("tradeloop.gates")
+    for name, g in metrics["gates"].items():
+        if not g["passed"]:
+            log.warning("gate_failed", metric=name, rule=g["rule"], reason=g["reason"])
 
 
 def failed_gates(metrics: Mapping[str, Any]) -> list[str]:

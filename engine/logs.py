@@ -16,6 +16,11 @@ import structlog
 EVENTS_FILE = "events.jsonl"
 
 
+def _stderr_logger(*args: Any) -> structlog.PrintLogger:
+    """A logger on the current ``sys.stderr`` (looked up per logger, so a swapped or closed stream is never kept)."""
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure(json: bool = False, level: str = "info") -> None:
     """Configure structlog once for this process (console renderer or JSON lines on stderr)."""
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
@@ -28,7 +33,7 @@ def configure(json: bool = False, level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
 
@@ -56,7 +61,7 @@ def _ensure_tee() -> None:
 
 @contextlib.contextmanager
 def run_events() -> Iterator["RunEvents"]:
-    """Record every log event emitted inside the block; ``.save(path)`` writes them as JSON lines."""
+    """Record every log event emitted inside the block; ``.save(path)`` (inside it) writes them as JSON lines."""
     _ensure_tee()
     events = RunEvents()
     _SINKS.append(events.buffer)
@@ -64,6 +69,7 @@ def run_events() -> Iterator["RunEvents"]:
         yield events
     finally:
         _SINKS.remove(events.buffer)
+        events.buffer.close()
 
 
 class RunEvents:
@@ -91,7 +97,6 @@ def logs_run_events(fn: Callable[..., tuple[Any, Path | None]]) -> Callable[...,
             result, run_dir = fn(*args, **kwargs)
             if run_dir is not None:
                 events.save(Path(run_dir) / EVENTS_FILE)
-        events.buffer.close()
         return result, run_dir
 
     return wrapper

@@ -24,10 +24,15 @@ from data.schema import BarSeries
 from risk.pipeline import CashCheck, NoShortCheck, RiskPipeline
 
 from .backtest import BacktestResult, run_backtest
+from .benchmark import benchmark_metrics, load_benchmark, span_of, write_benchmark
 from .config import ConfigError, DataSpec, RunConfig
+from .gates import apply_gates, parse_gates
+from .logs import logs_run_events
 from .metrics import compute_metrics
 from .progress import LazyProgress
+from .report import write_report
 from .runio import package_versions, write_run
+from .signals import signal_metrics
 from .strategy import Strategy
 
 
@@ -146,16 +151,20 @@ def run_id(cfg: RunConfig, strategy: str) -> str:
     return f"{strategy}-{time.strftime('%Y%m%d-%H%M%S')}-{digest}"
 
 
+@logs_run_events
 def backtest(cfg: RunConfig, *, out: Path | None = None, write: bool = True,
              progress: bool | None = None) -> tuple[BacktestResult, Path | None]:
     """Run the backtest ``cfg`` describes; write its folder unless ``write`` is False."""
     log = structlog.get_logger("tradeloop.backtest")
     cls = resolve_strategy(cfg.run.strategy)
+    gates = parse_gates(cfg.gates)
     try:
         strategy = cls(**cfg.params)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     series, inputs = load_inputs(cfg)
+    bench = (load_benchmark(cfg.run.benchmark, on_bad=cfg.run.on_bad, span=span_of(series))
+             if cfg.run.benchmark else None)
     rules = build_rules(cfg)
     risk = build_risk(cfg, rules)
     with LazyProgress("backtest", enabled=progress) as bar:
@@ -163,11 +172,16 @@ def backtest(cfg: RunConfig, *, out: Path | None = None, write: bool = True,
                               order_prefix=cfg.run.order_prefix, log=log, progress=bar)
     result.metrics = compute_metrics(result.ts, result.equity, result.start_cash, result.fills,
                                      gross_exposure=result.gross_exposure)
+    if bench is not None:
+        result.metrics.update(benchmark_metrics(bench, result.ts, result.equity, result.start_cash))
     log.info("backtest_done", strategy=cfg.run.strategy, bars=result.bars, fills=len(result.fills),
              final_value=round(result.final_value, 6), seconds=round(result.elapsed_s, 3))
     if not write:
+        apply_gates(gates, result.metrics)
         return result, None
     target = Path(out or cfg.run.out or Path("runs") / run_id(cfg, cfg.run.strategy.rpartition(":")[2]))
+    result.metrics.update(signal_metrics(target))
+    apply_gates(gates, result.metrics)
     config = cfg.to_dict()
     config["run"].pop("out", None)  # where a run was written is not part of what it is
     manifest = {
@@ -175,11 +189,14 @@ def backtest(cfg: RunConfig, *, out: Path | None = None, write: bool = True,
         "strategy": {"class": f"{cls.__module__}:{cls.__qualname__}", "params": strategy.params},
         "fill_rules": {"fill_at": rules.fill_at, "participation": rules.participation, "lot_size": rules.lot_size,
                        "commission": describe(rules.commission), "slippage": describe(rules.slippage)},
-        "inputs": inputs,
+        "inputs": inputs + ([bench.entry] if bench is not None else []),
         "seed": cfg.run.seed,
         "versions": package_versions(),
         "symbols": result.symbols,
         "tz": result.tz,
     }
     write_run(target, result, manifest)
+    if bench is not None:
+        write_benchmark(target, bench, result.ts, result.tz)
+    write_report(target)
     return result, target
