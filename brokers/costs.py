@@ -40,6 +40,30 @@ class PerShareCommission:
         return fee if fee >= self.minimum else self.minimum
 
 
+@dataclass(frozen=True, slots=True)
+class AShareCommission:
+    """China A-share fees: broker commission (``rate``, at least ``minimum`` per fill), stamp duty
+    on sells and the exchange transfer fee on both sides, all as fractions of the traded notional.
+
+    Defaults: 0.025% with a 5 CNY minimum, 0.05% stamp duty (since 2023-08-28), 0.001% transfer fee.
+    """
+
+    rate: float = 0.00025
+    minimum: float = 5.0
+    stamp_duty: float = 0.0005
+    transfer_fee: float = 0.00001
+
+    def __call__(self, symbol: str, side: Side, qty: float, price: float) -> float:
+        notional = abs(qty) * price
+        fee = self.rate * notional
+        if fee < self.minimum:
+            fee = self.minimum
+        fee += self.transfer_fee * notional
+        if side is Side.SELL:
+            fee += self.stamp_duty * notional
+        return fee
+
+
 class SlippageModel(Protocol):
     def __call__(self, side: Side, price: float, qty: float, volume: float) -> float: ...
 
@@ -69,7 +93,7 @@ class VolumeShareSlippage:
         return price * (1.0 + move) if side is Side.BUY else price * (1.0 - move)
 
 
-COMMISSIONS = {"percent": PercentCommission, "per_share": PerShareCommission}
+COMMISSIONS = {"percent": PercentCommission, "per_share": PerShareCommission, "cn_a": AShareCommission}
 SLIPPAGES = {"none": None, "bps": FixedBpsSlippage, "volume_share": VolumeShareSlippage}
 
 

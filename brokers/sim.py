@@ -16,6 +16,10 @@ Rules (the same in backtests, the live driver's paper venue and the exchange sim
 - DAY orders live through the first trading day on which they can trade, then expire. IOC
   orders are cancelled after the first bar they could trade on.
 - A fill the account cannot pay for is not made: the order is rejected with the reason.
+- With a market profile (``FillRules.market``, e.g. China A-shares): no buy fills at the
+  limit-up price and no sell fills at the limit-down price of the day (the order keeps
+  working); fill quantities are whole lots except a sell of an order's whole odd remainder;
+  with T+1 a sell fills at most the shares held since before today.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from data.schema import NS_PER_DAY
 
 from .costs import CommissionModel, PercentCommission, SlippageModel
 from .orders import Fill, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
+from .profiles import MarketProfile
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class FillRules:
     lot_size: float = 0.0
     commission: CommissionModel = field(default_factory=PercentCommission)
     slippage: SlippageModel | None = None  # None: fills at the model price
+    market: MarketProfile | None = None  # a market's rules (lots, T+1, price limits); None: none
 
     def __post_init__(self) -> None:
         if self.fill_at not in ("open", "close"):
@@ -55,6 +61,12 @@ class FillSink(Protocol):
     def on_fill(self, fill: Fill, order: Order) -> None: ...
 
     def on_order_event(self, event: OrderEvent, order: Order) -> None: ...
+
+    def pre_close(self, symbol: str) -> float:
+        """The previous session's close of ``symbol`` (NaN if unknown): the base of price limits."""
+
+    def sellable(self, symbol: str) -> float:
+        """Shares of ``symbol`` that may be sold now (T+1: bought before today)."""
 
 
 class SimulatedVenue:
@@ -124,19 +136,32 @@ class SimulatedVenue:
             price, slip = self._price(order, o, h, l)
             if price is None:
                 return
-        qty = order.qty - order.filled_qty
         rules = self.rules
+        side = order.side
+        sink = self.sink
+        market = rules.market
+        band = None
+        if market is not None:
+            band = market.limits(order.symbol, ts, sink.pre_close(order.symbol))
+            if band is not None and (price >= band[1] - market.tick / 2 if side is Side.BUY
+                                     else price <= band[0] + market.tick / 2):
+                return  # no buy at limit-up, no sell at limit-down: the order keeps working
+        qty = remaining = order.qty - order.filled_qty
         if rules.participation is not None:
             qty = min(qty, rules.participation * v)
+        if market is not None and market.t_plus_1 and side is Side.SELL:
+            qty = min(qty, sink.sellable(order.symbol))
         if rules.lot_size > 0:
-            qty = math.floor(qty / rules.lot_size + 1e-9) * rules.lot_size
+            whole = math.floor(qty / rules.lot_size + 1e-9) * rules.lot_size
+            if market is None or side is Side.BUY or qty < remaining - 1e-9:  # odd lots: whole remainder only
+                qty = whole
         if qty <= 0:
             return
-        side = order.side
         if slip and rules.slippage is not None:
             price = min(max(rules.slippage(side, price, qty, v), l), h)
+            if band is not None:
+                price = min(max(price, band[0]), band[1])
         commission = rules.commission(order.symbol, side, qty, price)
-        sink = self.sink
         problem = sink.affordable(order.symbol, side, qty, price, commission)
         if problem is not None:
             self._finish(order, OrderStatus.REJECTED, ts, problem)

@@ -19,6 +19,7 @@ import numpy as np
 from brokers.orders import Fill, Order, OrderEvent
 from brokers.sim import FillRules
 from data.schema import Bar, BarSeries
+from risk.events import RiskEvent
 from risk.pipeline import RiskPipeline
 
 from .core import Engine
@@ -46,6 +47,7 @@ class BacktestResult:
     bars: int
     elapsed_s: float
     metrics: dict[str, Any] = field(default_factory=dict)
+    risk_events: list[RiskEvent] = field(default_factory=list)
 
     @property
     def final_value(self) -> float:
@@ -110,7 +112,7 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
     cash_c, equity, gross = rebuild_equity(steps, series, engine.cash_log, engine.qty_log, cash)
     return BacktestResult(names, series[0].tz if series else None, float(cash), steps, cash_c, equity, gross,
                           engine.fills, list(engine.orders.values()), engine.order_events, n,
-                          time.perf_counter() - t0)
+                          time.perf_counter() - t0, risk_events=list(risk.events))
 
 
 def _drive(engine: Engine, names: list[str], ev_ts: np.ndarray, ev_sym: np.ndarray, cols: list[np.ndarray],

@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--quiet", action="store_true", help="no summary table")
     bt.add_argument("--benchmark", metavar="PATH", help="bar file of a benchmark (e.g. an index) to measure against")
     bt.add_argument("--strict", action="store_true", help=f"exit {EXIT_GATE_FAILED} when an acceptance gate fails")
+    bt.add_argument("--market", metavar="NAME", help="market rules: cn-a (China A-shares; see [market])")
 
     data = sub.add_parser("data", help="data tools")
     dsub = data.add_subparsers(dest="data_command", required=True)
@@ -56,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("strategies", help="list the strategies in strategies/ and their parameters")
     add_report_parsers(sub)
+    from .opscli import add_ops_parsers
+    add_ops_parsers(sub)
     return p
 
 
@@ -90,6 +93,8 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         cfg.run.out = a.out
     if getattr(a, "benchmark", None):
         cfg.run.benchmark = a.benchmark
+    if getattr(a, "market", None):
+        cfg.run.market = a.market
     for item in a.param:
         key, sep, value = item.partition("=")
         if not sep:
@@ -209,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_report(a)
         if a.command == "runs":
             return cmd_runs(a)
+        if a.command in ("review", "risk"):
+            from .opscli import run_ops
+            return run_ops(a)
     except (ConfigError, DataError) as e:  # RunFolderError is a ConfigError
         print(f"tradeloop: error: {e}", file=sys.stderr)
         return 2

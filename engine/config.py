@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .riskconfig import LiveSection, MarketSection, RiskSection, parse_section, set_key
+
 
 class ConfigError(ValueError):
     """A configuration file or override that cannot be used; the message names the key."""
@@ -44,6 +46,7 @@ class RunSection:
     out: str | None = None
     order_prefix: str = "O"
     benchmark: str | None = None
+    market: str = ""  # a market profile: "cn-a" (China A-shares, configured in [market]); "" none
 
 
 @dataclass
@@ -56,6 +59,9 @@ class RunConfig:
     commission: dict[str, Any] = field(default_factory=lambda: {"kind": "percent", "rate": 0.0, "minimum": 0.0})
     slippage: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
     gates: dict[str, str] = field(default_factory=dict)
+    risk: RiskSection = field(default_factory=RiskSection)
+    market: MarketSection = field(default_factory=MarketSection)
+    live: LiveSection = field(default_factory=LiveSection)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -84,6 +90,9 @@ class RunConfig:
             if not isinstance(raw["gates"], dict):
                 raise ConfigError(f"{source}: [gates]: expected a table of metric = \"<op> <number>\"")
             cfg.gates = dict(raw["gates"])
+        for name in ("risk", "market", "live"):
+            if name in raw:
+                setattr(cfg, name, parse_section(type(getattr(cfg, name)), raw[name], f"{source}: [{name}]"))
         return cfg
 
     @classmethod
@@ -111,8 +120,11 @@ class RunConfig:
             if name not in {f.name for f in fields(RunSection)}:
                 raise ConfigError(f"--set {assignment!r}: [run] has no key {name!r}")
             setattr(self.run, name, _coerce(RunSection, name, value, f"--set {assignment!r}"))
+        elif section in ("risk", "market", "live"):
+            set_key(getattr(self, section), name, value, f"--set {assignment!r}", section)
         else:
-            raise ConfigError(f"--set {assignment!r}: unknown section {section!r} (run, params, commission, slippage, gates)")
+            raise ConfigError(f"--set {assignment!r}: unknown section {section!r} "
+                              "(run, params, commission, slippage, gates, risk, market, live)")
 
 
 def parse_value(text: str) -> Any:

@@ -52,6 +52,10 @@ class Context:
         p = self._portfolio.positions.get(symbol)
         return p.qty if p is not None else 0.0
 
+    def sellable(self, symbol: str) -> float:
+        """What may be sold now: the position, less (under T+1, e.g. ``--market cn-a``) what was bought today."""
+        return self._engine.sellable(symbol)
+
     @property
     def positions(self) -> dict[str, float]:
         return {s: p.qty for s, p in self._portfolio.positions.items() if p.qty}
@@ -61,7 +65,9 @@ class Context:
         return self._market.price(symbol)
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
-        return self._engine.venue.open_orders(symbol) + [o for o in self._new if symbol in (None, o.symbol)]
+        """Working orders, orders held for review, and orders placed in this callback."""
+        held = [o for o in self._engine.held.values() if symbol in (None, o.symbol)]
+        return self._engine.venue.open_orders(symbol) + held + [o for o in self._new if symbol in (None, o.symbol)]
 
     # -- data ----------------------------------------------------------------------------
     def indicator(self, name: str, *sources: Any, **params: Any) -> "Series | tuple[Series, ...]":
@@ -121,11 +127,13 @@ class Context:
         return self.order(symbol, -self.position(symbol), **kw)
 
     def cancel(self, order: Order) -> bool:
-        """Cancel a working order (or one placed during this callback)."""
+        """Cancel a working order, one held for review, or one placed during this callback."""
         if order in self._new:
             self._new.remove(order)
             self._engine.cancel_unsent(order)
             return True
+        if order.id in self._engine.held:
+            return self._engine.cancel_held(order, "cancelled by strategy")
         return self._engine.venue.cancel(order, self.now, "cancelled by strategy")
 
     def cancel_all(self, symbol: str | None = None) -> int:

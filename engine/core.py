@@ -2,23 +2,26 @@
 
 ``Engine.step(ts, bars)`` handles everything that happens at one timestamp, in this order:
 (1) the venue matches working orders against the new bars, (2) the portfolio is marked to
-market (lazily: equity reads each symbol's last close), (3) risk state updates, (4) the
+market (lazily: equity reads each symbol's last close), (3) risk state updates (halts, drawdown
+stop: only when such a check is configured), (4) the
 predictor would run once for all symbols (models issue), (5) the strategy's callbacks run
 (order and fill notices, timers, then bars), (6) the orders placed in (5) pass risk and go
-to the venue. An order placed at t therefore trades at t+1 at the earliest.
+to the venue. An order placed at t therefore trades at t+1 at the earliest. An order the
+risk layer holds for review waits in ``Engine.held``, away from the venue, until answered.
 """
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from typing import Any, Callable
 
 import structlog
 
-from brokers.orders import Fill, Order, OrderEvent, OrderStatus, Side
+from brokers.orders import Fill, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
 from brokers.sim import FillRules, SimulatedVenue
-from data.schema import Bar, Tick
-from risk.pipeline import RiskPipeline
+from data.schema import NS_PER_DAY, Bar, Tick
+from risk.pipeline import Decision, RiskPipeline
 
 from .context import Context
 from .market import HistoricalMarket, Market
@@ -67,6 +70,7 @@ class Engine:
         self.now = 0
         self.step_index = -1
         self.orders: dict[str, Order] = {}
+        self.held: dict[str, Order] = {}                    # held for review, not at the venue
         self.fills: list[Fill] = []
         self.order_events: list[OrderEvent] = []
         self.cash_log: list[tuple[int, float]] = []        # (step, cash) after each step with fills
@@ -80,6 +84,10 @@ class Engine:
                              or type(strategy).on_order is not Strategy.on_order)
         self._at_close = rules.fill_at == "close"
         self._rows = market.rows if isinstance(market, HistoricalMarket) else None
+        self._t1 = rules.market is not None and rules.market.t_plus_1
+        self._bought: dict[str, tuple[int, float]] = {}    # T+1: symbol -> (day, quantity bought that day)
+        self.mark = functools.partial(portfolio.equity, market.price)   # equity now, as one cheap call
+        risk.attach(self)
         self.step = self._make_step()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -121,6 +129,7 @@ class Engine:
         due = self.timers.due
         route = self._route
         at_close = self._at_close
+        watch = self.risk.watcher()
 
         def step(ts: int, bars: list[Bar]) -> None:
             self.now = market.now = ts
@@ -135,6 +144,8 @@ class Engine:
                 for bar in bars:
                     if bar.symbol in book:
                         venue_bar(bar.symbol, ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
+            if watch is not None:                                       # (3) risk state
+                watch(ts, bars)
             if notes:                                                   # (5) callbacks
                 deliver()
             if heap:
@@ -166,6 +177,9 @@ class Engine:
         if tick.symbol in self.venue.book:
             p = tick.price
             self.venue.on_bar(tick.symbol, tick.ts, p, p, p, p, tick.size)
+        if self.risk.monitors:
+            p = tick.price
+            self.risk.watch(tick.ts, [Bar(tick.symbol, tick.ts, p, p, p, p, tick.size)])
         if self._notes:
             self._deliver()
         self.strategy.on_tick(self.ctx, tick)
@@ -183,19 +197,83 @@ class Engine:
                 return
             batch = ctx._new[:]
             ctx._new.clear()
-            for decision in self.risk.screen(batch, self):
-                order = decision.order
-                self.orders[order.id] = order
-                if decision.action == "accept":
-                    self.venue.submit(order, self.now)
-                else:
-                    order.status = OrderStatus.REJECTED
-                    order.reason = f"{decision.check}: {decision.reason}"
-                    self.on_order_event(OrderEvent(self.now, order.id, order.symbol, OrderStatus.REJECTED,
-                                                   order.reason), order)
+            self._apply(self.risk.screen(batch, self))
+            if self.held:
+                self._settle(self.now)
             if self._notes:
                 self._deliver()
         raise RuntimeError("strategy keeps placing orders from its order callbacks (100 rounds)")
+
+    def _apply(self, decisions: list[Decision]) -> None:
+        """Act on the risk layer's decisions: send, hold for review, or reject."""
+        for decision in decisions:
+            order = decision.order
+            self.orders[order.id] = order
+            action = decision.action
+            if action == "accept":
+                self.venue.submit(order, self.now)
+            elif action == "hold":
+                order.status = OrderStatus.HELD
+                order.reason = f"{decision.check}: {decision.reason}"
+                self.held[order.id] = order
+                self.on_order_event(OrderEvent(self.now, order.id, order.symbol, OrderStatus.HELD, order.reason), order)
+            else:
+                self._reject(order, f"{decision.check}: {decision.reason}")
+
+    def _reject(self, order: Order, reason: str) -> None:
+        order.status = OrderStatus.REJECTED
+        order.reason = reason
+        self.on_order_event(OrderEvent(self.now, order.id, order.symbol, OrderStatus.REJECTED, reason), order)
+
+    def _settle(self, now: int) -> None:
+        """Act on the answers to held orders: approved ones pass the other checks again and go out."""
+        for order_id, action, reason in self.risk.poll(now):
+            order = self.held.pop(order_id, None)
+            if order is None:
+                continue
+            if action == "approve":
+                order.status = OrderStatus.NEW
+                order.reason = ""
+                self._apply(self.risk.screen([order], self, review=False))
+            else:
+                self._reject(order, f"review: {reason}")
+
+    def poll_risk(self, ts: int) -> None:
+        """Live runs, before each step: answers to reviews, expiries, operator commands."""
+        self.now = ts
+        self._settle(ts)
+
+    def cancel_held(self, order: Order, reason: str) -> bool:
+        """Withdraw an order held for review; False if it is not held."""
+        if self.held.pop(order.id, None) is None:
+            return False
+        self.risk.cancel_review(order)
+        order.status = OrderStatus.CANCELLED
+        order.reason = reason
+        self.on_order_event(OrderEvent(self.now, order.id, order.symbol, OrderStatus.CANCELLED, reason), order)
+        return True
+
+    # -- Desk: what the risk layer may do on its own -------------------------------------
+    def cancel_open(self, symbol: str | None, reason: str) -> list[Order]:
+        """Cancel every working and held order (in ``symbol``, or all); returns them."""
+        out = [o for o in self.venue.open_orders(symbol) if self.venue.cancel(o, self.now, reason)]
+        out += [o for o in list(self.held.values()) if symbol in (None, o.symbol) and self.cancel_held(o, reason)]
+        return out
+
+    def flatten(self, reason: str) -> list[Order]:
+        """Send a market order closing each open position, straight to the venue; returns them."""
+        out = []
+        for symbol in sorted(self.portfolio.positions):
+            qty = self.portfolio.positions[symbol].qty
+            if not qty:
+                continue
+            order = Order(self.next_order_id(), symbol, Side.SELL if qty > 0 else Side.BUY, abs(qty),
+                          OrderType.MARKET, None, None, TimeInForce.GTC, self.now, self.market.price(symbol),
+                          tag="risk:flatten", reason=reason)
+            self.orders[order.id] = order
+            self.venue.submit(order, self.now)
+            out.append(order)
+        return out
 
     def cancel_unsent(self, order: Order) -> None:
         order.status = OrderStatus.CANCELLED
@@ -225,6 +303,10 @@ class Engine:
         return None
 
     def on_fill(self, fill: Fill, order: Order) -> None:
+        if self._t1 and fill.side is Side.BUY:
+            day = fill.ts // NS_PER_DAY
+            prev = self._bought.get(fill.symbol)
+            self._bought[fill.symbol] = (day, fill.qty + (prev[1] if prev is not None and prev[0] == day else 0.0))
         self.portfolio.apply(fill)
         self.fills.append(fill)
         self.qty_log.append((self.step_index, fill.symbol, self.portfolio.positions[fill.symbol].qty))
@@ -236,6 +318,18 @@ class Engine:
         self.order_events.append(event)
         if self._wants_notes:
             self._notes.append(("order", order))
+
+    def pre_close(self, symbol: str) -> float:
+        return self.market.prev_close(symbol)
+
+    def sellable(self, symbol: str) -> float:
+        """The position, less (with T+1) what was bought today."""
+        qty = self.portfolio.position(symbol)
+        if self._t1:
+            bought = self._bought.get(symbol)
+            if bought is not None and bought[0] == self.now // NS_PER_DAY:
+                qty -= bought[1]
+        return qty
 
     # -- AccountView for risk ------------------------------------------------------------
     @property
@@ -251,6 +345,18 @@ class Engine:
     @property
     def equity(self) -> float:
         return self.portfolio.equity(self.market.price)
+
+    def working(self, symbol: str) -> float:
+        return sum(o.remaining if o.side is Side.BUY else -o.remaining for o in self.venue.book.get(symbol, ()))
+
+    def working_sells(self, symbol: str) -> float:
+        return sum(o.remaining for o in self.venue.book.get(symbol, ()) if o.side is Side.SELL)
+
+    def exposures(self) -> dict[str, float]:
+        out = {s: p.qty for s, p in self.portfolio.positions.items() if p.qty}
+        for symbol in self.venue.book:
+            out[symbol] = out.get(symbol, 0.0) + self.working(symbol)
+        return out
 
     def _snapshot(self) -> None:
         """Record cash after a step with fills (the equity curve is rebuilt from these logs)."""

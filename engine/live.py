@@ -4,6 +4,11 @@ Bars arrive one message at a time, so the driver groups them by timestamp: a gro
 handed to ``Engine.step`` when a bar with a later timestamp arrives, when every expected
 symbol has reported, or when the stream ends. Within a group bars go in symbol order, as in
 a backtest, so the same data gives the same fills in both drivers.
+
+Before each step the driver polls the risk layer's state file (``live.state``): answers to
+orders held for review (approved ones go out, unanswered ones expire on the run's clock) and
+operator commands (resume a halt, reset the drawdown stop), written by ``tradeloop review`` /
+``tradeloop risk`` from another process.
 """
 from __future__ import annotations
 
@@ -60,6 +65,7 @@ class LiveDriver:
         """Take one market event; steps the engine when a timestamp group is complete."""
         if isinstance(event, Tick):
             self.flush()
+            self.engine.poll_risk(event.ts)
             self.engine.tick(event)
             self._record(event.ts)
             return
@@ -81,6 +87,7 @@ class LiveDriver:
             return
         group = sorted(self._group, key=lambda b: b.symbol)
         self._group = []
+        self.engine.poll_risk(group[0].ts)
         self.engine.step(group[0].ts, group)
         self._record(group[0].ts)
 

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from data.indicators import INDICATORS
-from data.schema import BAR_FIELDS, Bar, BarSeries
+from data.schema import BAR_FIELDS, NS_PER_DAY, Bar, BarSeries
 
 _NAN = math.nan
 
@@ -89,6 +89,10 @@ class Market:
     def history(self, symbol: str, field: str, n: int) -> np.ndarray:
         return self.field(field).window(symbol, n)
 
+    def prev_close(self, symbol: str) -> float:
+        """The previous session's close at the symbol's current bar (the base of daily price limits)."""
+        raise NotImplementedError
+
     def indicator(self, name: str, *sources: Any, **params: Any) -> Series | tuple[Series, ...]:
         """Declare an indicator on bar fields or other indicators; one Series per output."""
         spec = INDICATORS.get(name)
@@ -138,6 +142,15 @@ class HistoricalMarket(Market):
         for name in sorted(extras):
             self.cols[name] = {s.symbol: s.extra[name] for s in series if name in s.extra}
         self.series = {s.symbol: s for s in series}
+        self._prev: dict[str, np.ndarray] = {}
+
+    def prev_close(self, symbol: str) -> float:
+        """``pre_close`` where the data has it, else the last close of the prior day (NaN on the first day)."""
+        arr = self._prev.get(symbol)
+        if arr is None:
+            arr = self._prev[symbol] = prior_day_close(self.series[symbol])
+        r = self.rows[symbol]
+        return float(arr[r]) if r >= 0 else _NAN
 
     def _build(self, spec, inputs, args):
         outs: list[dict[str, np.ndarray]] = [{} for _ in spec.outputs]
@@ -191,6 +204,7 @@ class StreamingMarket(Market):
         self._updaters: list[tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]], dict[str, Any]]] = []
         self._keys: dict[int, str] = {}
         self._last_ts: dict[str, int] = {}
+        self._day: dict[str, tuple[int, float, float]] = {}  # symbol -> (day, prior day's close, last close)
 
     def _new_buffer(self, key: str, sym: str) -> None:
         buf = self._bufs[(key, sym)] = _Buffer()
@@ -224,6 +238,14 @@ class StreamingMarket(Market):
                 self._append(self._keys[id(vals)], sym, value)
         self.rows[sym] += 1
         self._last_ts[sym] = bar.ts
+        day = bar.ts // NS_PER_DAY
+        d = self._day.get(sym)
+        self._day[sym] = (day, d[1] if d is not None and d[0] == day else (d[2] if d is not None else _NAN), bar.close)
+
+    def prev_close(self, symbol: str) -> float:
+        """The last close of the prior day (NaN on the first day seen); bars carry no pre_close."""
+        d = self._day.get(symbol)
+        return d[1] if d is not None else _NAN
 
     def nonzero_symbols(self, series: Series) -> list[str]:
         now, rows, vals = self.now, self.rows, series._vals
@@ -239,3 +261,19 @@ class StreamingMarket(Market):
             self.cols[key][sym] = grown
         buf.arr[buf.n] = value
         buf.n += 1
+
+
+def prior_day_close(s: BarSeries) -> np.ndarray:
+    """Per bar, the close of the last bar of the previous day (NaN on the first day); ``pre_close`` wins where given."""
+    n = len(s)
+    out = np.full(n, np.nan)
+    if n:
+        day = s.ts // NS_PER_DAY
+        first = np.flatnonzero(np.concatenate(([True], day[1:] != day[:-1])))  # first row of each day
+        day_no = np.cumsum(np.concatenate(([True], day[1:] != day[:-1]))) - 1
+        base = np.concatenate(([np.nan], s.close[first[1:] - 1]))                # close before each day
+        out = base[day_no]
+    pre = s.extra.get("pre_close")
+    if pre is not None:
+        out = np.where(np.isnan(pre), out, pre)
+    return out

@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from .backtest import BacktestResult
+from .riskrun import risk_frame
 
 VERSIONED = ("tradeloop", "numpy", "polars", "pyarrow", "numba", "structlog")
 
@@ -80,7 +81,8 @@ def frames(result: BacktestResult) -> dict[str, pl.DataFrame]:
         pl.Series("equity", result.equity, pl.Float64),
         pl.Series("gross_exposure", result.gross_exposure, pl.Float64),
     ])
-    return {"fills": fills_df, "orders": orders_df, "order_events": events_df, "equity": equity_df}
+    return {"fills": fills_df, "orders": orders_df, "order_events": events_df, "equity": equity_df,
+            "risk_events": risk_frame(result.risk_events, tz)}
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -21,7 +21,7 @@ from brokers.costs import COMMISSIONS, SLIPPAGES, build_model, describe
 from brokers.sim import FillRules
 from data.loaders import file_sha256, load_bars
 from data.schema import BarSeries
-from risk.pipeline import CashCheck, NoShortCheck, RiskPipeline
+from risk.pipeline import RiskPipeline
 
 from .backtest import BacktestResult, run_backtest
 from .benchmark import benchmark_metrics, load_benchmark, span_of, write_benchmark
@@ -31,6 +31,8 @@ from .logs import logs_run_events
 from .metrics import compute_metrics
 from .progress import LazyProgress
 from .report import write_report
+from .riskbuild import build_pipeline, check_symbols, market_profile
+from .riskrun import risk_metrics
 from .runio import package_versions, write_run
 from .signals import signal_metrics
 from .strategy import Strategy
@@ -129,21 +131,20 @@ def _ts(text: str | None) -> int | None:
 def build_rules(cfg: RunConfig) -> FillRules:
     c = dict(cfg.commission)
     s = dict(cfg.slippage)
+    market = market_profile(cfg)
     try:
-        commission = build_model(c.pop("kind", "percent"), COMMISSIONS, c)
+        commission = market.commission if market is not None else build_model(c.pop("kind", "percent"), COMMISSIONS, c)
         slippage = build_model(s.pop("kind", "none"), SLIPPAGES, s)
-        return FillRules(fill_at=cfg.run.fill_at, participation=cfg.run.participation, lot_size=cfg.run.lot_size,
-                         commission=commission, slippage=slippage)
+        return FillRules(fill_at=cfg.run.fill_at, participation=cfg.run.participation,
+                         lot_size=market.lot_size if market is not None else cfg.run.lot_size,
+                         commission=commission, slippage=slippage, market=market)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
 
-def build_risk(cfg: RunConfig, rules: FillRules) -> RiskPipeline:
-    checks: list = []
-    if not cfg.run.allow_short:
-        checks.append(NoShortCheck())
-    checks.append(CashCheck(rules.commission))
-    return RiskPipeline(checks)
+def build_risk(cfg: RunConfig, rules: FillRules, *, live: bool = False) -> RiskPipeline:
+    """The risk pipeline of ``cfg`` (see engine/riskbuild.py); ``live`` keeps reviews in ``live.state``."""
+    return build_pipeline(cfg, rules, live=live)
 
 
 def run_id(cfg: RunConfig, strategy: str) -> str:
@@ -166,6 +167,7 @@ def backtest(cfg: RunConfig, *, out: Path | None = None, write: bool = True,
     bench = (load_benchmark(cfg.run.benchmark, on_bad=cfg.run.on_bad, span=span_of(series))
              if cfg.run.benchmark else None)
     rules = build_rules(cfg)
+    check_symbols(rules.market, [s.symbol for s in series])
     risk = build_risk(cfg, rules)
     with LazyProgress("backtest", enabled=progress) as bar:
         result = run_backtest(strategy, series, cash=cfg.run.cash, rules=rules, risk=risk,
@@ -174,6 +176,7 @@ def backtest(cfg: RunConfig, *, out: Path | None = None, write: bool = True,
                                      gross_exposure=result.gross_exposure)
     if bench is not None:
         result.metrics.update(benchmark_metrics(bench, result.ts, result.equity, result.start_cash))
+    result.metrics.update(risk_metrics(result.risk_events, result.tz))
     log.info("backtest_done", strategy=cfg.run.strategy, bars=result.bars, fills=len(result.fills),
              final_value=round(result.final_value, 6), seconds=round(result.elapsed_s, 3))
     if not write:
@@ -188,7 +191,8 @@ def backtest(cfg: RunConfig, *, out: Path | None = None, write: bool = True,
         "config": config,
         "strategy": {"class": f"{cls.__module__}:{cls.__qualname__}", "params": strategy.params},
         "fill_rules": {"fill_at": rules.fill_at, "participation": rules.participation, "lot_size": rules.lot_size,
-                       "commission": describe(rules.commission), "slippage": describe(rules.slippage)},
+                       "commission": describe(rules.commission), "slippage": describe(rules.slippage),
+                       "market": rules.market.describe() if rules.market is not None else None},
         "inputs": inputs + ([bench.entry] if bench is not None else []),
         "seed": cfg.run.seed,
         "versions": package_versions(),

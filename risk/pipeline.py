@@ -1,32 +1,92 @@
-"""The pre-trade risk pipeline every order passes before it reaches a venue.
+"""The risk pipeline every order passes before it reaches a venue, in backtests and live alike.
 
-Each check looks at one order and a read-only view of the account and answers None (pass)
-or the reason it refuses the order. The pipeline runs the checks in order over the batch of
-orders a strategy placed at one timestamp; the first refusal rejects the order and is
-recorded with the check's name. Backtest and live runs use the same pipeline.
+A check looks at one order and the current state (a read-only view of the account plus the
+running totals of the orders before it in the batch) and answers None (pass), ``reject(reason)``
+or ``hold(reason)`` (a plain string is a rejection). The pipeline runs the checks in order over
+the batch of orders a strategy placed at one timestamp; the first verdict decides. An order that
+passes them all meets the review gate, if one is configured, which may hold it for review.
+
+Checks that keep state over time (limit-move halts, the drawdown stop) also watch the market at
+each timestamp (``on_step``, step (3) of the loop) and act through the desk: the engine, seen as
+the :class:`Desk` protocol (read the account, cancel working orders, flatten). Every decision
+other than a plain pass, and every such action, is recorded in the audit trail.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from brokers.orders import Order, OrderType, Side
 
+from .events import AuditTrail, RiskEvent
+
+if TYPE_CHECKING:  # pragma: no cover
+    from data.schema import Bar
+
+    from .review import ReviewGate
+
 
 class AccountView(Protocol):
-    """What risk may read of the portfolio; never engine classes."""
+    """What risk may read of the account and market; never engine classes."""
 
     @property
     def cash(self) -> float: ...
+
+    @property
+    def equity(self) -> float: ...
+
+    def mark(self) -> float:
+        """The equity now (the same number as ``equity``, as a plain call: monitors call it every step)."""
+
+    @property
+    def now(self) -> int: ...
 
     def position(self, symbol: str) -> float: ...
 
     def price(self, symbol: str) -> float: ...
 
+    def pre_close(self, symbol: str) -> float: ...
+
+    def sellable(self, symbol: str) -> float: ...
+
+    def working(self, symbol: str) -> float:
+        """Signed quantity still to fill of the orders working at the venue in ``symbol``."""
+
+    def working_sells(self, symbol: str) -> float:
+        """Quantity still to fill of the sell orders working at the venue in ``symbol``."""
+
+    def exposures(self) -> dict[str, float]:
+        """Signed quantity held plus working, per symbol with either."""
+
+
+class Desk(AccountView, Protocol):
+    """The account view plus the actions the risk layer may take on its own."""
+
+    def cancel_open(self, symbol: str | None, reason: str) -> list[Order]: ...
+
+    def flatten(self, reason: str) -> list[Order]: ...
+
+
+@dataclass(slots=True, frozen=True)
+class Verdict:
+    """A check's answer when it does not pass an order: ``reject`` or ``hold`` it, and why."""
+
+    action: str
+    reason: str
+
+
+def reject(reason: str) -> Verdict:
+    return Verdict("reject", reason)
+
+
+def hold(reason: str) -> Verdict:
+    return Verdict("hold", reason)
+
 
 @dataclass(slots=True)
 class Decision:
-    """A check's verdict on one order: ``action`` is ``accept`` or ``reject``."""
+    """The pipeline's verdict on one order: ``action`` is ``accept``, ``reject`` or ``hold``."""
 
     order: Order
     action: str
@@ -35,23 +95,48 @@ class Decision:
 
 
 class BatchState:
-    """Running totals over the orders of one batch (cash they would use, positions after)."""
+    """The account as a batch of orders would leave it: cash, positions, sellable shares."""
+
+    __slots__ = ("_working", "account", "cash", "now", "positions", "sellable_left")
 
     def __init__(self, account: AccountView) -> None:
         self.account = account
         self.cash = account.cash
+        self.now = account.now
         self.positions: dict[str, float] = {}
+        self.sellable_left: dict[str, float] = {}   # kept by SellableCheck
+        self._working: dict[str, float] = {}
 
     def position(self, symbol: str) -> float:
+        """Held quantity plus the orders accepted before this one in the batch."""
         if symbol not in self.positions:
             self.positions[symbol] = self.account.position(symbol)
         return self.positions[symbol]
 
+    def projected(self, symbol: str) -> float:
+        """Where the position goes if every working order and the batch so far fill."""
+        w = self._working.get(symbol)
+        if w is None:
+            w = self._working[symbol] = self.account.working(symbol)
+        return self.position(symbol) + w
+
+    def sellable(self, symbol: str) -> float:
+        """Shares that may still be sold: sellable now, less working sells and the batch's sells."""
+        s = self.sellable_left.get(symbol)
+        if s is None:
+            s = self.sellable_left[symbol] = self.account.sellable(symbol) - self.account.working_sells(symbol)
+        return s
+
 
 class Check(Protocol):
+    """One check. Optional hooks: ``reset(pipeline)`` (a new run: clear state, keep the pipeline),
+    ``commit(order, state)`` (an order it saw was accepted), ``on_step(ts, bars)`` (step 3: watch the
+    market; makes the check a monitor), ``resume(ts, symbol, pipeline, by)`` / ``reset_stop(ts, arg,
+    pipeline, by)`` (operator commands)."""
+
     name: str
 
-    def __call__(self, order: Order, state: BatchState) -> str | None: ...
+    def __call__(self, order: Order, state: BatchState) -> Verdict | str | None: ...
 
 
 def reference_price(order: Order, state: BatchState) -> float:
@@ -70,7 +155,7 @@ class CashCheck:
     commission: Callable[[str, Side, float, float], float]
     name: str = "cash"
 
-    def __call__(self, order: Order, state: BatchState) -> str | None:
+    def __call__(self, order: Order, state: BatchState) -> Verdict | None:
         price = reference_price(order, state)
         fee = self.commission(order.symbol, order.side, order.qty, price)
         if order.side is Side.SELL:
@@ -79,39 +164,140 @@ class CashCheck:
         after = state.cash - order.qty * price - fee
         opening = order.qty > max(0.0, -state.position(order.symbol))
         if after < 0 and opening:
-            return f"insufficient cash: needs {order.qty * price + fee:.2f}, has {state.cash:.2f}"
+            return Verdict("reject", f"insufficient cash: needs {order.qty * price + fee:.2f}, has {state.cash:.2f}")
         state.cash = after
         return None
 
 
 @dataclass(frozen=True)
 class NoShortCheck:
-    """Refuse a sell of more than is held (markets without short selling)."""
+    """Refuse a sell of more than is held, counting the batch's orders (see also SellableCheck)."""
 
     name: str = "no_short"
 
-    def __call__(self, order: Order, state: BatchState) -> str | None:
+    def __call__(self, order: Order, state: BatchState) -> Verdict | None:
         if order.side is Side.SELL and order.qty > state.position(order.symbol) + 1e-9:
-            return f"sell {order.qty:g} exceeds position {state.position(order.symbol):g} (short selling is off)"
+            return Verdict("reject", f"sell {order.qty:g} exceeds position {state.position(order.symbol):g} "
+                                     "(short selling is off)")
         return None
 
 
 class RiskPipeline:
-    """Runs ``checks`` in order over each batch of new orders."""
+    """Runs ``checks`` in order over each batch of new orders, then the ``review`` gate.
 
-    def __init__(self, checks: list[Check]) -> None:
+    A pipeline serves one engine at a time: the engine attaches itself when it is built, which
+    also clears the state of the checks and the audit trail.
+    """
+
+    def __init__(self, checks: list[Check], *, review: ReviewGate | None = None, control: Any = None,
+                 log: Any = None) -> None:
         self.checks = list(checks)
+        self.review = review
+        self.control = control  # operator commands (resume, reset) from the live state file
+        self.trail = AuditTrail(log)
+        self.monitors = [c for c in self.checks if hasattr(c, "on_step")]
+        self._commits = [c.commit for c in self.checks if hasattr(c, "commit")]
+        self.desk: Desk | None = None
 
-    def screen(self, orders: list[Order], account: AccountView) -> list[Decision]:
+    @property
+    def events(self) -> list[RiskEvent]:
+        return self.trail.events
+
+    def attach(self, desk: Desk) -> None:
+        """Serve ``desk`` (an engine) from now on, starting from a clean state."""
+        self.desk = desk
+        self.trail.events = []
+        for c in self.checks:
+            reset = getattr(c, "reset", None)
+            if reset is not None:
+                reset(self)
+        if self.review is not None:
+            self.review.reset()
+
+    # -- step (6): new orders -------------------------------------------------------------
+    def screen(self, orders: list[Order], account: AccountView, *, review: bool = True) -> list[Decision]:
+        """One decision per order, in order; ``review=False`` skips the review gate (approved orders)."""
         state = BatchState(account)
         out: list[Decision] = []
+        checks, commits, trail = self.checks, self._commits, self.trail
+        gate = self.review if review else None
         for order in orders:
-            for check in self.checks:
-                reason = check(order, state)
-                if reason is not None:
-                    out.append(Decision(order, "reject", check.name, reason))
+            for check in checks:
+                verdict = check(order, state)
+                if verdict is not None:
+                    if verdict.__class__ is str:
+                        verdict = Verdict("reject", verdict)
+                    out.append(Decision(order, verdict.action, check.name, verdict.reason))
+                    trail.record(state.now, check.name, verdict.action, verdict.reason, order=order)
                     break
             else:
+                if gate is not None:
+                    verdict = gate(order, state)
+                    if verdict is not None:
+                        out.append(Decision(order, "hold", gate.name, verdict.reason))
+                        trail.record(state.now, gate.name, "hold", verdict.reason, order=order)
+                        gate.reviewer.submit(order, state.now, verdict.reason)
+                        continue
                 state.positions[order.symbol] = state.position(order.symbol) + order.signed_qty
+                if commits:
+                    for commit in commits:
+                        commit(order, state)
                 out.append(Decision(order, "accept"))
         return out
+
+    # -- step (3): risk state -------------------------------------------------------------
+    def watch(self, ts: int, bars: list[Bar]) -> None:
+        """Let every stateful check see the new bars (halts, drawdown)."""
+        for m in self.monitors:
+            m.on_step(ts, bars)
+
+    def watcher(self) -> Callable[[int, list[Bar]], None] | None:
+        """What the engine calls at step (3): None without stateful checks, the one check's own method if one."""
+        if not self.monitors:
+            return None
+        return self.monitors[0].on_step if len(self.monitors) == 1 else self.watch
+
+    def poll(self, now: int) -> list[tuple[str, str, str]]:
+        """Answers to held orders (order id, ``approve``/``reject``/``expire``, reason); applies operator commands."""
+        if self.control is not None:
+            for kind, arg, by in self.control.take_commands():
+                self.command(now, kind, arg, by)
+        if self.review is None:
+            return []
+        answers = self.review.reviewer.poll(now)
+        for order_id, action, reason in answers:
+            order = self.review.reviewer.order(order_id)
+            self.trail.record(now, self.review.name, action, reason, order=order)
+        return answers
+
+    def cancel_review(self, order: Order) -> None:
+        if self.review is not None:
+            self.review.reviewer.cancel(order.id)
+
+    # -- actions and operator commands ----------------------------------------------------
+    def record(self, ts: int, check: str, action: str, reason: str, **kw: Any) -> RiskEvent:
+        return self.trail.record(ts, check, action, reason, **kw)
+
+    def cancel_open(self, ts: int, symbol: str | None, check: str, reason: str) -> None:
+        """Cancel working (and held) orders, in ``symbol`` or all, recording each."""
+        for order in self.desk.cancel_open(symbol, f"{check}: {reason}"):
+            self.trail.record(ts, check, "cancel", reason, order=order)
+
+    def flatten(self, ts: int, check: str, reason: str) -> None:
+        """Close every position with market orders, recording each."""
+        for order in self.desk.flatten(f"{check}: {reason}"):
+            self.trail.record(ts, check, "flatten", reason, order=order)
+
+    def command(self, ts: int, kind: str, arg: str = "", by: str = "operator") -> None:
+        """An operator's ``resume`` (halts; ``arg`` a symbol or empty for all) or ``reset`` (drawdown stop)."""
+        method = {"resume": "resume", "reset": "reset_stop"}.get(kind)
+        if method is None:
+            raise ValueError(f"unknown risk command {kind!r}; use resume or reset")
+        done = False
+        for c in self.checks:
+            fn = getattr(c, method, None)
+            if fn is not None:
+                fn(ts, arg or None, self, by)
+                done = True
+        if not done:
+            self.trail.record(ts, kind, "ignored", f"{kind} by {by}: no check of this run takes it")

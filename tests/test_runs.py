@@ -98,7 +98,8 @@ def test_symbol_follows_its_data_flag(tmp_path):
     (["--param", "fast=abc"], "parameter 'fast' expects int"),
     (["--param", "nope=1"], "unknown parameter"),
     (["--set", "run.cash=lots"], "cash must be a number"),
-    (["--set", "risk.x=1"], "unknown section"),
+    (["--set", "nope.x=1"], "unknown section"),
+    (["--set", "risk.x=1"], "no key 'risk.x'"),
 ])
 def test_bad_configuration_is_a_clear_error(tmp_path, capsys, argv, message):
     assert backtest_cli(tmp_path / "r", *argv) == 2

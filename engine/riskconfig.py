@@ -1,0 +1,166 @@
+"""The ``[risk]``, ``[market]`` and ``[live]`` sections of a run's configuration, typed.
+
+Tables nest (``[risk.review]``, ``[risk.halt]``, ``[risk.drawdown]``) and every key can be set
+from the command line as ``--set risk.review.notional=1000000``. Unknown keys and values of
+the wrong type are errors naming the key. Giving a ``[risk.halt]`` table, or any
+``risk.halt.*`` key, turns halts on unless it says ``enabled = false``.
+"""
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+
+@dataclass
+class ReviewSection:
+    """Large-order review: hold orders whose notional is at or above ``notional`` (None: off)."""
+
+    notional: float | None = None
+    policy: str = "reject"        # backtests: approve, reject, or module:function(order) -> bool
+    timeout: float = 300.0        # live: seconds of the run's clock before an unanswered review is rejected
+
+
+@dataclass
+class HaltSection:
+    """Limit-move halt: a move of ``move`` from the previous close halts new orders for the day."""
+
+    enabled: bool = False
+    move: float = 0.05
+    scope: str = "symbol"         # symbol or book
+    cancel_working: bool = False
+
+
+@dataclass
+class DrawdownSection:
+    """Drawdown stop: equity ``max`` below its peak, or ``daily_loss`` below the day's start (None: off)."""
+
+    max: float | None = None
+    daily_loss: float | None = None
+    action: str = "block"         # block (refuse new entries) or flatten (also close every position)
+
+
+@dataclass
+class RiskSection:
+    """Pre-trade limits (None: off) and the review, halt and drawdown tables."""
+
+    max_position: float | None = None          # |projected position| per symbol, in units
+    max_gross: float | None = None             # projected gross exposure, in account currency
+    max_orders_per_second: int | None = None   # on the run's clock
+    collar: float | None = None                # limit orders within this fraction of the last price
+    review: ReviewSection = field(default_factory=ReviewSection)
+    halt: HaltSection = field(default_factory=HaltSection)
+    drawdown: DrawdownSection = field(default_factory=DrawdownSection)
+
+
+@dataclass
+class MarketSection:
+    """Parameters of the market profile chosen by ``run.market`` (``cn-a``: China A-shares)."""
+
+    lot_size: int = 100
+    t_plus_1: bool = True
+    tick: float = 0.01
+    main_limit: float = 0.10
+    growth_limit: float = 0.20                 # ChiNext (from chinext_20pct_from) and STAR
+    st_limit: float = 0.05
+    chinext_20pct_from: str = "2020-08-24"
+    st: list[str] = field(default_factory=list)   # symbols (or six-digit codes) under special treatment
+    commission_rate: float = 0.00025
+    commission_min: float = 5.0
+    stamp_duty: float = 0.0005                 # sells only
+    transfer_fee: float = 0.00001
+
+
+@dataclass
+class LiveSection:
+    """Live runs: ``state`` is the SQLite file holding the review queue and operator commands."""
+
+    state: str | None = None
+
+
+def _error(message: str) -> Exception:
+    from .config import ConfigError  # config imports this module; import at call time
+    return ConfigError(message)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def parse_section(cls: type, raw: Any, where: str) -> Any:
+    """A section dataclass from a TOML/JSON table, nested tables included."""
+    if not isinstance(raw, dict):
+        raise _error(f"{where}: expected a table, got {raw!r}")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise _error(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    obj = cls()
+    hints = _hints(cls)
+    for key, value in raw.items():
+        if is_dataclass(hints[key]):
+            sub = parse_section(hints[key], value, f"{where[:-1]}.{key}]")
+            if cls is RiskSection and key == "halt" and "enabled" not in value:
+                sub.enabled = True
+            setattr(obj, key, sub)
+        else:
+            setattr(obj, key, coerce(hints[key], value, f"{where}: {key}"))
+    return obj
+
+
+def set_key(obj: Any, path: str, value: Any, where: str, section: str = "") -> None:
+    """Set ``a.b`` below the section ``obj`` (``--set section.a.b=value``)."""
+    parts = path.split(".")
+    target = obj
+    for i, part in enumerate(parts):
+        names = {f.name: f for f in fields(target)}
+        if part not in names:
+            known = ", ".join(sorted(names))
+            raise _error(f"{where}: no key {'.'.join([section, *parts[:i + 1]]).strip('.')!r} (known here: {known})")
+        hint = _hints(type(target))[part]
+        if i == len(parts) - 1:
+            if is_dataclass(hint):
+                full = f"{section}.{path}".strip(".")
+                raise _error(f"{where}: {full} is a table; set one of its keys ({full}.KEY=VALUE)")
+            setattr(target, part, coerce(hint, value, where))
+            if isinstance(target, HaltSection) and part != "enabled":
+                target.enabled = True
+            return
+        if not is_dataclass(hint):
+            raise _error(f"{where}: {'.'.join(parts[:i + 1])} is not a table")
+        target = getattr(target, part)
+
+
+def coerce(hint: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against the field's type; ints become floats; ``"none"`` clears an optional key."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    listed = typing.get_origin(hint) is list
+    base = next((a for a in args if a is not type(None)), hint) if args and not listed else hint
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "off")):
+        if optional:
+            return None
+        raise _error(f"{where}: a value is required")
+    if base is bool:
+        if not isinstance(value, bool):
+            raise _error(f"{where}: must be true or false, got {value!r}")
+        return value
+    if base in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _error(f"{where}: must be a number, got {value!r}")
+        if base is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise _error(f"{where}: must be a whole number, got {value!r}")
+            return int(value)
+        return float(value)
+    if base is str:
+        if not isinstance(value, str):
+            raise _error(f"{where}: must be text, got {value!r}")
+        return value
+    if typing.get_origin(base) is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _error(f"{where}: must be a list of text, got {value!r}")
+        return list(value)
+    return value

@@ -1,0 +1,156 @@
+"""Large-order review: orders at or above a notional are held until someone answers.
+
+The gate holds the order; a reviewer answers. In a backtest the reviewer is a policy that
+answers at once (``approve``, ``reject``, or a function of the order returning a bool). In live
+trading it is a queue in the SQLite state file that a person answers from another process
+(``tradeloop review approve ID``); the engine polls it each step, and an order unanswered for
+``timeout`` seconds of the run's clock expires and is rejected. Held orders are never at the
+venue, so they cannot fill while held; an approved order passes the other checks again.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Protocol
+
+from brokers.orders import Order
+
+from .pipeline import BatchState, Verdict, reference_price
+from .store import ControlStore
+
+NS_PER_SECOND = 1_000_000_000
+
+
+class Reviewer(Protocol):
+    """Answers held orders: ``poll`` returns (order id, approve/reject/expire, reason) once each."""
+
+    def submit(self, order: Order, ts: int, reason: str) -> None: ...
+
+    def poll(self, now: int) -> list[tuple[str, str, str]]: ...
+
+    def cancel(self, order_id: str) -> None: ...
+
+    def order(self, order_id: str) -> Order | None: ...
+
+    def reset(self) -> None: ...
+
+
+class ReviewGate:
+    """Hold an order whose notional (quantity x its limit, stop or last price) is at or above ``notional``."""
+
+    name = "review"
+
+    def __init__(self, notional: float, reviewer: Reviewer) -> None:
+        if not notional > 0:
+            raise ValueError(f"review notional must be positive, not {notional!r}")
+        self.notional = float(notional)
+        self.reviewer = reviewer
+
+    def __call__(self, order: Order, state: BatchState) -> Verdict | None:
+        value = order.qty * reference_price(order, state)
+        if value >= self.notional:
+            return Verdict("hold", f"notional {value:,.2f} is at or above the review threshold {self.notional:,.2f}")
+        return None
+
+    def reset(self) -> None:
+        self.reviewer.reset()
+
+
+def load_policy(spec: str) -> Callable[[Order], bool]:
+    """``approve``, ``reject`` or ``module:function`` (called with the order, returns a bool)."""
+    if spec == "approve":
+        return lambda order: True
+    if spec == "reject":
+        return lambda order: False
+    mod, sep, name = spec.partition(":")
+    if not sep or not mod or not name:
+        raise ValueError(f"review policy {spec!r}: use approve, reject or module:function")
+    try:
+        fn = getattr(importlib.import_module(mod), name, None)
+    except ImportError as e:
+        raise ValueError(f"review policy {spec!r}: cannot import {mod}: {e}") from None
+    if not callable(fn):
+        raise ValueError(f"review policy {spec!r}: {mod} has no function {name!r}")
+    return fn
+
+
+class PolicyReviewer:
+    """A backtest's reviewer: ``policy(order)`` answers every held order at once."""
+
+    def __init__(self, policy: Callable[[Order], bool], label: str = "policy") -> None:
+        self.policy = policy
+        self.label = label
+        self.reset()
+
+    def reset(self) -> None:
+        self._answers: list[tuple[str, str, str]] = []
+        self._orders: dict[str, Order] = {}
+
+    def submit(self, order: Order, ts: int, reason: str) -> None:
+        answer = self.policy(order)
+        if not isinstance(answer, bool):
+            raise TypeError(f"review policy {self.label} returned {answer!r} for order {order.id}; "
+                            "expected True or False")
+        self._orders[order.id] = order
+        self._answers.append((order.id, "approve" if answer else "reject",
+                              f"{'approved' if answer else 'rejected'} by review policy {self.label}"))
+
+    def poll(self, now: int) -> list[tuple[str, str, str]]:
+        out, self._answers = self._answers, []
+        return out
+
+    def order(self, order_id: str) -> Order | None:
+        return self._orders.pop(order_id, None)
+
+    def cancel(self, order_id: str) -> None:
+        self._answers = [a for a in self._answers if a[0] != order_id]
+        self._orders.pop(order_id, None)
+
+
+class QueueReviewer:
+    """A live run's reviewer: held orders wait in the state file for a person's answer."""
+
+    def __init__(self, store: ControlStore, timeout_s: float) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"review timeout must be a positive number of seconds, not {timeout_s!r}")
+        self.store = store
+        self.timeout = int(timeout_s * NS_PER_SECOND)
+        self.timeout_s = timeout_s
+        self.reset()
+
+    def reset(self) -> None:
+        self._held: dict[str, tuple[int, Order]] = {}
+        self._done: dict[str, Order] = {}
+
+    def submit(self, order: Order, ts: int, reason: str) -> None:
+        self.store.add_review(order, ts, reason)
+        self._held[order.id] = (ts, order)
+
+    def poll(self, now: int) -> list[tuple[str, str, str]]:
+        if not self._held:
+            return []
+        out = []
+        for order_id, status, by, note in self.store.answers(list(self._held)):
+            out.append(self._answer(order_id, status, by, note))
+        for order_id, (ts, _) in list(self._held.items()):
+            if now - ts >= self.timeout:
+                if self.store.expire(order_id):
+                    self._done[order_id] = self._held.pop(order_id)[1]
+                    out.append((order_id, "expire", f"no answer within {self.timeout_s:g} s of the run's clock"))
+                else:  # answered just now, before it could expire
+                    for oid, status, by, note in self.store.answers([order_id]):
+                        out.append(self._answer(oid, status, by, note))
+        return out
+
+    def _answer(self, order_id: str, status: str, by: str, note: str) -> tuple[str, str, str]:
+        self._done[order_id] = self._held.pop(order_id)[1]
+        action = "approve" if status == "approved" else "reject"
+        text = f"{'approved' if action == 'approve' else 'rejected'} by {by or 'operator'}"
+        return order_id, action, f"{text}: {note}" if note else text
+
+    def order(self, order_id: str) -> Order | None:
+        return self._done.pop(order_id, None)
+
+    def cancel(self, order_id: str) -> None:
+        if self._held.pop(order_id, None) is not None:
+            self.store.cancel_review(order_id)
