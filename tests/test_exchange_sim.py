@@ -1,0 +1,256 @@
+"""The exchange simulator fills exactly as the backtest's SimulatedVenue does, and keeps its book across restarts."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import AsyncIterator
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from brokers.costs import FixedBpsSlippage, PercentCommission
+from brokers.exchange import ExchangeSimulator, JsonLineBarServer
+from brokers.fix.client import Backoff, FixBroker
+from brokers.fix.rawpeer import RawPeer
+from brokers.fix.session import SessionConfig
+from brokers.fix.spec import MsgType, Tag
+from brokers.orders import Fill, Order, OrderStatus, OrderType, Side, TimeInForce
+from brokers.sim import FillRules
+from data.schema import NS_PER_DAY, Bar, BarSeries
+from engine.backtest import run_backtest
+from risk.pipeline import RiskPipeline
+
+from .helpers import Scripted
+
+HOST = "127.0.0.1"
+T0 = 1_700_006_400_000_000_000  # a midnight UTC
+STEP = NS_PER_DAY // 3          # three bars a day, so DAY orders expire within a scenario
+
+
+def run(coro, timeout: float = 20.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@contextlib.asynccontextmanager
+async def session_pair(rules: FillRules | None = None, state=None, feeds=None) -> AsyncIterator[tuple]:
+    ex = ExchangeSimulator(SessionConfig("EXCH", "TRADER", logout_timeout_s=0.5), rules=rules, state=state,
+                           host=HOST, port=0, feeds=feeds)
+    await ex.start()
+    broker = FixBroker(SessionConfig("TRADER", "EXCH", logout_timeout_s=0.5), HOST, ex.port,
+                       backoff=Backoff(0.05, 0.2))
+    await broker.start()
+    try:
+        assert await broker.wait_logged_on(3)
+        yield ex, broker
+    finally:
+        await broker.stop()
+        await ex.stop()
+
+
+def make_order(oid: str, spec: tuple, placed: Bar, lot: int) -> Order:
+    side, kind, offset, stop_offset, qty, tif = spec
+    ref = placed.close
+    limit = round(ref + offset, 2) if kind in (OrderType.LIMIT, OrderType.STOP_LIMIT) else None
+    stop = round(ref + stop_offset, 2) if kind in (OrderType.STOP, OrderType.STOP_LIMIT) else None
+    return Order(oid, placed.symbol, side, float(qty * lot), kind, limit, stop, tif, created_ts=placed.ts)
+
+
+def backtest(rules: FillRules, bars: list[Bar], plan: dict[int, list[tuple]], lot: int) -> tuple[list, list]:
+    """The plan run by the backtest engine itself: its fills and its orders' final statuses."""
+    def place(specs: list[tuple], b: Bar):
+        def act(ctx):
+            for spec in specs:
+                o = make_order("", spec, b, lot)
+                (ctx.buy if o.side is Side.BUY else ctx.sell)(o.symbol, o.qty, limit=o.limit_price,
+                                                               stop=o.stop_price, tif=o.tif)
+        return act
+    script = {i: place(specs, bars[i]) for i, specs in plan.items()}
+    s = bars[0].symbol
+    data = BarSeries(s, np.array([b.ts for b in bars]), *(np.array([getattr(b, f) for b in bars])
+                                                           for f in ("open", "high", "low", "close", "volume")))
+    res = run_backtest(Scripted(script), [data], cash=1e12, rules=rules, risk=RiskPipeline([]))
+    return res.fills, [(o.id, o.status) for o in res.orders]
+
+
+async def exchange_fills(rules: FillRules, bars: list[Bar], plan: dict[int, list[tuple]],
+                         lot: int) -> tuple[list, list]:
+    """The same plan through FIX: bars into the simulator, orders from the trader's adapter."""
+    async with session_pair(rules) as (ex, broker):
+        orders = []
+        for i, b in enumerate(bars):
+            ex.on_bar(b)
+            placed = [make_order(f"O{len(orders) + j + 1:08d}", spec, b, lot)
+                      for j, spec in enumerate(plan.get(i, []))]
+            for o in placed:
+                orders.append(o)
+                broker.submit(o)
+            while any(o.status is OrderStatus.NEW for o in placed):
+                await asyncio.sleep(0.002)
+        if orders:
+            await broker.status(orders[-1], timeout=3)  # a round trip: every earlier report has arrived
+        return list(broker.fills), [(o.id, o.status) for o in orders]
+
+
+def key(fills: list[Fill]) -> list[tuple]:
+    return [(f.order_id, f.ts, f.side, f.qty, round(f.price, 9), round(f.commission, 9)) for f in fills]
+
+
+BAR = st.tuples(st.floats(-1.2, 1.2), st.floats(0, 0.6), st.floats(0, 0.6), st.floats(-0.5, 0.5),
+                st.integers(0, 40))
+ORDER = st.tuples(st.sampled_from([Side.BUY, Side.SELL]), st.sampled_from(list(OrderType)),
+                  st.sampled_from([-0.6, -0.3, -0.1, 0.0, 0.1, 0.3, 0.6]),
+                  st.sampled_from([-0.6, -0.3, 0.0, 0.3, 0.6]), st.integers(1, 30),
+                  st.sampled_from(list(TimeInForce)))
+
+
+def build_bars(moves: list[tuple], symbol: str, lot: int) -> list[Bar]:
+    bars, close = [], 10.0
+    for i, (gap, up, down, drift, vol) in enumerate(moves):
+        o = round(max(close + gap, 1.0), 2)
+        c = round(max(o + drift, 1.0), 2)
+        bars.append(Bar(symbol, T0 + i * STEP, o, round(max(o, c) + up, 2), round(max(min(o, c) - down, 0.5), 2), c,
+                        float(vol * lot)))
+        close = c
+    return bars
+
+
+def market_rules(market: str | None, participation: float | None) -> tuple[FillRules, str, int]:
+    """Fill rules (with a market profile where asked and available), the symbol and the lot to trade."""
+    if market is None:
+        return FillRules(participation=participation, commission=PercentCommission(0.001, 1.0),
+                         slippage=FixedBpsSlippage(5)), "X", 1
+    profiles = pytest.importorskip("brokers.profiles")
+    profile = profiles.PROFILES[market]()
+    return FillRules(participation=participation, lot_size=profile.lot_size, commission=profile.commission,
+                     slippage=FixedBpsSlippage(5), market=profile), "600000.SH", profile.lot_size
+
+
+@settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(moves=st.lists(BAR, min_size=4, max_size=8),
+       orders=st.lists(st.tuples(st.integers(0, 6), ORDER), min_size=1, max_size=8),
+       participation=st.sampled_from([None, 0.5]), market=st.sampled_from([None, "cn-a"]))
+def test_simulator_fills_equal_the_backtest_fills(moves, orders, participation, market):
+    """Bars and orders through FIX give the fills and final statuses the backtest engine gives."""
+    rules, symbol, lot = market_rules(market, participation)
+    bars = build_bars(moves, symbol, lot)
+    plan: dict[int, list[tuple]] = {}
+    for at, spec in orders:
+        plan.setdefault(min(at, len(bars) - 1), []).append(spec)
+    expected, expected_status = backtest(rules, bars, plan, lot)
+    got, got_status = run(exchange_fills(rules, bars, plan, lot))
+    assert key(got) == key(expected)
+    assert got_status == expected_status
+
+
+def test_a_share_rules_hold_at_the_exchange_as_in_the_backtest():
+    """No buy fill at limit-up (the order keeps working); with T+1 shares bought today sell tomorrow."""
+    rules, symbol, lot = market_rules("cn-a", None)
+    flat = (0.0, 0.0, 0.0, 0.0, 10)
+    # three bars a day; bar 3 (day 1) opens at limit-up: 10% over day 0's close
+    moves = [flat, flat, flat, (1.0, 0.0, 0.0, 0.0, 10), (-1.0, 0.0, 0.0, 0.0, 10), flat, flat]
+    bars = build_bars(moves, symbol, lot)
+    buy = (Side.BUY, OrderType.MARKET, 0.0, 0.0, 2, TimeInForce.GTC)
+    sell = (Side.SELL, OrderType.MARKET, 0.0, 0.0, 4, TimeInForce.GTC)
+    plan = {0: [buy], 2: [buy], 4: [sell]}
+    expected, expected_status = backtest(rules, bars, plan, lot)
+    got, got_status = run(exchange_fills(rules, bars, plan, lot))
+    assert key(got) == key(expected)
+    assert got_status == expected_status
+    # the buy from bar 2 could not fill at bar 3 (limit-up open 11.0) and filled at bar 4;
+    # the sell of 400 placed at bar 4 sells the 200 held since yesterday at bar 5, the rest next day
+    assert [(f.order_id, (f.ts - T0) // STEP, f.qty) for f in got] == \
+        [("O00000001", 1, 200.0), ("O00000002", 4, 200.0), ("O00000003", 5, 200.0), ("O00000003", 6, 200.0)]
+
+
+def test_same_bar_close_option_fills_an_order_at_the_close_of_the_bar_it_was_placed_on():
+    async def scenario():
+        async with session_pair(FillRules(fill_at="close")) as (ex, broker):
+            b = Bar("X", T0, 10, 11, 9, 10.5, 1000)
+            ex.on_bar(b)
+            o = Order("O1", "X", Side.BUY, 5.0, created_ts=T0)
+            broker.submit(o)
+            await broker.status(o)
+            assert [(f.ts, f.price) for f in broker.fills] == [(T0, 10.5)]
+    run(scenario())
+
+
+def test_a_partly_filled_order_survives_a_restart_with_its_filled_quantity(tmp_path):
+    state = tmp_path / "x.sqlite"
+
+    async def scenario():
+        rules = FillRules(participation=0.5)
+        async with session_pair(rules, state) as (ex, broker):
+            o = Order("O1", "X", Side.BUY, 10.0, created_ts=T0)
+            broker.submit(o)
+            await broker.status(o)
+            ex.on_bar(Bar("X", T0 + STEP, 10, 10, 10, 10, 8))
+            assert await broker.status(o) is OrderStatus.PARTIALLY_FILLED
+        ex = ExchangeSimulator(SessionConfig("EXCH", "TRADER"), rules=rules, state=state)
+        [restored] = ex.venue.open_orders()
+        assert (restored.filled_qty, restored.status, restored.avg_fill_price) == \
+            (4.0, OrderStatus.PARTIALLY_FILLED, 10.0)
+        assert ex.clock == T0 + STEP and ex.store.next_sender_seq > 1
+        ex.on_bar(Bar("X", T0 + 2 * STEP, 11, 11, 11, 11, 100))
+        assert restored.status is OrderStatus.FILLED and restored.avg_fill_price == (4 * 10 + 6 * 11) / 10
+        ex.store.close()
+    run(scenario())
+
+
+def test_cancel_of_an_unknown_order_gets_an_order_cancel_reject():
+    async def scenario():
+        ex = ExchangeSimulator(SessionConfig("EXCH", "TRADER"), host=HOST)
+        await ex.start()
+        try:
+            peer = await RawPeer().connect(HOST, ex.port)
+            await peer.logon()
+            await peer.send(MsgType.OrderCancelRequest, [(41, "NOPE"), (11, "C1"), (55, "X"), (54, "1"),
+                                                         (60, "20240102-10:00:00.000"), (38, 1)])
+            rej = await peer.expect(MsgType.OrderCancelReject)
+            assert (rej[Tag.OrderID], rej[Tag.ClOrdID], rej[Tag.OrigClOrdID], rej[Tag.CxlRejResponseTo],
+                    rej[Tag.CxlRejReason]) == ("NONE", "C1", "NOPE", "1", "1")
+            await peer.close()
+        finally:
+            await ex.stop()
+    run(scenario())
+
+
+def test_a_reused_client_order_id_is_rejected_as_a_duplicate_order():
+    async def scenario():
+        ex = ExchangeSimulator(SessionConfig("EXCH", "TRADER"), host=HOST)
+        await ex.start()
+        try:
+            peer = await RawPeer().connect(HOST, ex.port)
+            await peer.logon()
+            body = [(11, "O1"), (55, "X"), (54, "1"), (60, "20240102-10:00:00.000"), (38, 1), (40, "1")]
+            await peer.send(MsgType.NewOrderSingle, body)
+            assert (await peer.expect(MsgType.ExecutionReport))[Tag.ExecType] == "0"
+            await peer.send(MsgType.NewOrderSingle, body)
+            rej = await peer.expect(MsgType.ExecutionReport)
+            assert (rej[Tag.ExecType], rej[Tag.OrdStatus], rej[Tag.OrdRejReason]) == ("8", "8", "6")
+            assert len(ex.venue.open_orders()) == 1
+            await peer.close()
+        finally:
+            await ex.stop()
+    run(scenario())
+
+
+def test_json_line_market_data_port_matches_orders_and_acknowledges_each_bar():
+    async def scenario():
+        feed = JsonLineBarServer(HOST, 0)
+        async with session_pair(feeds=[feed]) as (ex, broker):
+            o = Order("O1", "X", Side.SELL, 3.0, OrderType.LIMIT, 10.2, created_ts=T0)
+            broker.submit(o)
+            await broker.status(o)
+            reader, writer = await asyncio.open_connection(HOST, feed.port)
+            line = {"symbol": "X", "ts": T0 + STEP, "open": 10, "high": 10.5, "low": 9.9, "close": 10.1,
+                    "volume": 100}
+            writer.write(json.dumps(line).encode() + b"\nnot json\n")
+            assert await reader.readline() == f"ok {T0 + STEP}\n".encode()
+            assert (await reader.readline()).startswith(b"error")
+            writer.close()
+            await broker.status(o)
+            assert [(f.qty, f.price) for f in broker.fills] == [(3.0, 10.2)]
+    run(scenario())
