@@ -1,0 +1,267 @@
+"""Market data on the wire: MQTT topics and the versioned JSON payloads (schema v1).
+
+Topics (one level per item; ``<symbol>`` is escaped, see :func:`escape`)::
+
+    md/<venue>/<symbol>/bar/<interval>    one bar of <symbol> at <interval> (``1d``, ``5m``, ``1h``, ``30s``)
+    md/<venue>/<symbol>/tick              one trade or quote update of <symbol>
+    md/<venue>/$eos                       end of stream: a replay of <venue> has finished
+
+Payloads are UTF-8 JSON objects, one message per event. ``v`` is the schema version and is
+required; a consumer drops a message whose version it does not know. Within a version the
+field set is closed: a missing field, an unknown field or a wrongly typed one makes the message
+malformed (a new field means a new version). Numbers are JSON numbers written in their shortest
+round-trip form, so a float survives the trip bit for bit; ``ts`` is an integer.
+
+Bar, v1 (all fields required)::
+
+    {"v":1,"ts":1388966400000000000,"o":37.21,"h":37.42,"l":36.86,"c":37.32,"vol":10524200.0}
+
+    ts   int   bar timestamp, int64 ns (the engine's convention: UTC, or exchange wall time for naive data)
+    o h l c    float  prices, finite and > 0, with l <= o, c <= h
+    vol  float  traded volume, finite and >= 0
+
+Tick, v1 (``v``, ``ts`` and ``p`` required; the others optional)::
+
+    {"v":1,"ts":1718680500000000000,"p":11.27,"q":300.0,"b":11.26,"a":11.27,"bq":1200.0,"aq":800.0}
+
+    p    float  last price, finite and > 0           q   float  traded size (default 0: a pure quote)
+    b a  float  best bid / ask, finite and > 0, or absent/null (NaN in :class:`~data.schema.Tick`)
+    bq aq float best bid / ask size, finite and >= 0, or absent/null (0)
+
+End of stream, v1::
+
+    {"v":1,"n":252,"ts":1419897600000000000}     n: messages the replay published, ts: the last one's ts
+
+Checks a consumer applies after decoding (in this order, the first failure names the reason):
+``json`` (not JSON), ``version`` (``v`` is not 1), ``schema`` (missing/unknown/wrongly typed field),
+``value`` (non-finite or out-of-range number, high < low, open/close outside [low, high]); then,
+per symbol and kind, ``duplicate`` (ts equal to the last accepted bar's) and ``out_of_order``
+(ts below the last accepted one). Ticks may repeat a timestamp (two trades in one stamp).
+"""
+from __future__ import annotations
+
+import math
+from typing import Final
+
+import msgspec
+
+from data.schema import Bar, Tick
+
+VERSION: Final = 1
+PREFIX: Final = "md"
+EOS_LEVEL: Final = "$eos"
+_I64_MIN, _I64_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+class PayloadError(ValueError):
+    """A message that does not meet the wire schema; ``reason`` is one of the drop reasons above."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class BarV1(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """Bar payload, schema v1."""
+
+    v: int
+    ts: int
+    o: float
+    h: float
+    l: float  # the wire name of "low"
+    c: float
+    vol: float
+
+
+class TickV1(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    """Tick payload, schema v1."""
+
+    v: int
+    ts: int
+    p: float
+    q: float = 0.0
+    b: float | None = None
+    a: float | None = None
+    bq: float | None = None
+    aq: float | None = None
+
+
+class EosV1(msgspec.Struct, gc=False):
+    """End-of-stream payload, schema v1 (unknown fields tolerated: it is advisory)."""
+
+    v: int
+    n: int = 0
+    ts: int | None = None
+
+
+class _Envelope(msgspec.Struct):
+    """Just the version, to tell an unknown version from a malformed message."""
+
+    v: int
+
+
+_ENC = msgspec.json.Encoder()
+_BAR_DEC = msgspec.json.Decoder(BarV1)
+_TICK_DEC = msgspec.json.Decoder(TickV1)
+_EOS_DEC = msgspec.json.Decoder(EosV1)
+_ENV_DEC = msgspec.json.Decoder(_Envelope)
+
+
+# ------------------------------------------------------------------------------------------ topics
+
+def escape(symbol: str) -> str:
+    """A symbol as one topic level: ``%``, ``/``, ``+`` and ``#`` are percent-encoded (``BTC/USDT`` -> ``BTC%2FUSDT``)."""
+    if not symbol:
+        raise ValueError("empty symbol")
+    return symbol.replace("%", "%25").replace("/", "%2F").replace("+", "%2B").replace("#", "%23")
+
+
+def unescape(level: str) -> str:
+    """Inverse of :func:`escape`."""
+    return level.replace("%2F", "/").replace("%2B", "+").replace("%23", "#").replace("%25", "%")
+
+
+def _level(name: str, what: str) -> str:
+    """Check that ``name`` is usable as one topic level."""
+    if not name or any(ch in name for ch in "/+#") or "\x00" in name:
+        raise ValueError(f"{what} {name!r} cannot be a topic level (empty, or contains / + # or NUL)")
+    return name
+
+
+def bar_topic(venue: str, symbol: str, interval: str) -> str:
+    """``md/<venue>/<symbol>/bar/<interval>``."""
+    return f"{PREFIX}/{_level(venue, 'venue')}/{escape(symbol)}/bar/{_level(interval, 'interval')}"
+
+
+def tick_topic(venue: str, symbol: str) -> str:
+    """``md/<venue>/<symbol>/tick``."""
+    return f"{PREFIX}/{_level(venue, 'venue')}/{escape(symbol)}/tick"
+
+
+def eos_topic(venue: str) -> str:
+    """``md/<venue>/$eos``."""
+    return f"{PREFIX}/{_level(venue, 'venue')}/{EOS_LEVEL}"
+
+
+def parse_topic(topic: str) -> tuple[str, str, str, str | None] | None:
+    """``(venue, symbol, kind, interval)`` with kind ``bar``/``tick``/``eos``; None if not a market data topic."""
+    parts = topic.split("/")
+    if len(parts) < 3 or parts[0] != PREFIX:
+        return None
+    if len(parts) == 3 and parts[2] == EOS_LEVEL:
+        return parts[1], "", "eos", None
+    if len(parts) == 5 and parts[3] == "bar":
+        return parts[1], unescape(parts[2]), "bar", parts[4]
+    if len(parts) == 4 and parts[3] == "tick":
+        return parts[1], unescape(parts[2]), "tick", None
+    return None
+
+
+def interval_name(step_ns: int) -> str:
+    """A bar spacing in ns as an interval name: ``1d``, ``4h``, ``5m``, ``30s``, ``250ms``."""
+    if step_ns <= 0:
+        raise ValueError(f"bar spacing must be positive, not {step_ns}")
+    for unit, ns in (("d", 86_400 * 10 ** 9), ("h", 3_600 * 10 ** 9), ("m", 60 * 10 ** 9), ("s", 10 ** 9),
+                     ("ms", 10 ** 6), ("us", 10 ** 3)):
+        if step_ns % ns == 0:
+            return f"{step_ns // ns}{unit}"
+    return f"{step_ns}ns"
+
+
+# ------------------------------------------------------------------------------------------ encode
+
+def encode_bar_values(ts: int, o: float, h: float, lo: float, c: float, vol: float) -> bytes:
+    """A bar payload from plain values (the replay's fast path: no Bar object)."""
+    return _ENC.encode(BarV1(VERSION, ts, o, h, lo, c, vol))
+
+
+def encode_bar(bar: Bar) -> bytes:
+    """The v1 payload of ``bar`` (the symbol travels in the topic)."""
+    return _ENC.encode(BarV1(VERSION, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume))
+
+
+def _opt(x: float) -> float | None:
+    """None for NaN (an absent quote) and for a zero size, so the payload leaves them out."""
+    return None if (math.isnan(x) or x == 0.0) else x
+
+
+def encode_tick(tick: Tick) -> bytes:
+    """The v1 payload of ``tick`` (NaN bid/ask are left out)."""
+    return _ENC.encode(TickV1(VERSION, tick.ts, tick.price, tick.size, _opt(tick.bid), _opt(tick.ask),
+                              _opt(tick.bid_size), _opt(tick.ask_size)))
+
+
+def encode_eos(n: int, last_ts: int | None) -> bytes:
+    """The v1 end-of-stream payload."""
+    return _ENC.encode(EosV1(VERSION, n, last_ts))
+
+
+# ------------------------------------------------------------------------------------------ decode
+
+def _fail(payload: bytes, err: msgspec.DecodeError) -> PayloadError:
+    """Classify a msgspec failure: not JSON, unknown version, or wrong shape."""
+    if not isinstance(err, msgspec.ValidationError):
+        return PayloadError("json", str(err))
+    if str(err).startswith("Number out of range"):  # 1e999: valid JSON, not a finite float
+        return PayloadError("value", str(err))
+    try:
+        v = _ENV_DEC.decode(payload).v
+    except msgspec.DecodeError:
+        return PayloadError("schema", str(err))
+    if v != VERSION:
+        return PayloadError("version", f"unknown schema version {v!r}")
+    return PayloadError("schema", str(err))
+
+
+def _check_ts(ts: int) -> None:
+    if not _I64_MIN <= ts <= _I64_MAX:
+        raise PayloadError("value", f"ts {ts} does not fit int64 ns")
+
+
+def decode_bar(symbol: str, payload: bytes) -> Bar:
+    """A checked :class:`Bar` from a v1 bar payload; raises :class:`PayloadError`."""
+    try:
+        m = _BAR_DEC.decode(payload)
+    except msgspec.DecodeError as e:
+        raise _fail(payload, e) from None
+    if m.v != VERSION:
+        raise PayloadError("version", f"unknown schema version {m.v!r}")
+    _check_ts(m.ts)
+    o, h, lo, c, vol = m.o, m.h, m.l, m.c, m.vol
+    if not (math.isfinite(o) and math.isfinite(h) and math.isfinite(lo) and math.isfinite(c) and math.isfinite(vol)):
+        raise PayloadError("value", "non-finite number")
+    if not (lo > 0 and lo <= h and lo <= o <= h and lo <= c <= h and vol >= 0):  # also catches NaN
+        raise PayloadError("value", f"inconsistent bar o={o!r} h={h!r} l={lo!r} c={c!r} vol={vol!r}")
+    return Bar(symbol, m.ts, o, h, lo, c, vol)
+
+
+def decode_tick(symbol: str, payload: bytes) -> Tick:
+    """A checked :class:`Tick` from a v1 tick payload; raises :class:`PayloadError`."""
+    try:
+        m = _TICK_DEC.decode(payload)
+    except msgspec.DecodeError as e:
+        raise _fail(payload, e) from None
+    if m.v != VERSION:
+        raise PayloadError("version", f"unknown schema version {m.v!r}")
+    _check_ts(m.ts)
+    b = math.nan if m.b is None else m.b
+    a = math.nan if m.a is None else m.a
+    bq = 0.0 if m.bq is None else m.bq
+    aq = 0.0 if m.aq is None else m.aq
+    if not (math.isfinite(m.p) and m.p > 0 and math.isfinite(m.q) and m.q >= 0
+            and math.isfinite(bq) and bq >= 0 and math.isfinite(aq) and aq >= 0
+            and (m.b is None or (math.isfinite(b) and b > 0)) and (m.a is None or (math.isfinite(a) and a > 0))):
+        raise PayloadError("value", f"bad tick p={m.p!r} q={m.q!r} b={m.b!r} a={m.a!r} bq={m.bq!r} aq={m.aq!r}")
+    return Tick(symbol, m.ts, m.p, m.q, b, a, bq, aq)
+
+
+def decode_eos(payload: bytes) -> EosV1:
+    """The end-of-stream payload; raises :class:`PayloadError`."""
+    try:
+        m = _EOS_DEC.decode(payload)
+    except msgspec.DecodeError as e:
+        raise _fail(payload, e) from None
+    if m.v != VERSION:
+        raise PayloadError("version", f"unknown schema version {m.v!r}")
+    return m
