@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--on-bad", choices=["raise", "drop", "repair"], default="raise")
 
     sub.add_parser("strategies", help="list the strategies in strategies/ and their parameters")
+    for name, text in PASSTHROUGH_HELP.items():  # parsed by their own modules; listed here for --help
+        sub.add_parser(name, help=text, add_help=False)
     add_report_parsers(sub)
     from .opscli import add_ops_parsers
     add_ops_parsers(sub)
@@ -196,12 +198,31 @@ def cmd_strategies(a: argparse.Namespace) -> int:
     return 0
 
 
+PASSTHROUGH_HELP = {
+    "exchange": "run the FIX 4.4 exchange simulator (python -m brokers.exchange --help)",
+    "replay": "publish bar files to MQTT in time order (python -m data.replay --help)",
+}
+
+
+def passthrough(name: str, rest: list[str]) -> int:
+    """Hand ``tradeloop exchange|replay ...`` to the module that owns the command's arguments."""
+    if name == "exchange":
+        from brokers.exchange import main as run
+    else:
+        from data.replay import main as run
+    return int(run(rest) or 0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from data.errors import DataError
 
     from .logs import configure
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in PASSTHROUGH_HELP:
+        configure()
+        return passthrough(args[0], args[1:])
     parser = build_parser()
-    a = parser.parse_args(argv)
+    a = parser.parse_args(args)
     configure(json=getattr(a, "log_json", False))
     try:
         if a.command == "backtest":

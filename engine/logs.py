@@ -13,6 +13,8 @@ from typing import Any, Callable, Iterator
 
 import structlog
 
+from data.redact import redact_secrets
+
 EVENTS_FILE = "events.jsonl"
 
 
@@ -29,6 +31,7 @@ def configure(json: bool = False, level: str = "info") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,  # before any sink: passwords never reach a console, a file or JSON
             _tee,
             renderer,
         ],

@@ -5,6 +5,8 @@ import os
 import stat
 from pathlib import Path
 
+from data.redact import register_secret
+
 
 class SecretError(ValueError):
     """A password source that is missing or unsafe."""
@@ -39,7 +41,13 @@ def load_password(env: str | None = None, file: str | Path | None = None) -> str
     if env and file:
         raise SecretError("give the password through an environment variable or a file, not both")
     if env:
-        return password_from_env(env)
+        return register(password_from_env(env))
     if file:
-        return password_from_file(file)
+        return register(password_from_file(file))
     return None
+
+
+def register(password: str | None) -> str | None:
+    """Hide ``password`` in every later log event, whoever logs it (see data.redact)."""
+    register_secret(password)
+    return password
