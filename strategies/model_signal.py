@@ -1,0 +1,109 @@
+"""Trade on a registry model's prediction: buy when P(up) is high, sell when it is low.
+
+The strategy builds its ``Predictor`` in ``on_start`` and calls it once per timestamp from
+``on_bars`` (one batched model call over every symbol with a full window), so it runs end to
+end in backtests and live today. When the engine runs the predictor itself at step (4) (see
+``models.predictor``), ``on_bars`` reads ``ctx.predictions`` instead and nothing else changes.
+
+``train_and_backtest`` is the worked example: train on one period of bar files, backtest the
+model on the next (the qbot A-share files: train 2010-2016, backtest 2017-2020).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from data.schema import Bar
+from engine import Context, Param, Strategy
+
+
+class ModelSignal(Strategy):
+    """Long when P(up) >= enter, flat when P(up) <= exit; equal weights across symbols."""
+
+    model = Param("", "registry model NAME@VERSION or NAME@latest")
+    registry = Param("runs/models", "registry root folder")
+    runtime = Param("onnx-cpu", "onnx-cpu, onnx-cpu-int8, torch-cpu, torch-cuda or tensorrt")
+    backup = Param("", "backup model version the health monitor switches to ('' = none)")
+    p99_ms = Param(50.0, "health limit: rolling p99 latency per model call (ms)")
+    min_accuracy = Param(0.0, "health limit: rolling live accuracy (0 = off)")
+    enter = Param(0.55, "buy when P(up) >= enter")
+    exit = Param(0.45, "sell when P(up) <= exit")
+    exposure = Param(0.95, "share of equity invested, split equally over the symbols")
+    trade_from = Param("", "first date to trade (YYYY-MM-DD); earlier bars only warm up features")
+
+    def on_start(self, ctx: Context) -> None:
+        if not self.model:
+            raise ValueError("model_signal: set --param model=NAME@VERSION (a model in the registry)")
+        if not 0.0 <= self.exit <= self.enter <= 1.0:
+            raise ValueError(f"model_signal: need 0 <= exit <= enter <= 1, got exit={self.exit} enter={self.enter}")
+        from models.health import HealthLimits
+        from models.predictor import open_predictor
+
+        limits = HealthLimits(p99_ms=self.p99_ms, min_accuracy=self.min_accuracy)
+        self.predictor = open_predictor(self.registry, self.model, ctx.symbols, runtime=self.runtime,
+                                        backup=self.backup or None, limits=limits)
+        try:
+            self.amount: Any = ctx.field("amount")
+        except KeyError:
+            self.amount = None
+        self.start_ts = int(np.datetime64(self.trade_from, "ns").astype(np.int64)) if self.trade_from else None
+        self.weight = self.exposure / max(1, len(ctx.symbols))
+        self.decisions = 0
+
+    def _amounts(self, bars: list[Bar]) -> dict[str, float] | None:
+        if self.amount is None:
+            return None
+        out = {}
+        for b in bars:
+            try:
+                out[b.symbol] = float(self.amount[b.symbol])
+            except KeyError:
+                out[b.symbol] = math.nan
+        return out
+
+    def on_bars(self, ctx: Context, bars: list[Bar]) -> None:
+        probs = self.predictor.step(bars, self._amounts(bars))
+        if self.start_ts is not None and ctx.now < self.start_ts:
+            return
+        for symbol in sorted(probs):
+            up = float(probs[symbol][1])
+            held = ctx.position(symbol)
+            self.decisions += 1
+            if not held and up >= self.enter:
+                ctx.order_target_percent(symbol, self.weight)
+            elif held > 0 and up <= self.exit:
+                ctx.close(symbol)
+
+    @property
+    def health_events(self) -> list:
+        """Switches and breaches the health monitor recorded."""
+        return list(self.predictor.model.events)
+
+
+def train_and_backtest(data: list[str], registry: str, *, name: str = "qbot", train_start: str = "2010-01-01",
+                       train_end: str = "2016-01-01", val_end: str = "2017-01-01", test_end: str = "2021-01-01",
+                       warmup_from: str = "2016-06-01", cash: float = 1_000_000.0, runtime: str = "onnx-cpu",
+                       train_overrides: dict[str, Any] | None = None, strategy_params: dict[str, Any] | None = None
+                       ) -> tuple[str, Any]:
+    """Train on [train_start, val_end) (validation = the last year), backtest [val_end, test_end).
+
+    The backtest reads bars from ``warmup_from`` so the features are warm on the first trading
+    day; orders start at ``val_end``. Returns (model reference, BacktestResult).
+    """
+    from data.loaders import load_bars
+    from engine.backtest import run_backtest
+    from models.train import TrainConfig, train
+
+    series = [load_bars(p) for p in data]
+    cfg = TrainConfig.from_dict({"name": name, "data": list(data), "registry": registry,
+                                 "train_start": train_start, "train_end": train_end, "val_end": val_end,
+                                 "test_end": test_end, **(train_overrides or {})})
+    ref = train(cfg, series)
+    lo = int(np.datetime64(warmup_from, "ns").astype(np.int64))
+    hi = int(np.datetime64(test_end, "ns").astype(np.int64))
+    window = [s.between(lo, hi) for s in series]
+    strategy = ModelSignal(model=ref, registry=registry, runtime=runtime, trade_from=val_end,
+                           **(strategy_params or {}))
+    return ref, run_backtest(strategy, window, cash=cash)

@@ -1,0 +1,234 @@
+"""Specification of models.predictor and strategies.model_signal: one batched model call per
+timestamp over every requested symbol with a full window; the streaming path equals the batch
+(precomputed) path; the model_signal strategy runs end to end in a backtest; the worked example
+trains on one period and backtests the next; importing engine/models/the strategy never imports
+torch."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data.loaders import load_bars
+from data.schema import Bar
+from engine.backtest import run_backtest
+from models.errors import ModelError
+from models.predictor import Predictor, predict_series, softmax
+from models.registry import Registry
+from strategies.model_signal import ModelSignal, train_and_backtest
+from tests.test_models_support import TINY_NET, needs_models_extra, qbot, trained
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Counting:
+    """A model wrapper that counts calls and batch sizes."""
+
+    def __init__(self, model) -> None:
+        self.model, self.spec, self.batches = model, model.spec, []
+
+    def predict(self, windows):
+        self.batches.append(len(windows))
+        return self.model.predict(windows)
+
+
+def three_symbols(start: str = "2012-01-01", end: str = "2013-06-01"):
+    lo, hi = (int(np.datetime64(d, "ns").astype(np.int64)) for d in (start, end))
+    return [load_bars(qbot(n)).between(lo, hi) for n in ("600519.SH", "000858.SZ", "300059.SZ")]
+
+
+def timeline(series):
+    """Bars grouped by timestamp, as the engine hands them over."""
+    by_ts: dict[int, list[Bar]] = {}
+    for s in series:
+        for i in range(len(s)):
+            by_ts.setdefault(int(s.ts[i]), []).append(s.bar(i))
+    return [by_ts[t] for t in sorted(by_ts)]
+
+
+def amounts(series, bars) -> dict[str, float]:
+    """The amount column's value of each bar (Bar has no amount; the engine reads ctx.field('amount'))."""
+    by = {s.symbol: s for s in series}
+    return {b.symbol: float(by[b.symbol].extra["amount"][np.searchsorted(by[b.symbol].ts, b.ts)]) for b in bars}
+
+
+def test_one_batched_call_per_timestamp_over_the_symbols_with_full_windows():
+    root, ref = trained("tiny")
+    model = Counting(Registry(root).load(ref, "onnx-cpu"))
+    series = three_symbols()
+    pred = Predictor(model, [s.symbol for s in series])
+    need = model.spec.min_bars
+    seen = {s.symbol: 0 for s in series}
+    for bars in timeline(series):
+        before = len(model.batches)
+        out = pred.step(bars)
+        for b in bars:
+            seen[b.symbol] += 1
+        ready = sorted(b.symbol for b in bars if seen[b.symbol] >= need)
+        assert sorted(out) == ready                                   # warming-up symbols are left out
+        assert len(model.batches) - before == (1 if ready else 0)     # one call for all of them
+        if ready:
+            assert model.batches[-1] == len(ready)
+        for p in out.values():
+            assert p.shape == (2,) and abs(p.sum() - 1.0) < 1e-9
+    assert pred.calls == len(model.batches)
+
+
+def test_streaming_predictions_equal_the_batch_path():
+    root, ref = trained("tiny")
+    model = Registry(root).load(ref, "onnx-cpu")
+    series = three_symbols()
+    pred = Predictor(model, [s.symbol for s in series])
+    batch = {s.symbol: predict_series(model, s) for s in series}
+    rows = {s.symbol: -1 for s in series}
+    for bars in timeline(series):
+        out = pred.step(bars, amounts(series, bars))
+        for b in bars:
+            rows[b.symbol] += 1
+        for sym, p in out.items():
+            np.testing.assert_allclose(p, batch[sym][rows[sym]], atol=1e-6)
+    # the precomputed path answers by row with the same numbers
+    pre = Predictor(model, [s.symbol for s in series])
+    pre.precompute(series)
+    bars = [s.bar(len(s) - 1) for s in series]
+    last = pre.step(bars, rows={s.symbol: len(s) - 1 for s in series})
+    for s in series:
+        np.testing.assert_allclose(last[s.symbol], batch[s.symbol][-1])
+
+
+class OnDevice:
+    """A model that takes windows already on a (here: CPU) torch device, like torch-cuda."""
+
+    on_device = True
+
+    def __init__(self, model) -> None:
+        self.model, self.spec, self.device_calls = model, model.spec, 0
+
+    def predict(self, windows):
+        return self.model.predict(windows)
+
+    def predict_device(self, windows):
+        self.device_calls += 1
+        return self.model.predict(windows.numpy())
+
+
+def test_device_ring_path_gives_the_same_predictions_as_the_host_path():
+    """The torch-cuda path (feature rows mirrored into a device ring, windows gathered there), run on the CPU."""
+    needs_models_extra()
+    from models.runtime.torch_cuda import GpuFeatureRing
+
+    root, ref = trained("tiny")
+    base = Registry(root).load(ref, "onnx-cpu")
+    series = three_symbols()
+    syms = sorted(s.symbol for s in series)
+    host = Predictor(base, syms)
+    dev_model = OnDevice(base)
+    dev = Predictor(dev_model, syms, device_ring=GpuFeatureRing(3, 16, 16, device="cpu"))
+    for bars in timeline(series):
+        a, b = host.step(bars, amounts(series, bars)), dev.step(bars, amounts(series, bars))
+        assert a.keys() == b.keys()
+        for s in a:
+            assert np.array_equal(a[s], b[s])
+    assert dev_model.device_calls == dev.calls > 0
+
+
+def test_request_and_run_answer_only_the_requested_symbols():
+    root, ref = trained("tiny")
+    series = three_symbols()
+    pred = Predictor(Registry(root).load(ref, "onnx-cpu"), [s.symbol for s in series])
+    for bars in timeline(series):
+        pred.update_bars(bars)
+    pred.request("600519.SH")
+    assert list(pred.run()) == ["600519.SH"]
+    assert pred.run() == {}  # requests are consumed by a run
+    with pytest.raises(ModelError, match="unknown symbol 'AAPL'"):
+        pred.request("AAPL")
+
+
+def test_softmax_is_stable():
+    p = softmax(np.array([[1000.0, 0.0], [0.0, 0.0]]))
+    np.testing.assert_allclose(p, [[1.0, 0.0], [0.5, 0.5]])
+
+
+# -- the strategy --------------------------------------------------------------------------------
+
+class Recording(ModelSignal):
+    """ModelSignal that also records every probability it acted on."""
+
+    def on_start(self, ctx):
+        super().on_start(ctx)
+        self.seen: list[tuple[int, str, float]] = []
+
+    def on_bars(self, ctx, bars):
+        super().on_bars(ctx, bars)
+        for s, p in self.predictor.last.items():
+            if any(b.symbol == s for b in bars):
+                self.seen.append((ctx.now, s, float(p[1])))
+
+
+def test_model_signal_runs_end_to_end_in_a_backtest():
+    root, ref = trained("tiny")
+    series = three_symbols("2013-01-01", "2015-01-01")
+    strategy = Recording(model=ref, registry=root, enter=0.5, exit=0.5)
+    result = run_backtest(strategy, series, cash=1_000_000)
+    assert strategy.decisions > 0 and result.fills
+    model = Registry(root).load(ref, "onnx-cpu")
+    batch = {s.symbol: (s.ts, predict_series(model, s)) for s in series}
+    for ts, sym, up in strategy.seen[::25]:
+        tss, probs = batch[sym]
+        assert up == pytest.approx(probs[int(np.searchsorted(tss, ts)), 1], abs=1e-6)
+    first = min(ts for ts, _, _ in strategy.seen)
+    assert all(f.ts > first for f in result.fills)  # an order on bar t fills at t+1 at the earliest
+    assert strategy.health_events == []
+
+
+@pytest.mark.parametrize("params, words", [({}, "set --param model"),
+                                           ({"model": "x@latest", "enter": 0.4, "exit": 0.6}, "exit <= enter")])
+def test_model_signal_parameter_errors_are_clear(params, words):
+    with pytest.raises(ValueError, match=words):
+        run_backtest(ModelSignal(**params), three_symbols()[:1])
+
+
+def test_worked_example_trains_on_one_period_and_backtests_the_next(tmp_path):
+    needs_models_extra()
+    files = [str(qbot("600519.SH")), str(qbot("000858.SZ"))]
+    ref, result = train_and_backtest(
+        files, str(tmp_path / "reg"), name="qbot_small", train_start="2010-01-01", train_end="2012-01-01",
+        val_end="2012-07-01", test_end="2013-07-01", warmup_from="2011-09-01",
+        train_overrides={"epochs": 1, "progress": False, "threads": 1, "net": TINY_NET,
+                         "features": {"lookback": 16}},
+        strategy_params={"enter": 0.5, "exit": 0.5})
+    assert ref == "qbot_small@v0001"
+    start = int(np.datetime64("2012-07-01", "ns").astype(np.int64))
+    assert result.fills and all(f.ts > start for f in result.fills)   # trades only in the test period
+    meta = Registry(tmp_path / "reg").info(ref).metadata
+    assert meta["training_window"]["val_end"] == "2012-07-01" and meta["metrics"]["test"]["n"] > 0
+
+
+def test_importing_engine_models_and_the_strategy_does_not_import_torch():
+    root, ref = trained("tiny")
+    code = (
+        "import sys\n"
+        "import engine, engine.backtest, models, models.features, models.labels, models.dataset, models.nets, "
+        "models.registry, models.runtime, models.health, models.predictor, models.train, models.export, "
+        "strategies.model_signal\n"
+        "assert 'torch' not in sys.modules, 'import'\n"
+        "from models.registry import Registry\n"
+        f"m = Registry({root!r}).load({ref!r}, 'onnx-cpu')\n"
+        "import numpy as np\n"
+        "m.predict(np.zeros((1, 16, 16), np.float32))\n"
+        "assert 'torch' not in sys.modules, 'onnx runtime'\n"
+        "assert 'tensorrt' not in sys.modules\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+
+
+def test_model_signal_with_an_unknown_model_names_what_the_registry_has():
+    from models.errors import RegistryError
+
+    root, _ = trained("tiny")
+    with pytest.raises(RegistryError, match="no model named 'nosuch'.*models there: .*tiny"):
+        run_backtest(ModelSignal(model="nosuch@latest", registry=root), three_symbols()[:1])
