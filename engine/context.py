@@ -26,6 +26,7 @@ class Context:
         self._market = engine.market
         self._portfolio = engine.portfolio
         self._new: list[Order] = []
+        self.predictions: dict[str, Any] = {}  # symbol -> model outputs at this timestamp (step 4)
         self.log = engine.log
 
     # -- state ---------------------------------------------------------------------------
@@ -81,6 +82,18 @@ class Context:
     def history(self, symbol: str, field: str = "close", n: int = 1) -> np.ndarray:
         """The last ``n`` values of a bar field up to the current bar (read-only)."""
         return self._market.history(symbol, field, n)
+
+    def use_predictor(self, model: str, *, registry: str = "runs/models", runtime: str = "onnx-cpu",
+                      backup: str | None = None, limits: Any = None) -> None:
+        """Have the engine run model ``NAME@VERSION`` once per timestamp (in ``on_start``); read
+        ``ctx.predictions[symbol]`` (class probabilities) in ``on_bar``/``on_bars``."""
+        self._engine.use_predictor(model, registry=registry, runtime=runtime, backup=backup, limits=limits)
+
+    @property
+    def predictor_events(self) -> list:
+        """What the predictor's health monitor recorded (breaches, switches to the backup)."""
+        p = self._engine.predictor
+        return list(p.model.events) if p is not None else []
 
     def set_timer(self, name: str, every: int, start: int | None = None) -> None:
         """Call ``on_timer(ctx, name)`` every ``every`` ns of the run's clock, first at ``start``."""

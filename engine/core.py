@@ -88,6 +88,7 @@ class Engine:
         self._bought: dict[str, tuple[int, float]] = {}    # T+1: symbol -> (day, quantity bought that day)
         self.mark = functools.partial(portfolio.equity, market.price)   # equity now, as one cheap call
         risk.attach(self)
+        self.predictor: Any = None   # models.predictor.Predictor once a strategy asks for one
         self.step = self._make_step()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -104,6 +105,30 @@ class Engine:
         return f"{self._order_prefix}{self._order_seq:08d}"
 
     # -- the loop body -------------------------------------------------------------------
+    def use_predictor(self, model: str, *, registry: str = "runs/models", runtime: str = "onnx-cpu",
+                      backup: str | None = None, limits: Any = None) -> None:
+        """Run registry model ``model`` at step (4) of every timestamp; results in ``ctx.predictions``.
+
+        A backtest computes every symbol's probabilities once, in big batches, from features that
+        read no later bar, and looks them up per step; a live run calls the model once per
+        timestamp for all symbols that got a bar. torch/ONNX Runtime are imported only here.
+        """
+        from models.predictor import open_predictor
+        predictor = open_predictor(registry, model, self.market.symbols, runtime=runtime, backup=backup,
+                                   limits=limits)
+        if isinstance(self.market, HistoricalMarket):
+            predictor.precompute(self.market.series[s] for s in self.market.symbols)
+        self.predictor = predictor
+        self.log.info("predictor_loaded", model=str(predictor.model.active), runtime=runtime)
+
+    def _predict(self, bars: list[Bar]) -> None:
+        """Step (4): the predictor's outputs for this timestamp's symbols, as ``ctx.predictions``."""
+        cols = self.market.cols.get("amount")
+        rows = self.market.rows
+        amounts = ({b.symbol: float(cols[b.symbol][rows[b.symbol]]) for b in bars if b.symbol in cols}
+                   if cols and self._rows is None else None)
+        self.ctx.predictions = self.predictor.step(bars, amounts, rows=self._rows)
+
     def _make_step(self) -> Callable[[int, list[Bar]], None]:
         """Build ``step(ts, bars)``: every bar stamped ``ts`` (one per symbol), steps (1)-(6).
 
@@ -146,6 +171,8 @@ class Engine:
                         venue_bar(bar.symbol, ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
             if watch is not None:                                       # (3) risk state
                 watch(ts, bars)
+            if self.predictor is not None:                              # (4) one batched model call
+                self._predict(bars)
             if notes:                                                   # (5) callbacks
                 deliver()
             if heap:

@@ -1,16 +1,14 @@
 """Trade on a registry model's prediction: buy when P(up) is high, sell when it is low.
 
-The strategy builds its ``Predictor`` in ``on_start`` and calls it once per timestamp from
-``on_bars`` (one batched model call over every symbol with a full window), so it runs end to
-end in backtests and live today. When the engine runs the predictor itself at step (4) (see
-``models.predictor``), ``on_bars`` reads ``ctx.predictions`` instead and nothing else changes.
+The strategy asks for its model in ``on_start`` (``ctx.use_predictor``); the engine runs it at
+step (4) of every timestamp, one batched call over every symbol with a full window, and the
+strategy reads ``ctx.predictions`` in ``on_bars``. The same code runs in backtests and live.
 
 ``train_and_backtest`` is the worked example: train on one period of bar files, backtest the
 model on the next (the qbot A-share files: train 2010-2016, backtest 2017-2020).
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -38,33 +36,17 @@ class ModelSignal(Strategy):
             raise ValueError("model_signal: set --param model=NAME@VERSION (a model in the registry)")
         if not 0.0 <= self.exit <= self.enter <= 1.0:
             raise ValueError(f"model_signal: need 0 <= exit <= enter <= 1, got exit={self.exit} enter={self.enter}")
-        from models.health import HealthLimits
-        from models.predictor import open_predictor
+        from models.health import HealthLimits  # torch / ONNX Runtime are imported only with a model
 
-        limits = HealthLimits(p99_ms=self.p99_ms, min_accuracy=self.min_accuracy)
-        self.predictor = open_predictor(self.registry, self.model, ctx.symbols, runtime=self.runtime,
-                                        backup=self.backup or None, limits=limits)
-        try:
-            self.amount: Any = ctx.field("amount")
-        except KeyError:
-            self.amount = None
+        ctx.use_predictor(self.model, registry=self.registry, runtime=self.runtime, backup=self.backup or None,
+                          limits=HealthLimits(p99_ms=self.p99_ms, min_accuracy=self.min_accuracy))
         self.start_ts = int(np.datetime64(self.trade_from, "ns").astype(np.int64)) if self.trade_from else None
         self.weight = self.exposure / max(1, len(ctx.symbols))
         self.decisions = 0
-
-    def _amounts(self, bars: list[Bar]) -> dict[str, float] | None:
-        if self.amount is None:
-            return None
-        out = {}
-        for b in bars:
-            try:
-                out[b.symbol] = float(self.amount[b.symbol])
-            except KeyError:
-                out[b.symbol] = math.nan
-        return out
+        self.health_events: list = []
 
     def on_bars(self, ctx: Context, bars: list[Bar]) -> None:
-        probs = self.predictor.step(bars, self._amounts(bars))
+        probs = ctx.predictions  # the engine ran the model once for every symbol at step (4)
         if self.start_ts is not None and ctx.now < self.start_ts:
             return
         for symbol in sorted(probs):
@@ -76,10 +58,8 @@ class ModelSignal(Strategy):
             elif held > 0 and up <= self.exit:
                 ctx.close(symbol)
 
-    @property
-    def health_events(self) -> list:
-        """Switches and breaches the health monitor recorded."""
-        return list(self.predictor.model.events)
+    def on_stop(self, ctx: Context) -> None:
+        self.health_events = ctx.predictor_events
 
 
 def train_and_backtest(data: list[str], registry: str, *, name: str = "qbot", train_start: str = "2010-01-01",

@@ -164,7 +164,7 @@ class Recording(ModelSignal):
 
     def on_bars(self, ctx, bars):
         super().on_bars(ctx, bars)
-        for s, p in self.predictor.last.items():
+        for s, p in ctx.predictions.items():
             if any(b.symbol == s for b in bars):
                 self.seen.append((ctx.now, s, float(p[1])))
 
@@ -232,3 +232,30 @@ def test_model_signal_with_an_unknown_model_names_what_the_registry_has():
     root, _ = trained("tiny")
     with pytest.raises(RegistryError, match="no model named 'nosuch'.*models there: .*tiny"):
         run_backtest(ModelSignal(model="nosuch@latest", registry=root), three_symbols()[:1])
+
+
+def test_engine_runs_the_model_at_step_4_the_same_in_backtest_and_live():
+    """Backtests look precomputed probabilities up; the live driver calls the model per timestamp."""
+    import asyncio
+
+    from engine.live import LiveDriver
+
+    from data.schema import BarSeries
+
+    root, ref = trained("tiny")
+    # live bars carry OHLCV only (no `amount`), so compare on the columns both drivers can see
+    series = [BarSeries(s.symbol, s.ts, s.open, s.high, s.low, s.close, s.volume, {}, s.tz, s.source)
+              for s in three_symbols("2013-01-01", "2014-01-01")]
+    bt = run_backtest(ModelSignal(model=ref, registry=root, enter=0.5, exit=0.5), series, cash=1_000_000)
+    driver = LiveDriver(ModelSignal(model=ref, registry=root, enter=0.5, exit=0.5), [s.symbol for s in series],
+                        cash=1_000_000)
+
+    async def bars():
+        events = sorted(((s.ts[i], s.symbol, i, s) for s in series for i in range(len(s))), key=lambda e: e[:2])
+        for _, _, i, s in events:
+            yield s.bar(i)
+
+    engine = asyncio.run(driver.run(bars()))
+    assert bt.fills
+    assert [(f.ts, f.symbol, f.side, f.qty, f.price) for f in engine.fills] == \
+        [(f.ts, f.symbol, f.side, f.qty, f.price) for f in bt.fills]
