@@ -201,6 +201,7 @@ def cmd_strategies(a: argparse.Namespace) -> int:
 PASSTHROUGH_HELP = {
     "exchange": "run the FIX 4.4 exchange simulator (python -m brokers.exchange --help)",
     "replay": "publish bar files to MQTT in time order (python -m data.replay --help)",
+    "models": "train a predictor model from a TOML file, or time the runtimes (models train|bench)",
 }
 
 
@@ -208,6 +209,8 @@ def passthrough(name: str, rest: list[str]) -> int:
     """Hand ``tradeloop exchange|replay ...`` to the module that owns the command's arguments."""
     if name == "exchange":
         from brokers.exchange import main as run
+    elif name == "models":
+        from models.cli import main as run
     else:
         from data.replay import main as run
     return int(run(rest) or 0)

@@ -1,0 +1,114 @@
+"""Predictor runtime latency: p50/p99 per call and windows/s for each batch size, as JSON.
+
+    tradeloop models bench --runtime onnx-cpu --batch 1,64,512,4096     (or python bench/models_bench.py ...)
+    tradeloop models bench --runtime onnx-cpu-int8,onnx-cpu,torch-cpu --model qbot@latest \\
+        --registry runs/models
+
+Without ``--model`` it times the default-size network (Conv1d 16->64, 4 encoder layers of width
+64 with 8 heads, 64 x 16 windows) with seeded random weights, exported to a temporary folder.
+Inputs are real windows (features of ``--data``). Each runtime's logits are also compared with
+torch fp32 on those windows (``agreement``: max |logit diff| and share of the same class).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qbot" / "600519.SH.csv"  # ../shared beside the checkout
+
+
+def real_windows(spec, path: Path) -> np.ndarray:
+    """Every full window of one bar file."""
+    from data.loaders import load_bars
+    from models.features import compute_features, window_ends, windows_at
+
+    s = load_bars(path)
+    return windows_at(compute_features(s, spec), window_ends(len(s), spec), spec.lookback)
+
+
+def random_model(folder: Path, data: Path):
+    """Default-size network, seeded random weights, standardization fitted on real windows, saved."""
+    import torch
+
+    from models.features import FeatureSpec
+    from models.nets import NetConfig
+    from models.registry import Registry
+
+    torch.manual_seed(0)
+    from models.nets import build_net
+
+    spec = FeatureSpec()
+    net = build_net(NetConfig(), 16, spec.lookback)
+    net.norm_in.fit(torch.from_numpy(real_windows(spec, data)))
+    reg = Registry(folder)
+    return reg, str(reg.save("bench", net.eval(), spec, NetConfig()))
+
+
+def time_calls(predict, x: np.ndarray, iters: int, warmup: int) -> np.ndarray:
+    """Per-call wall times in ms."""
+    for _ in range(warmup):
+        predict(x)
+    out = np.empty(iters)
+    for i in range(iters):
+        t = time.perf_counter()
+        predict(x)
+        out[i] = time.perf_counter() - t
+    return out * 1e3
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="tradeloop models bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--runtime", default="onnx-cpu", help="comma list of runtimes")
+    ap.add_argument("--batch", default="1,64,512,4096", help="comma list of batch sizes")
+    ap.add_argument("--model", help="registry model NAME@VERSION (default: random default-size network)")
+    ap.add_argument("--registry", default="runs/models")
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads")
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="bar file the real windows come from")
+    ap.add_argument("--budget", type=float, default=3.0, help="seconds of timed calls per batch size (about)")
+    a = ap.parse_args(argv)
+    batches = [int(b) for b in a.batch.split(",")]
+
+    from models.registry import Registry
+
+    tmp = tempfile.TemporaryDirectory()
+    if a.model:
+        reg, ref = Registry(a.registry), a.model
+    else:
+        reg, ref = random_model(Path(tmp.name), Path(a.data))
+    reference = reg.load(ref, "torch-cpu", threads=a.threads)
+    windows = real_windows(reference.spec, Path(a.data))
+    want = reference.predict(windows)
+    report = {"model": ref, "threads": a.threads, "cpu": platform.processor() or platform.machine(),
+              "cpu_count": os.cpu_count(), "python": platform.python_version(), "runtimes": []}
+    for name in a.runtime.split(","):
+        m = reg.load(ref, name, threads=a.threads)
+        got = np.concatenate([m.predict(windows[i:i + 512]) for i in range(0, len(windows), 512)])
+        entry = {"runtime": name, "device": m.runtime.device, "threads": m.runtime.threads,
+                 "agreement": {"windows": len(windows), "max_abs_diff": float(np.abs(got - want).max()),
+                               "same_class": float((got.argmax(1) == want.argmax(1)).mean())},
+                 "batches": []}
+        for b in batches:
+            x = np.ascontiguousarray(np.resize(windows, (b, *windows.shape[1:])))
+            one = time_calls(m.predict, x, 2, 1).mean() / 1e3
+            iters = int(min(5000, max(5, a.budget / max(one, 1e-6))))
+            ms = time_calls(m.predict, x, iters, min(200, max(1, iters // 10)))
+            p50 = float(np.percentile(ms, 50))
+            entry["batches"].append({"batch": b, "iters": iters, "p50_ms": round(p50, 4),
+                                     "p99_ms": round(float(np.percentile(ms, 99)), 4),
+                                     "windows_per_s": round(b / (p50 / 1e3), 1)})
+        report["runtimes"].append(entry)
+    print(json.dumps(report, indent=2))
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
