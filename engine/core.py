@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import heapq
-import math
 from typing import Any, Callable
 
 import structlog
@@ -393,7 +392,3 @@ class Engine:
             log[-1] = (self.step_index, self.portfolio.cash)
         else:
             log.append((self.step_index, self.portfolio.cash))
-
-
-def finite_or_none(x: float) -> float | None:
-    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
