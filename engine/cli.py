@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--tz")
     imp.add_argument("--on-bad", choices=["raise", "drop", "repair"], default="raise")
 
+    add_sweep_parser(sub)
     sub.add_parser("strategies", help="list the strategies in strategies/ and their parameters")
     for name, text in PASSTHROUGH_HELP.items():  # parsed by their own modules; listed here for --help
         sub.add_parser(name, help=text, add_help=False)
@@ -62,6 +63,43 @@ def build_parser() -> argparse.ArgumentParser:
     from .opscli import add_ops_parsers
     add_ops_parsers(sub)
     return p
+
+
+def add_sweep_parser(sub: Any) -> None:
+    """``sweep STRATEGY --grid K=V1,V2 ...``: one backtest per grid point (engine/sweep.py)."""
+    sw = sub.add_parser("sweep", help="one backtest per point of a parameter grid, ranked (sweep.parquet, sweep.json)")
+    sw.add_argument("strategy", nargs="?", help="module:Class, file.py:Class, or a name in strategies/")
+    sw.add_argument("--data", action=_DataAction, metavar="PATH", help="bar file (CSV/Parquet/JSON); repeat for more")
+    sw.add_argument("--symbol", action=_DataAction, metavar="NAME", help="symbol of the preceding --data")
+    sw.add_argument("--grid", action="append", default=[], metavar="K=V1,V2,...",
+                    help="values of a parameter (fast=5,10) or of any section.key; repeat for more")
+    sw.add_argument("--metric", default="sharpe", help="metric to rank by (default sharpe)")
+    sw.add_argument("--executor", choices=["serial", "process", "dask"], default="process",
+                    help="where the backtests run (default process: a local process pool)")
+    sw.add_argument("--address", metavar="tcp://HOST:PORT", help="Dask scheduler to use (default: a LocalCluster)")
+    sw.add_argument("--workers", type=int, metavar="N", help="worker processes (default: CPU count)")
+    sw.add_argument("--param", action="append", default=[], metavar="K=V", help="fixed strategy parameter")
+    sw.add_argument("--cash", type=float, help="starting cash")
+    sw.add_argument("--commission", type=float, metavar="RATE", help="commission as a fraction of notional")
+    sw.add_argument("--config", metavar="FILE", help="run configuration (TOML)")
+    sw.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
+    sw.add_argument("--catalog", metavar="DIR", help="read --data symbols from this Parquet catalog")
+    sw.add_argument("--benchmark", metavar="PATH", help="bar file of a benchmark to measure against")
+    sw.add_argument("--market", metavar="NAME", help="market rules: cn-a (China A-shares; see [market])")
+    sw.add_argument("--out", metavar="DIR", help="sweep folder (default runs/sweep-<strategy>-<time>)")
+    sw.add_argument("--log-json", action="store_true", help="JSON log lines")
+    sw.add_argument("--quiet", action="store_true", help="no ranking table")
+
+
+def cmd_sweep(a: argparse.Namespace) -> int:
+    from .sweep import parse_grid, print_sweep, run_sweep
+    grid = parse_grid(a.grid)
+    out, a.out = a.out, None  # the sweep folder, not a run folder
+    cfg = config_from_args(a)
+    res = run_sweep(cfg, grid, metric=a.metric, executor=a.executor, workers=a.workers, address=a.address, out=out)
+    if not a.quiet:
+        print_sweep(res)
+    return 0 if res.summary["ok"] else 1
 
 
 def add_report_parsers(sub: Any) -> None:
@@ -232,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_backtest(a)
         if a.command == "data":
             return cmd_data_import(a)
+        if a.command == "sweep":
+            return cmd_sweep(a)
         if a.command == "strategies":
             return cmd_strategies(a)
         if a.command == "report":
