@@ -30,21 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     bt = sub.add_parser("backtest", help="run a strategy over historical bars")
-    bt.add_argument("strategy", nargs="?", help="module:Class, file.py:Class, or a name in strategies/")
-    bt.add_argument("--data", action=_DataAction, metavar="PATH", help="bar file (CSV/Parquet/JSON); repeat for more")
-    bt.add_argument("--symbol", action=_DataAction, metavar="NAME", help="symbol of the preceding --data")
-    bt.add_argument("--param", action="append", default=[], metavar="K=V", help="strategy parameter")
-    bt.add_argument("--cash", type=float, help="starting cash")
-    bt.add_argument("--commission", type=float, metavar="RATE", help="commission as a fraction of notional")
-    bt.add_argument("--config", metavar="FILE", help="run configuration (TOML)")
-    bt.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
-    bt.add_argument("--catalog", metavar="DIR", help="read --data symbols from this Parquet catalog")
-    bt.add_argument("--out", metavar="DIR", help="run folder (default runs/<id>)")
-    bt.add_argument("--log-json", action="store_true", help="JSON log lines")
-    bt.add_argument("--quiet", action="store_true", help="no summary table")
-    bt.add_argument("--benchmark", metavar="PATH", help="bar file of a benchmark (e.g. an index) to measure against")
+    add_run_args(bt, out_help="run folder (default runs/<id>)", quiet_help="no summary table")
     bt.add_argument("--strict", action="store_true", help=f"exit {EXIT_GATE_FAILED} when an acceptance gate fails")
-    bt.add_argument("--market", metavar="NAME", help="market rules: cn-a (China A-shares; see [market])")
 
     data = sub.add_parser("data", help="data tools")
     dsub = data.add_subparsers(dest="data_command", required=True)
@@ -68,9 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_sweep_parser(sub: Any) -> None:
     """``sweep STRATEGY --grid K=V1,V2 ...``: one backtest per grid point (engine/sweep.py)."""
     sw = sub.add_parser("sweep", help="one backtest per point of a parameter grid, ranked (sweep.parquet, sweep.json)")
-    sw.add_argument("strategy", nargs="?", help="module:Class, file.py:Class, or a name in strategies/")
-    sw.add_argument("--data", action=_DataAction, metavar="PATH", help="bar file (CSV/Parquet/JSON); repeat for more")
-    sw.add_argument("--symbol", action=_DataAction, metavar="NAME", help="symbol of the preceding --data")
+    add_run_args(sw, out_help="sweep folder (default runs/sweep-<strategy>-<time>)", quiet_help="no ranking table")
     sw.add_argument("--grid", action="append", default=[], metavar="K=V1,V2,...",
                     help="values of a parameter (fast=5,10) or of any section.key; repeat for more")
     sw.add_argument("--metric", default="sharpe", help="metric to rank by (default sharpe)")
@@ -78,17 +63,24 @@ def add_sweep_parser(sub: Any) -> None:
                     help="where the backtests run (default process: a local process pool)")
     sw.add_argument("--address", metavar="tcp://HOST:PORT", help="Dask scheduler to use (default: a LocalCluster)")
     sw.add_argument("--workers", type=int, metavar="N", help="worker processes (default: CPU count)")
-    sw.add_argument("--param", action="append", default=[], metavar="K=V", help="fixed strategy parameter")
-    sw.add_argument("--cash", type=float, help="starting cash")
-    sw.add_argument("--commission", type=float, metavar="RATE", help="commission as a fraction of notional")
-    sw.add_argument("--config", metavar="FILE", help="run configuration (TOML)")
-    sw.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
-    sw.add_argument("--catalog", metavar="DIR", help="read --data symbols from this Parquet catalog")
-    sw.add_argument("--benchmark", metavar="PATH", help="bar file of a benchmark to measure against")
-    sw.add_argument("--market", metavar="NAME", help="market rules: cn-a (China A-shares; see [market])")
-    sw.add_argument("--out", metavar="DIR", help="sweep folder (default runs/sweep-<strategy>-<time>)")
-    sw.add_argument("--log-json", action="store_true", help="JSON log lines")
-    sw.add_argument("--quiet", action="store_true", help="no ranking table")
+
+
+def add_run_args(cmd: argparse.ArgumentParser, *, out_help: str, quiet_help: str) -> None:
+    """The flags every command that runs backtests takes (they build the RunConfig, see config_from_args)."""
+    cmd.add_argument("strategy", nargs="?", help="module:Class, file.py:Class, or a name in strategies/")
+    cmd.add_argument("--data", action=_DataAction, metavar="PATH", help="bar file (CSV/Parquet/JSON); repeat for more")
+    cmd.add_argument("--symbol", action=_DataAction, metavar="NAME", help="symbol of the preceding --data")
+    cmd.add_argument("--param", action="append", default=[], metavar="K=V", help="strategy parameter")
+    cmd.add_argument("--cash", type=float, help="starting cash")
+    cmd.add_argument("--commission", type=float, metavar="RATE", help="commission as a fraction of notional")
+    cmd.add_argument("--config", metavar="FILE", help="run configuration (TOML)")
+    cmd.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
+    cmd.add_argument("--catalog", metavar="DIR", help="read --data symbols from this Parquet catalog")
+    cmd.add_argument("--benchmark", metavar="PATH", help="bar file of a benchmark (e.g. an index) to measure against")
+    cmd.add_argument("--market", metavar="NAME", help="market rules: cn-a (China A-shares; see [market])")
+    cmd.add_argument("--out", metavar="DIR", help=out_help)
+    cmd.add_argument("--log-json", action="store_true", help="JSON log lines")
+    cmd.add_argument("--quiet", action="store_true", help=quiet_help)
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
