@@ -3,14 +3,17 @@
 Orders arrive as NewOrderSingle / OrderCancelRequest / OrderCancelReplaceRequest /
 OrderStatusRequest and are answered with ExecutionReports and OrderCancelRejects. Market data
 comes in through :meth:`ExchangeSimulator.on_bar` / :meth:`on_tick`, fed by a :class:`BarFeed`
-(a JSON-lines TCP port or stdin here; MQTT later). Fills follow ``brokers.sim.FillRules``
-exactly, because the matching *is* :class:`brokers.sim.SimulatedVenue`.
+(a JSON-lines TCP port, stdin, or MQTT with lockstep acks: :mod:`brokers.exchange_feed`). Fills
+follow ``brokers.sim.FillRules`` exactly, because the matching *is* :class:`brokers.sim.SimulatedVenue`.
+A bar at or before the last bar processed for its symbol (a tick before the last tick) is ignored,
+also across a restart on the same state file, so data re-published after a restart is not matched twice.
 
 Sequence numbers, sent messages, working orders and ID counters live in one SQLite state
 file and change in the same transaction as the messages they produce, so a simulator killed
 at any moment and restarted on the same file loses and duplicates nothing.
 
-Run it: ``python -m brokers.exchange --port 9878 --sender EXCH --target TRADER --password-env VAR``.
+Run it: ``python -m brokers.exchange --port 9878 --sender EXCH --target TRADER --password-env VAR``
+(add ``--mqtt mqtt://127.0.0.1:1883 --venue sim --interval 1d`` for market data from MQTT).
 """
 from __future__ import annotations
 
@@ -46,13 +49,13 @@ _EPS = 1e-9
 class MarketSink(Protocol):
     """Where a feed delivers market data."""
 
-    def on_bar(self, bar: Bar) -> None: ...
+    def on_bar(self, bar: Bar) -> object: ...
 
-    def on_tick(self, tick: Tick) -> None: ...
+    def on_tick(self, tick: Tick) -> object: ...
 
 
 class BarFeed(Protocol):
-    """A market-data input of the simulator (JSON lines over TCP, stdin; MQTT later)."""
+    """A market-data input of the simulator (JSON lines over TCP, stdin, MQTT)."""
 
     async def start(self, sink: MarketSink) -> None: ...
 
@@ -195,6 +198,8 @@ class ExchangeSimulator:
         self._recs: dict[str, _Rec] = {}
         self._clordids: dict[str, str] = {}  # every ClOrdID seen -> exchange OrderID ("" if none)
         self._last_bar: dict[str, Bar] = {}
+        self._last_ts: dict[tuple[str, str], int] = {}  # (symbol, "bar"/"tick") -> ts of the last one processed
+        self.ignored = 0  # bars/ticks not newer than the last processed (re-published data)
         self._symbols: dict[str, tuple] = {}  # see _NO_SYMBOL; prices for price limits, positions for T+1
         self._counters = {"order": 0, "exec": 0}
         self._dirty: set[str] = set()
@@ -215,7 +220,11 @@ class ExchangeSimulator:
             "CREATE TABLE IF NOT EXISTS exch_order (order_id TEXT PRIMARY KEY, clordid TEXT NOT NULL,"
             " data BLOB NOT NULL, open INTEGER NOT NULL);"
             "CREATE TABLE IF NOT EXISTS exch_clordid (clordid TEXT PRIMARY KEY, order_id TEXT NOT NULL);"
-            "CREATE TABLE IF NOT EXISTS exch_symbol (symbol TEXT PRIMARY KEY, data BLOB NOT NULL);")
+            "CREATE TABLE IF NOT EXISTS exch_symbol (symbol TEXT PRIMARY KEY, data BLOB NOT NULL);"
+            "CREATE TABLE IF NOT EXISTS exch_last_ts (symbol TEXT NOT NULL, kind TEXT NOT NULL,"
+            " ts INTEGER NOT NULL, PRIMARY KEY (symbol, kind));")
+        self._last_ts = {(symbol, kind): int(ts) for symbol, kind, ts in
+                         db.execute("SELECT symbol, kind, ts FROM exch_last_ts")}
         for symbol, data in db.execute("SELECT symbol, data FROM exch_symbol"):
             self._symbols[symbol] = tuple(msgspec.msgpack.decode(data))
         for key, value in db.execute("SELECT key, value FROM exch_meta"):
@@ -302,9 +311,12 @@ class ExchangeSimulator:
         self.store.close()
 
     # ------------------------------------------------------------------ market data
-    def on_bar(self, bar: Bar) -> None:
-        """Match working orders against ``bar`` with the venue's rules and report what happened."""
+    def on_bar(self, bar: Bar) -> bool:
+        """Match working orders against ``bar`` with the venue's rules and report what happened; False if ignored."""
+        if not self._is_new(bar.symbol, "bar", bar.ts, equal_is_old=True):
+            return False
         with self.session.unit():
+            self._processed(bar.symbol, "bar", bar.ts)
             self._advance(bar.ts)
             self._last_bar[bar.symbol] = bar
             day, prev, last, *rest = self._symbols.get(bar.symbol, _NO_SYMBOL)
@@ -313,15 +325,34 @@ class ExchangeSimulator:
             if bar.symbol in self.venue.book:
                 self.venue.on_bar(bar.symbol, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
             self._save_dirty()
+        return True
 
-    def on_tick(self, tick: Tick) -> None:
-        """Match working orders at a trade price (as the engine does for ticks)."""
+    def on_tick(self, tick: Tick) -> bool:
+        """Match working orders at a trade price (as the engine does for ticks); False if ignored."""
+        if not self._is_new(tick.symbol, "tick", tick.ts, equal_is_old=False):  # two trades may share a stamp
+            return False
         with self.session.unit():
+            self._processed(tick.symbol, "tick", tick.ts)
             self._advance(tick.ts)
             if tick.symbol in self.venue.book:
                 p = tick.price
                 self.venue.on_bar(tick.symbol, tick.ts, p, p, p, p, tick.size)
             self._save_dirty()
+        return True
+
+    def _is_new(self, symbol: str, kind: str, ts: int, *, equal_is_old: bool) -> bool:
+        """False (and logged) for market data at or before the last of its symbol and kind already processed."""
+        last = self._last_ts.get((symbol, kind))
+        if last is None or ts > last or (ts == last and not equal_is_old):
+            return True
+        self.ignored += 1
+        self.log.debug("exchange.stale_market_data_ignored", symbol=symbol, kind=kind, ts=ts, last=last)
+        return False
+
+    def _processed(self, symbol: str, kind: str, ts: int) -> None:
+        """Remember (in the state file, inside the current unit) the last market data processed for ``symbol``."""
+        self._last_ts[(symbol, kind)] = ts
+        self.store.db.execute("INSERT OR REPLACE INTO exch_last_ts VALUES (?, ?, ?)", (symbol, kind, ts))
 
     def _advance(self, ts: int) -> None:
         if ts > self.clock:
@@ -509,6 +540,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", default=None, help="SQLite state file (default: exchange-SENDER-TARGET.sqlite)")
     p.add_argument("--bars-port", type=int, default=None, help="JSON-lines market data port (0: any free port)")
     p.add_argument("--bars-stdin", action="store_true", help="read JSON-lines market data from stdin")
+    p.add_argument("--mqtt", metavar="URL", default=None,
+                   help="market data from this MQTT broker (mqtt:// or mqtts://): every bar/tick of --venue, "
+                        "and an md/<venue>/$ack/exchange for each $clock (lockstep). Credentials: "
+                        "TRADELOOP_MQTT_USERNAME / TRADELOOP_MQTT_PASSWORD in the environment")
+    p.add_argument("--venue", default="sim", help="venue level of the MQTT topics (default sim)")
+    p.add_argument("--interval", default="1d", help="bar interval level of the MQTT topics (default 1d)")
+    p.add_argument("--tls-ca", help="CA file to verify the MQTT broker (turns TLS on)")
+    p.add_argument("--tls-cert", help="client certificate file for the MQTT broker")
+    p.add_argument("--tls-key", help="client key file for the MQTT broker")
     p.add_argument("--fill-at", choices=("open", "close"), default="open")
     p.add_argument("--market", default=None, help="market profile (e.g. cn-a: lots, T+1, price limits)")
     p.add_argument("--participation", type=float, default=None)
@@ -540,7 +580,23 @@ def rules_from_args(args: argparse.Namespace) -> FillRules:
                      slippage=FixedBpsSlippage(args.slippage_bps) if args.slippage_bps else None)
 
 
-async def _serve(args: argparse.Namespace, password: str | None, rules: FillRules) -> None:
+def mqtt_feed_from_args(args: argparse.Namespace) -> BarFeed | None:
+    """The MQTT market-data feed the command line asks for (None without ``--mqtt``); ValueError on bad settings."""
+    if not args.mqtt:
+        return None
+    from data.mqtt import TlsConfig
+
+    from .exchange_feed import MqttBarFeed
+    tls = TlsConfig(args.tls_ca, args.tls_cert, args.tls_key) if (args.tls_ca or args.tls_cert) else None
+    try:
+        return MqttBarFeed(args.mqtt, venue=args.venue, interval=args.interval, tls=tls)
+    except OSError as e:  # ssl names no file: say which settings were read
+        raise ValueError(f"cannot load the MQTT TLS files (ca={args.tls_ca}, cert={args.tls_cert}, "
+                         f"key={args.tls_key}): {e}") from None
+
+
+async def _serve(args: argparse.Namespace, password: str | None, rules: FillRules,
+                 mqtt_feed: BarFeed | None = None) -> None:
     feeds: list[BarFeed] = []
     bar_server = None
     if args.bars_port is not None:
@@ -548,6 +604,8 @@ async def _serve(args: argparse.Namespace, password: str | None, rules: FillRule
         feeds.append(bar_server)
     if args.bars_stdin:
         feeds.append(StdinBarFeed())
+    if mqtt_feed is not None:
+        feeds.append(mqtt_feed)
     config = SessionConfig(args.sender, args.target, username=args.username, password=password)
     state = args.state or f"exchange-{args.sender}-{args.target}.sqlite"
     exchange = ExchangeSimulator(config, state=state, rules=rules, host=args.host, port=args.port, feeds=feeds,
@@ -558,7 +616,7 @@ async def _serve(args: argparse.Namespace, password: str | None, rules: FillRule
         loop.add_signal_handler(sig, done.set)
     await exchange.start()
     ready = {"event": "ready", "fix_port": exchange.port, "bars_port": bar_server.port if bar_server else None,
-             "state": str(Path(state).resolve())}
+             "state": str(Path(state).resolve()), "mqtt": args.mqtt}
     print(json.dumps(ready), flush=True)
     await done.wait()
     await exchange.stop()
@@ -570,11 +628,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         password = load_password(args.password_env, args.password_file)
         rules = rules_from_args(args)
-    except (SecretError, ValueError) as e:
+        mqtt_feed = mqtt_feed_from_args(args)
+    except (SecretError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     _configure_logging(args.log_json, args.log_level)
-    asyncio.run(_serve(args, password, rules))
+    try:
+        asyncio.run(_serve(args, password, rules, mqtt_feed))
+    except (OSError, RuntimeError) as e:  # e.g. the MQTT broker refused the credentials: report, do not trace back
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

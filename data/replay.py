@@ -1,4 +1,4 @@
-"""Replay publisher: stored bars -> MQTT topics, in (timestamp, symbol) order, then an end-of-stream marker.
+"""Replay publisher: stored bars -> MQTT topics in (timestamp, symbol) order, clock marks, an end-of-stream marker.
 
 Any file the loaders read (CSV/.txt/.gz, Parquet, freqtrade JSON) or any BarSeries is published
 on ``md/<venue>/<symbol>/bar/<interval>`` with the v1 payload of :mod:`data.mqtt.wire`, as fast
@@ -7,9 +7,18 @@ market time per second). At most ``max_inflight`` publishes are unacknowledged a
 warns above 10). When done, ``md/<venue>/$eos`` carries ``{"v":1,"n":<published>,"ts":<last ts>}``
 at QoS >= 1 so that a consumer knows the replay finished.
 
+After each timestamp group (every bar sharing one ts) ``md/<venue>/$clock`` carries
+``{"v":1,"ts":<that ts>}``: the group is complete, a consumer need not wait for the next one.
+Lockstep (``lockstep=["exchange", "runner"]``, ``--lockstep exchange,runner``): after a group and its
+clock, wait until every named component has published ``md/<venue>/$ack/<name>`` with ts >= the
+group's ts before the next group; no ack within ``lockstep_timeout`` seconds fails the replay
+(:class:`LockstepTimeout`, exit 1) naming the component and the ts. Lockstep publishes at QoS >= 1,
+and combines with ``speed`` (a group goes out at its paced time or on the last ack, whichever is later).
+
 Command line (the CLI owner wires it as ``tradeloop replay``)::
 
     python -m data.replay --data ORCL=orcl-2014.txt --mqtt mqtt://127.0.0.1:1883 --speed 3600
+    python -m data.replay --data ORCL=orcl-2014.txt --lockstep exchange,runner --lockstep-timeout 30
 
 Credentials come from ``TRADELOOP_MQTT_USERNAME`` / ``TRADELOOP_MQTT_PASSWORD``, never from arguments.
 """
@@ -18,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import contextlib
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -30,11 +40,74 @@ import structlog
 
 from data.loaders import load_bars
 from data.mqtt.conn import Broker, Credentials, TlsConfig, install_redaction
-from data.mqtt.wire import bar_topic, encode_bar_values, encode_eos, eos_topic, interval_name
+from data.mqtt.wire import (PayloadError, ack_topic, bar_topic, clock_topic, decode_mark, encode_bar_values,
+                            encode_eos, encode_mark, eos_topic, interval_name)
 from data.schema import BarSeries
 
 LOG = structlog.get_logger("tradeloop.replay")
 DataInput = str | Path | BarSeries
+
+
+class LockstepTimeout(RuntimeError):
+    """A lockstep component did not acknowledge a timestamp group in time."""
+
+    def __init__(self, component: str, ts: int, timeout: float, last: int | None) -> None:
+        seen = "no ack yet" if last is None else f"its last ack was ts {last}"
+        super().__init__(f"lockstep: component {component!r} did not ack ts {ts} within {timeout:g} s ({seen}); "
+                         f"is it running and subscribed to the venue's $clock?")
+        self.component, self.ts, self.timeout, self.last = component, ts, timeout, last
+
+
+class Acks:
+    """The latest ``$ack`` ts of each lockstep component, read from a client's messages."""
+
+    def __init__(self, venue: str, components: Sequence[str]) -> None:
+        self.topics = {ack_topic(venue, c): c for c in components}
+        self.last: dict[str, int] = {}
+        self.lost: aiomqtt.MqttError | None = None  # the connection went away while reading
+        self._changed = asyncio.Condition()
+
+    async def read(self, client: aiomqtt.Client) -> None:
+        """Record acks from the client's messages until the connection ends (malformed ones: logged, ignored)."""
+        try:
+            await self._read(client)
+        except aiomqtt.MqttError as e:
+            self.lost = e
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for m in client.messages:
+            component = self.topics.get(m.topic.value)
+            if component is None:
+                continue
+            try:
+                ts = decode_mark(m.payload if isinstance(m.payload, bytes) else str(m.payload).encode())
+            except PayloadError as e:
+                LOG.warning("replay.bad_ack", topic=m.topic.value, reason=e.reason, detail=e.detail)
+                continue
+            self.last[component] = max(ts, self.last.get(component, ts))
+            async with self._changed:
+                self._changed.notify_all()
+
+    def missing(self, ts: int) -> list[str]:
+        """Components whose latest ack is below ``ts``."""
+        return [c for c in self.topics.values() if self.last.get(c, ts - 1) < ts]
+
+    async def wait(self, ts: int, timeout: float) -> None:
+        """Until every component has acked ``ts`` or later; :class:`LockstepTimeout` names the first that has not."""
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._changed:
+                    await self._changed.wait_for(lambda: self.lost is not None or not self.missing(ts))
+        except TimeoutError:
+            late = self.missing(ts)
+            if not late:
+                return
+            raise LockstepTimeout(late[0], ts, timeout, self.last.get(late[0])) from None
+        if self.lost is not None and self.missing(ts):
+            raise RuntimeError(f"lockstep: lost the broker connection while waiting for acks of ts {ts}: "
+                               f"{self.lost}") from self.lost
 
 
 @dataclass
@@ -43,6 +116,7 @@ class ReplayStats:
 
     published: int
     symbols: int
+    clocks: int
     seconds: float
     first_ts: int | None
     last_ts: int | None
@@ -126,10 +200,16 @@ def infer_interval(s: BarSeries, default: str = "1d") -> str:
 async def replay(data: Iterable[DataInput], url: str, *, speed: float | None = None, venue: str = "sim",
                  interval: str | None = None, qos: int = 0, max_inflight: int = 10, eos: bool = True,
                  tls: TlsConfig | None = None, credentials: Credentials | None = None,
-                 client_id: str | None = None) -> ReplayStats:
-    """Publish every bar of ``data`` to the broker at ``url``; returns what was published."""
+                 client_id: str | None = None, lockstep: Sequence[str] = (),
+                 lockstep_timeout: float = 60.0) -> ReplayStats:
+    """Publish every bar of ``data`` to ``url``, a clock mark after each timestamp group; returns what was published."""
     if speed is not None and speed <= 0:
         raise ValueError(f"speed must be > 0 (times real time) or None (as fast as possible), not {speed}")
+    if lockstep_timeout <= 0:
+        raise ValueError(f"lockstep_timeout must be > 0 seconds, not {lockstep_timeout}")
+    acks = Acks(venue, list(dict.fromkeys(lockstep))) if lockstep else None  # checks the component names
+    if acks is not None:
+        qos = max(qos, 1)
     install_redaction()
     series = load_inputs(data)
     broker = Broker.from_url(url, tls=tls, credentials=credentials)
@@ -137,27 +217,50 @@ async def replay(data: Iterable[DataInput], url: str, *, speed: float | None = N
     cols = [(s.ts, s.open, s.high, s.low, s.close, s.volume) for s in series]
     ts_all, which, rows = merged_order(series)
     n = len(ts_all)
-    LOG.info("replay.start", **broker.describe(), venue=venue, symbols=len(series), bars=n, speed=speed, qos=qos)
+    group_end = np.zeros(n, dtype=bool)  # the last bar of each timestamp group
+    if n:
+        group_end[np.flatnonzero(np.diff(ts_all) != 0)] = True
+        group_end[-1] = True
+    clock = clock_topic(venue)
+    LOG.info("replay.start", **broker.describe(), venue=venue, symbols=len(series), bars=n, speed=speed, qos=qos,
+             lockstep=list(lockstep))
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
+    clocks = 0
     async with broker.client(identifier=client_id, max_inflight=max_inflight) as client:
-        out = Publisher(client, qos=qos, max_inflight=max_inflight)
-        start = loop.time()
-        ts0 = int(ts_all[0]) if n else 0
-        for k in range(n):
-            i, r = int(which[k]), int(rows[k])
-            t, o, h, lo, c, v = cols[i]
-            if speed is not None:
-                wait = start + (int(ts_all[k]) - ts0) / 1e9 / speed - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            await out.send(topics[i], encode_bar_values(int(t[r]), float(o[r]), float(h[r]), float(lo[r]),
-                                                        float(c[r]), float(v[r])))
-        await out.drain()
-        last = int(ts_all[-1]) if n else None
-        if eos:
-            await client.publish(eos_topic(venue), encode_eos(n, last), qos=max(qos, 1))
-    stats = ReplayStats(n, len(series), time.perf_counter() - t0, int(ts_all[0]) if n else None, last)
+        reader = None
+        if acks is not None:
+            await client.subscribe([(topic, 1) for topic in acks.topics])
+            reader = loop.create_task(acks.read(client), name="replay-acks")
+        try:
+            out = Publisher(client, qos=qos, max_inflight=max_inflight)
+            start = loop.time()
+            ts0 = int(ts_all[0]) if n else 0
+            for k in range(n):
+                i, r = int(which[k]), int(rows[k])
+                t, o, h, lo, c, v = cols[i]
+                ts = int(ts_all[k])
+                if speed is not None:
+                    wait = start + (ts - ts0) / 1e9 / speed - loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                await out.send(topics[i], encode_bar_values(int(t[r]), float(o[r]), float(h[r]), float(lo[r]),
+                                                            float(c[r]), float(v[r])))
+                if group_end[k]:
+                    await out.send(clock, encode_mark(ts))
+                    clocks += 1
+                    if acks is not None:
+                        await acks.wait(ts, lockstep_timeout)
+            await out.drain()
+            last = int(ts_all[-1]) if n else None
+            if eos:
+                await client.publish(eos_topic(venue), encode_eos(n, last), qos=max(qos, 1))
+        finally:
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await reader
+    stats = ReplayStats(n, len(series), clocks, time.perf_counter() - t0, int(ts_all[0]) if n else None, last)
     LOG.info("replay.done", **asdict(stats), rate=round(stats.rate, 1))
     return stats
 
@@ -165,7 +268,8 @@ async def replay(data: Iterable[DataInput], url: str, *, speed: float | None = N
 def parser() -> argparse.ArgumentParser:
     """Arguments of ``tradeloop replay``."""
     p = argparse.ArgumentParser(prog="tradeloop replay", description="Publish stored bars to MQTT topics "
-                                "md/<venue>/<symbol>/bar/<interval>, then md/<venue>/$eos. Credentials: "
+                                "md/<venue>/<symbol>/bar/<interval>, md/<venue>/$clock after each timestamp group, "
+                                "then md/<venue>/$eos. Credentials: "
                                 "TRADELOOP_MQTT_USERNAME / TRADELOOP_MQTT_PASSWORD in the environment.")
     p.add_argument("--data", nargs="+", required=True, metavar="[SYMBOL=]PATH", help="bar files the loaders read")
     p.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", help="broker URL, mqtt:// or mqtts://")
@@ -178,7 +282,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-ca", help="CA file to verify the broker (turns TLS on)")
     p.add_argument("--tls-cert", help="client certificate file")
     p.add_argument("--tls-key", help="client key file")
+    p.add_argument("--lockstep", type=_names, default=(), metavar="NAME[,NAME...]",
+                   help="after each timestamp group, wait for md/<venue>/$ack/<NAME> from each component "
+                        "(e.g. exchange,runner) before the next; publishes at QoS >= 1")
+    p.add_argument("--lockstep-timeout", type=float, default=60.0, metavar="S",
+                   help="seconds to wait for a component's ack before failing (default 60)")
     return p
+
+
+def _names(text: str) -> list[str]:
+    """``exchange,runner`` -> the component names, each usable as a topic level."""
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one component, e.g. --lockstep exchange")
+    for name in names:
+        try:
+            ack_topic("sim", name)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return names
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -187,7 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tls = TlsConfig(args.tls_ca, args.tls_cert, args.tls_key) if (args.tls_ca or args.tls_cert) else None
     try:
         stats = asyncio.run(replay(args.data, args.mqtt, speed=args.speed, venue=args.venue, interval=args.interval,
-                                   qos=args.qos, max_inflight=args.max_inflight, eos=not args.no_eos, tls=tls))
+                                   qos=args.qos, max_inflight=args.max_inflight, eos=not args.no_eos, tls=tls,
+                                   lockstep=args.lockstep, lockstep_timeout=args.lockstep_timeout))
     except Exception as e:  # noqa: BLE001  (a command line reports, it does not trace back)
         print(f"replay failed: {e}", file=sys.stderr)
         return 1

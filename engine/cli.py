@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parsers(sub)
     from .opscli import add_ops_parsers
     add_ops_parsers(sub)
+    from .livecli import add_live_parsers
+    add_live_parsers(sub, add_run_args)
     return p
 
 
@@ -270,6 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_report(a)
         if a.command == "runs":
             return cmd_runs(a)
+        if a.command in ("live", "paper"):
+            from .livecli import cmd_live, cmd_paper
+            return (cmd_live if a.command == "live" else cmd_paper)(a, config_from_args)
         if a.command in ("review", "risk"):
             from .opscli import run_ops
             return run_ops(a)

@@ -5,6 +5,7 @@ is enough to repeat the run. ``--set section.key=value`` overrides any key.
 """
 from __future__ import annotations
 
+import datetime
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -131,9 +132,10 @@ def parse_value(text: str) -> Any:
     """A TOML literal (``5``, ``0.1``, ``true``, ``"x"``, ``[1, 2]``) or, failing that, the raw text."""
     text = text.strip()
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    return text if isinstance(value, (datetime.date, datetime.time)) else value  # dates stay as written
 
 
 def _section(cls: type, raw: Any, where: str) -> Any:

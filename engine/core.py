@@ -55,7 +55,7 @@ class Engine:
     """Strategy + market view + portfolio + risk + venue, advanced one timestamp at a time."""
 
     def __init__(self, strategy: Strategy, market: Market, portfolio: Portfolio, rules: FillRules,
-                 risk: RiskPipeline, *, order_prefix: str = "O", log: Any = None) -> None:
+                 risk: RiskPipeline, *, order_prefix: str = "O", log: Any = None, venue: Any = None) -> None:
         self.strategy = strategy
         self.market = market
         self.portfolio = portfolio
@@ -63,7 +63,9 @@ class Engine:
         self.lot_size = rules.lot_size
         self.risk = risk
         self.log = log or structlog.get_logger("tradeloop.engine")
-        self.venue = SimulatedVenue(rules, self)
+        # the simulated venue matches here; a remote venue (live: brokers.remote.RemoteVenue) matches elsewhere,
+        # keeps n_open at 0 so step (1) never runs, and reports fills and order events to this engine
+        self.venue = venue if venue is not None else SimulatedVenue(rules, self)
         self.timers = Timers()
         self.ctx = Context(self)
         self.now = 0

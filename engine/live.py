@@ -12,6 +12,7 @@ operator commands (resume a halt, reset the drawdown stop), written by ``tradelo
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterable
 
@@ -32,21 +33,33 @@ class EquityLog:
     ts: list[int] = field(default_factory=list)
     cash: list[float] = field(default_factory=list)
     equity: list[float] = field(default_factory=list)
+    gross: list[float] = field(default_factory=list)   # sum of |position| x price: exposure metrics
+
+    def clear(self) -> None:
+        for column in (self.ts, self.cash, self.equity, self.gross):
+            column.clear()
 
 
 class LiveDriver:
-    """Drives an :class:`Engine` over a :class:`StreamingMarket` from an async event source."""
+    """Drives an :class:`Engine` over a :class:`StreamingMarket` from an async event source.
+
+    ``venue``: None simulates fills in-process (paper parity tests); a live run passes a
+    :class:`brokers.remote.RemoteVenue` so orders go to a broker. ``market``: one already warmed up
+    (indicators carried over from a replay of journaled bars after a restart).
+    """
 
     def __init__(self, strategy: Strategy, symbols: list[str], *, cash: float = 100_000.0,
                  rules: FillRules | None = None, risk: RiskPipeline | None = None,
-                 order_prefix: str = "O", log: Any = None) -> None:
+                 order_prefix: str = "O", log: Any = None, venue: Any = None,
+                 market: StreamingMarket | None = None) -> None:
         self.symbols = sorted(symbols)
-        self.market = StreamingMarket(self.symbols)
+        self.market = market if market is not None else StreamingMarket(self.symbols)
         self.engine = Engine(strategy, self.market, Portfolio(cash), rules or FillRules(), risk or RiskPipeline([]),
-                             order_prefix=order_prefix, log=log)
+                             order_prefix=order_prefix, log=log, venue=venue)
         self.equity = EquityLog()
         self._group: list[Bar] = []
         self._started = False
+        self._next_poll = 0.0
 
     async def run(self, source: AsyncIterable[Bar | Tick]) -> Engine:
         """Consume ``source`` to its end, then stop the strategy; returns the engine."""
@@ -65,7 +78,10 @@ class LiveDriver:
         """Take one market event; steps the engine when a timestamp group is complete."""
         if isinstance(event, Tick):
             self.flush()
-            self.engine.poll_risk(event.ts)
+            now = time.monotonic()
+            if now >= self._next_poll:   # reviews and commands are human-paced: poll ticks at most 20x a second
+                self._next_poll = now + 0.05
+                self.engine.poll_risk(event.ts)
             self.engine.tick(event)
             self._record(event.ts)
             return
@@ -100,3 +116,5 @@ class LiveDriver:
         self.equity.ts.append(ts)
         self.equity.cash.append(e.portfolio.cash)
         self.equity.equity.append(e.equity)
+        price = e.market.price
+        self.equity.gross.append(sum(abs(p.qty) * price(s) for s, p in e.portfolio.positions.items() if p.qty))

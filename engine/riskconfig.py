@@ -73,9 +73,28 @@ class MarketSection:
 
 @dataclass
 class LiveSection:
-    """Live runs: ``state`` is the SQLite file holding the review queue and operator commands."""
+    """Live runs (``tradeloop live``): where data comes from, where orders go, where state is kept.
+
+    ``state`` is the SQLite file (WAL) holding the journal, FIX sequence numbers, the review queue
+    and operator commands. Passwords never appear here: the FIX password comes from the
+    environment variable named by ``password_env`` or the 0600 file ``password_file``.
+    """
 
     state: str | None = None
+    mqtt: str | None = None                  # mqtt://host:port or mqtts://
+    fix: str | None = None                   # HOST:PORT of the FIX 4.4 acceptor
+    symbols: list[str] = field(default_factory=list)
+    venue: str = "sim"                       # md/<venue>/... topics
+    interval: str = "1d"                     # bar interval level of the topics
+    sender: str = "TRADER"                   # our SenderCompID
+    target: str = "EXCH"                     # the broker's CompID
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    heartbeat_s: float = 30.0
+    stale_after: float | None = None         # seconds without data before a symbol is halted
+    lockstep: bool = False                   # paper/parity: step on the exchange's ack, ack each step
+    ticks: bool = False                      # subscribe to ticks too (on_tick)
 
 
 def _error(message: str) -> Exception:

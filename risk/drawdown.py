@@ -55,6 +55,16 @@ class DrawdownGuard:
         self.why = ""
         self.triggers: list[tuple[int, float]] = []   # (ts, equity) of every stop
 
+    def state(self) -> dict:
+        """What a restarted live run must take back: the peak, the day's start, and a stop in force."""
+        return {"peak": self.peak, "day_start": self.day_start, "last": self.last, "day": self.day,
+                "day_end": self._day_end, "stopped": self.stopped, "why": self.why}
+
+    def restore(self, state: dict) -> None:
+        self.peak, self.day_start, self.last = state["peak"], state["day_start"], state["last"]
+        self.day, self._day_end = state["day"], state["day_end"]
+        self.stopped, self.why = state["stopped"], state["why"]
+
     def on_step(self, ts: int, bars: list[Bar]) -> None:
         equity = self._mark()
         if ts >= self._day_end or ts < self._day_end - NS_PER_DAY:

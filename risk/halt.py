@@ -45,6 +45,14 @@ class HaltGuard:
         self.halted: dict[str, tuple[int, str]] = {}   # key -> (day, why)
         self.resumed: dict[str, int] = {}              # key -> day an operator resumed it
 
+    def state(self) -> dict:
+        """Halts in force and operator resumes (by day), for a restarted live run."""
+        return {"halted": {k: list(v) for k, v in self.halted.items()}, "resumed": dict(self.resumed)}
+
+    def restore(self, state: dict) -> None:
+        self.halted = {k: (int(v[0]), str(v[1])) for k, v in state["halted"].items()}
+        self.resumed = {k: int(v) for k, v in state["resumed"].items()}
+
     def on_step(self, ts: int, bars: list[Bar]) -> None:
         pre_close, limit = self._pre_close, self.move - 1e-12
         for bar in bars:

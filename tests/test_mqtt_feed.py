@@ -105,7 +105,8 @@ def test_topics_and_payloads_on_the_wire(mosquitto, orcl):
                     return seen
 
     seen = run(scenario())
-    assert [t for t, _ in seen] == ["md/xnys/AAA/bar/1d", "md/xnys/BBB/bar/1d"] * 3 + ["md/xnys/$eos"]
+    assert [t for t, _ in seen] == ["md/xnys/AAA/bar/1d", "md/xnys/BBB/bar/1d", "md/xnys/$clock"] * 3 + ["md/xnys/$eos"]
+    assert [p for t, p in seen if t.endswith("$clock")] == [{"v": 1, "ts": int(ts)} for ts in orcl.ts[:3]]
     first = seen[0][1]
     assert first == {"v": 1, "ts": int(orcl.ts[0]), "o": orcl.open[0], "h": orcl.high[0], "l": orcl.low[0],
                      "c": orcl.close[0], "vol": orcl.volume[0]}

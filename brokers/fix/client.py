@@ -12,7 +12,7 @@ import contextlib
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import msgspec
 import structlog
@@ -121,6 +121,28 @@ class FixBroker:
             self.log.info("fix.reconnecting", reason=reason, retry_in_s=round(delay, 3))
             await asyncio.sleep(delay)
 
+    def restore(self, orders: Iterable[tuple[Order, str, int]], exec_ids: Iterable[str]) -> None:
+        """Take back an earlier process's state (from its journal): each order sent, with the ClOrdID the
+        venue knows it by now and the cancel/replace requests made, and the ExecIDs already booked, so
+        a resent report books nothing twice and no request ID is used twice."""
+        for order, clordid, requests in orders:
+            self.orders[order.id] = order
+            self._root[order.id] = self._root[clordid] = order.id
+            self._current[order.id] = clordid
+            self._requests[order.id] = requests
+            for n in range(1, requests + 1):
+                for kind in "CR":
+                    self._root[f"{order.id}.{kind}{n}"] = order.id
+        self._exec_ids.update(exec_ids)
+
+    def requests(self, order: Order) -> int:
+        """How many cancel/replace requests were made for ``order`` (their IDs are ``<id>.C<n>``/``<id>.R<n>``)."""
+        return self._requests.get(order.id, 0)
+
+    def clordid(self, order: Order) -> str:
+        """The ClOrdID the venue knows ``order`` by now (its id, or that of its last accepted replace)."""
+        return self._current.get(order.id, order.id)
+
     # ------------------------------------------------------------------ orders out
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         """Orders sent and not yet final (optionally of one symbol), as SimulatedVenue.open_orders."""
@@ -211,8 +233,8 @@ class FixBroker:
         if root is None:
             self.log.warning("fix.unknown_order_report", clordid=clordid, exec_id=msg.get(Tag.ExecID))
             return
+        exec_id = msg.get(Tag.ExecID, "")
         if exec_type != ExecType.ORDER_STATUS:
-            exec_id = msg[Tag.ExecID]
             if exec_id in self._exec_ids:
                 self.log.info("fix.duplicate_report_ignored", exec_id=exec_id, order_id=root)
                 return
@@ -233,7 +255,11 @@ class FixBroker:
             order.avg_fill_price = float(msg[Tag.AvgPx])
             self.fills.append(fill)
             if self.sink is not None:
-                self.sink.on_fill(fill, order)
+                journaled = getattr(self.sink, "on_execution", None)  # a sink that journals wants the ExecID too
+                if journaled is not None:
+                    journaled(exec_id, fill, order)
+                else:
+                    self.sink.on_fill(fill, order)
             self._emit(fill)
             if status is not None:
                 self._set_status(order, status, ts, text, force=True)

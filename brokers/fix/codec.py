@@ -46,7 +46,7 @@ def parse_utc_timestamp(text: str) -> int:
     if not m:
         raise ValueError(f"not a UTCTimestamp: {text!r}")
     day, hh, mm, ss, frac = m.groups()
-    dt = datetime.strptime(f"{day}{hh}{mm}{ss}", "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
+    dt = datetime(int(day[:4]), int(day[4:6]), int(day[6:]), int(hh), int(mm), int(ss), tzinfo=timezone.utc)
     ns = (frac or "").ljust(9, "0")
     return int(dt.timestamp()) * 1_000_000_000 + int(ns)
 
@@ -349,6 +349,20 @@ _CHECKED = frozenset(t for tags in REQUIRED.values() for t in tags) | INT_TAGS |
 
 
 # ----------------------------------------------------------------------------- logging
+class Redacted:
+    """A message redacted only when a log line actually renders it (debug lines are mostly filtered out)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes | str) -> None:
+        self.raw = raw
+
+    def __repr__(self) -> str:  # what structlog's renderers call; the text itself, unquoted
+        return redact(self.raw)
+
+    __str__ = __repr__
+
+
 def redact(raw: bytes | str) -> str:
     """A message as ``tag=value|...`` for logs, with passwords and raw data replaced by ``***``."""
     text = raw.decode("latin-1") if isinstance(raw, (bytes, bytearray)) else raw

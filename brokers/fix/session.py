@@ -17,7 +17,7 @@ from typing import Any, Iterator, NoReturn, Protocol
 
 import structlog
 
-from .codec import (BEGIN_STRING, Framer, Garbled, Msg, Problem, as_resend, decode, encode, redact, utc_timestamp,
+from .codec import (BEGIN_STRING, Framer, Garbled, Msg, Problem, Redacted, as_resend, decode, encode, redact, utc_timestamp,
                     validate)
 from .spec import ADMIN_TYPES, MsgType, RejectReason, Tag
 from .store import SequenceStore
@@ -93,6 +93,7 @@ class FixSession:
         self._logon_event = asyncio.Event()
         self._closed_event = asyncio.Event()
         self._closed_event.set()
+        self._pings: dict[str, asyncio.Future] = {}  # TestReqID of a ping() -> its waiter
 
     # ------------------------------------------------------------------ connection
     @property
@@ -179,6 +180,17 @@ class FixSession:
             self.drop("no Logout response")
             await self._closed_event.wait()
 
+    async def ping(self, timeout: float = 5.0) -> None:
+        """A TestRequest round trip: when it returns, every message the counterparty sent before
+        answering has been handled (one TCP stream keeps order). TimeoutError if unanswered."""
+        test_id = f"PING{next(self._test_ids)}"
+        waiter = self._pings[test_id] = asyncio.get_running_loop().create_future()
+        try:
+            self.send(MsgType.TestRequest, [(Tag.TestReqID, test_id)])
+            await asyncio.wait_for(waiter, timeout)
+        finally:
+            self._pings.pop(test_id, None)
+
     def drop(self, reason: str) -> None:
         """Close the connection now (no Logout)."""
         if self._writer is not None:
@@ -237,7 +249,7 @@ class FixSession:
         if self._writer is None or self._writer.is_closing():
             return
         for raw in frames:
-            self.log.debug("fix.send", msg=redact(raw))
+            self.log.debug("fix.send", msg=Redacted(raw))
         self._writer.write(b"".join(frames))
         self._last_sent = time.monotonic()
 
@@ -277,7 +289,7 @@ class FixSession:
     # ------------------------------------------------------------------ receiving
     def _handle(self, frame: bytes) -> None:
         msg = decode(frame)
-        self.log.debug("fix.recv", msg=redact(frame))
+        self.log.debug("fix.recv", msg=Redacted(frame))
         fields = msg.fields
         if len(fields) < 4 or fields[2][0] != Tag.MsgType:
             self.log.warning("fix.garbled", reason="MsgType(35) is not the third field", data=redact(frame[:200]))
@@ -355,6 +367,9 @@ class FixSession:
         """Act on an in-sequence valid message; True when it set the next expected number itself."""
         mt = msg.msg_type
         if mt == MsgType.Heartbeat:
+            waiter = self._pings.get(msg.get(Tag.TestReqID, ""))
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
             return False
         if mt == MsgType.TestRequest:
             self.send(MsgType.Heartbeat, [(Tag.TestReqID, msg[Tag.TestReqID])])

@@ -19,6 +19,11 @@
 - Latency: clients set TCP_NODELAY; give the broker ``set_tcp_nodelay true`` too (mosquitto.conf),
   or Nagle's algorithm with delayed ACKs holds messages up to 40 ms at high rates (p99 2.7 ms -> 40 ms
   at 10k msg/s in bench/mqtt_load.py).
+- Lockstep (see :mod:`data.mqtt.wire`): with ``clock=True`` the venue's ``$clock`` marks come out
+  as :class:`Clock` events, and with ``acks=["exchange", ...]`` those components' ``$ack`` marks as
+  :class:`Ack` events, in arrival order among the bars (one queue). :meth:`publish` / :meth:`ack`
+  send on the feed's own connection (waiting through a reconnect), so an ack follows the data it
+  acknowledges.
 - Iteration ends at the end-of-stream marker (``md/<venue>/$eos``, unless ``stop_on_eos=False``)
   or at :meth:`aclose`. Use ``async with`` so the connection is closed when the block exits.
 """
@@ -41,7 +46,8 @@ from data.schema import Bar, Tick
 
 from .conn import Broker, Credentials, TlsConfig, install_redaction
 from .session import Session, Staleness
-from .wire import PayloadError, bar_topic, decode_bar, decode_eos, decode_tick, eos_topic, escape, parse_topic
+from .wire import (PayloadError, ack_topic, bar_topic, clock_topic, decode_bar, decode_eos, decode_mark, decode_tick,
+                   encode_mark, eos_topic, escape, parse_topic)
 
 LOG = structlog.get_logger("tradeloop.mqtt")
 _END = object()
@@ -61,6 +67,19 @@ class FeedStatus(msgspec.Struct, frozen=True):
     kind: Literal["stale", "fresh"]
     symbol: str
     at: float
+
+
+class Clock(msgspec.Struct, frozen=True):
+    """The publisher has published every bar with ts <= ``ts`` (a ``$clock`` mark; ``clock=True``)."""
+
+    ts: int
+
+
+class Ack(msgspec.Struct, frozen=True):
+    """``component`` has finished with everything up to ``ts`` (an ``$ack/<component>`` mark; ``acks=[...]``)."""
+
+    component: str
+    ts: int
 
 
 @dataclass
@@ -107,7 +126,10 @@ class _DropLog:
 
 
 class MqttFeed:
-    """Bars (and/or ticks) of ``symbols`` from an MQTT broker as an async iterator of Bar/Tick."""
+    """Bars (and/or ticks) of ``symbols`` (None: every symbol of the venue) from an MQTT broker as an async iterator.
+
+    ``now`` is the wall clock of the staleness checks; ``clock`` and ``acks`` add lockstep marks.
+    """
 
     def __init__(self, url: str, symbols: Iterable[str] | None, *, venue: str = "sim", interval: str = "1d",
                  bars: bool = True, ticks: bool = False, qos: int = 0, stale_after: float | None = None,
@@ -115,7 +137,7 @@ class MqttFeed:
                  on_fresh: Callable[[str], Any] | None = None, status_events: bool = False,
                  stop_on_eos: bool = True, tls: TlsConfig | None = None, credentials: Credentials | None = None,
                  client_id: str | None = None, keepalive: int = 10, backoff: tuple[float, float] = (0.05, 5.0),
-                 clock: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time, clock: bool = False, acks: Iterable[str] = ()) -> None:
         if not (bars or ticks):
             raise ValueError("subscribe to bars, ticks or both")
         self.broker = Broker.from_url(url, tls=tls, credentials=credentials)
@@ -124,24 +146,28 @@ class MqttFeed:
         if self.broker.tls is not None:
             self.broker.tls.context()  # a missing or bad CA/cert file fails here, not in the background
         self.venue, self.interval, self.qos = venue, interval, qos
+        self.clock_events = clock
+        self.acks = tuple(dict.fromkeys(acks))
+        self._ack_names = frozenset(self.acks)
         self.topics = self._topics(bars, ticks)
         self.stats = FeedStats()
         self.staleness = Staleness(stale_after, session) if stale_after else None
         self._on_stale, self._on_fresh = on_stale, on_fresh
         self.status_events, self.stop_on_eos = status_events, stop_on_eos
-        self.client_id, self.keepalive, self.backoff, self.clock = client_id, keepalive, backoff, clock
+        self.client_id, self.keepalive, self.backoff, self.now = client_id, keepalive, backoff, now
         self._last_bar: dict[str, int] = {}
         self._last_tick: dict[str, int] = {}
         self._routes: dict[str, tuple[str, str]] = {}
         self._drop_log = _DropLog()
         self._queue: asyncio.Queue | None = None
+        self._client: aiomqtt.Client | None = None
         self._tasks: list[asyncio.Task] = []
         self._ready: asyncio.Event | None = None
         self._closed = False
         self._hook_tasks: set[asyncio.Future] = set()
 
     def _topics(self, bars: bool, ticks: bool) -> list[str]:
-        """Subscriptions: one bar and/or tick topic per symbol (``+`` for every symbol), and the EOS marker."""
+        """Subscriptions: bar and/or tick topics per symbol (``+``: every symbol), the EOS marker, marks asked for."""
         levels = ["+"] if self.symbols is None else [escape(s) for s in self.symbols]
         out = []
         if bars:
@@ -149,7 +175,10 @@ class MqttFeed:
             out += [f"md/{self.venue}/{lv}/bar/{self.interval}" for lv in levels]
         if ticks:
             out += [f"md/{self.venue}/{lv}/tick" for lv in levels]
-        return out + [eos_topic(self.venue)]
+        out.append(eos_topic(self.venue))
+        if self.clock_events:
+            out.append(clock_topic(self.venue))
+        return out + [ack_topic(self.venue, name) for name in self.acks]
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -163,7 +192,7 @@ class MqttFeed:
     def __aiter__(self) -> MqttFeed:
         return self
 
-    async def __anext__(self) -> Bar | Tick | FeedStatus:
+    async def __anext__(self) -> Bar | Tick | FeedStatus | Clock | Ack:
         if self._queue is None:
             self.start()
         assert self._queue is not None
@@ -186,7 +215,7 @@ class MqttFeed:
         self._ready = asyncio.Event()
         self._tasks.append(asyncio.create_task(self._connection(), name="mqtt-feed"))
         if self.staleness is not None:
-            self.staleness.watch(self.symbols or [], self.clock())
+            self.staleness.watch(self.symbols or [], self.now())
             self._tasks.append(asyncio.create_task(self._watchdog(), name="mqtt-feed-stale"))
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
@@ -206,6 +235,31 @@ class MqttFeed:
     def stale(self) -> set[str]:
         """Symbols stale right now."""
         return set(self.staleness.stale) if self.staleness else set()
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, timeout: float = 10.0) -> None:
+        """Publish on this feed's connection, waiting for it (through reconnects) up to ``timeout`` seconds."""
+        if self._ready is None:
+            self.start()
+        assert self._ready is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                await self._ready.wait()
+                client = self._client
+                if client is None:  # between a drop and the next connection
+                    await asyncio.sleep(0.01)
+                    continue
+                try:
+                    await client.publish(topic, payload, qos=qos)
+                    return
+                except aiomqtt.MqttError as e:
+                    if self._closed:
+                        raise MqttFeedError(f"feed closed while publishing to {topic}") from e
+                    LOG.warning("mqtt.publish_retry", topic=topic, error=str(e))
+                    await asyncio.sleep(self.backoff[0])
+
+    async def ack(self, component: str, ts: int, *, timeout: float = 10.0) -> None:
+        """Publish ``$ack/<component>`` with ``ts`` (QoS 1): ``component`` has finished with everything up to ``ts``."""
+        await self.publish(ack_topic(self.venue, component), encode_mark(ts), qos=1, timeout=timeout)
 
     async def aclose(self) -> None:
         """Disconnect, stop the background tasks and end the iteration."""
@@ -251,6 +305,7 @@ class MqttFeed:
                     for i in range(0, len(self.topics), SUBSCRIBE_CHUNK):
                         await client.subscribe([(t, self.qos) for t in self.topics[i:i + SUBSCRIBE_CHUNK]])
                     assert self._ready is not None
+                    self._client = client
                     self._ready.set()
                     delay = lo
                     LOG.info("mqtt.subscribed", **where, topics=len(self.topics), connects=self.stats.connects)
@@ -269,6 +324,7 @@ class MqttFeed:
                 else:
                     LOG.warning("mqtt.connect_failed", **where, error=str(e), retry_in=round(delay, 3))
             finally:
+                self._client = None
                 if self._ready is not None:
                     self._ready.clear()
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
@@ -308,7 +364,9 @@ class MqttFeed:
         _, symbol, kind, interval = got
         if kind == "bar" and interval != self.interval:
             return None
-        if kind != "eos" and self._wanted is not None and symbol not in self._wanted:
+        if (kind == "clock" and not self.clock_events) or (kind == "ack" and symbol not in self._ack_names):
+            return None
+        if kind in ("bar", "tick") and self._wanted is not None and symbol not in self._wanted:
             return None
         if len(self._routes) < 100_000:
             self._routes[topic] = (kind, symbol)
@@ -325,6 +383,11 @@ class MqttFeed:
             return False
         kind, symbol = route
         try:
+            if kind == "clock" or kind == "ack":
+                ts = decode_mark(payload)
+                self.stats.delivered += 1
+                self._put(Clock(ts) if kind == "clock" else Ack(symbol, ts))
+                return False
             if kind == "bar":
                 event: Bar | Tick = decode_bar(symbol, payload)
                 last = self._last_bar.get(symbol)
@@ -352,7 +415,7 @@ class MqttFeed:
             self._drop(e.reason, topic, e.detail, payload)
             return False
         st = self.staleness
-        if st is not None and st.seen(symbol, self.clock()):
+        if st is not None and st.seen(symbol, self.now()):
             self._fresh(symbol)
         self.stats.delivered += 1
         self._put(event)
@@ -371,7 +434,7 @@ class MqttFeed:
         period = min(st.stale_after / 4, 1.0)
         while True:
             await asyncio.sleep(period)
-            for symbol in st.check(self.clock()):
+            for symbol in st.check(self.now()):
                 self._stale(symbol)
 
     def _stale(self, symbol: str) -> None:
@@ -379,14 +442,14 @@ class MqttFeed:
         LOG.warning("mqtt.stale", symbol=symbol, stale_after=self.staleness.stale_after if self.staleness else None)
         self.on_stale(symbol)
         if self.status_events:
-            self._put(FeedStatus("stale", symbol, self.clock()))
+            self._put(FeedStatus("stale", symbol, self.now()))
 
     def _fresh(self, symbol: str) -> None:
         self.stats.fresh_events += 1
         LOG.info("mqtt.fresh", symbol=symbol)
         self.on_fresh(symbol)
         if self.status_events:
-            self._put(FeedStatus("fresh", symbol, self.clock()))
+            self._put(FeedStatus("fresh", symbol, self.now()))
 
     def on_stale(self, symbol: str) -> None:
         """Hook: ``symbol`` has had no data for ``stale_after`` seconds in session (calls the ``on_stale`` callback)."""

@@ -5,6 +5,12 @@ Topics (one level per item; ``<symbol>`` is escaped, see :func:`escape`)::
     md/<venue>/<symbol>/bar/<interval>    one bar of <symbol> at <interval> (``1d``, ``5m``, ``1h``, ``30s``)
     md/<venue>/<symbol>/tick              one trade or quote update of <symbol>
     md/<venue>/$eos                       end of stream: a replay of <venue> has finished
+    md/<venue>/$clock                     clock mark: every bar of <venue> with ts <= the mark is published
+    md/<venue>/$ack/<component>           ack mark: <component> has finished with everything up to the mark
+
+Levels that begin with ``$`` are control topics: a symbol level never begins with ``$`` (a leading
+``$`` is escaped as ``%24``), and no component is called ``tick``, so the per-symbol wildcards
+``md/<venue>/+/bar/<interval>`` and ``md/<venue>/+/tick`` never match a control topic.
 
 Payloads are UTF-8 JSON objects, one message per event. ``v`` is the schema version and is
 required; a consumer drops a message whose version it does not know. Within a version the
@@ -32,6 +38,17 @@ End of stream, v1::
 
     {"v":1,"n":252,"ts":1419897600000000000}     n: messages the replay published, ts: the last one's ts
 
+Clock and ack marks, v1 (both required; the lockstep protocol, see below)::
+
+    {"v":1,"ts":1419897600000000000}             ts: int64 ns, the same clock as the bars' ts
+
+Lockstep: a publisher (``tradeloop replay``) sends ``$clock`` after each timestamp group (all bars
+sharing one ts), so a consumer can close the group at once. With ``--lockstep exchange,runner`` it
+then waits for an ``$ack/<name>`` with ts >= the group's ts from every named component before the
+next group; a component acks a clock only after it has finished with every bar up to it (the
+exchange: matched them and handed the ExecutionReports to its FIX transport). Marks are not
+checked for order: a repeated or older mark is delivered as it comes (acking it again is harmless).
+
 Checks a consumer applies after decoding (in this order, the first failure names the reason):
 ``json`` (not JSON), ``version`` (``v`` is not 1), ``schema`` (missing/unknown/wrongly typed field),
 ``value`` (non-finite or out-of-range number, high < low, open/close outside [low, high]); then,
@@ -41,6 +58,7 @@ per symbol and kind, ``duplicate`` (ts equal to the last accepted bar's) and ``o
 from __future__ import annotations
 
 import math
+import operator
 from typing import Final
 
 import msgspec
@@ -50,6 +68,8 @@ from data.schema import Bar, Tick
 VERSION: Final = 1
 PREFIX: Final = "md"
 EOS_LEVEL: Final = "$eos"
+CLOCK_LEVEL: Final = "$clock"
+ACK_LEVEL: Final = "$ack"
 _I64_MIN, _I64_MAX = -(2 ** 63), 2 ** 63 - 1
 
 
@@ -95,6 +115,13 @@ class EosV1(msgspec.Struct, gc=False):
     ts: int | None = None
 
 
+class MarkV1(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """Clock / ack mark payload, schema v1."""
+
+    v: int
+    ts: int
+
+
 class _Envelope(msgspec.Struct):
     """Just the version, to tell an unknown version from a malformed message."""
 
@@ -105,21 +132,24 @@ _ENC = msgspec.json.Encoder()
 _BAR_DEC = msgspec.json.Decoder(BarV1)
 _TICK_DEC = msgspec.json.Decoder(TickV1)
 _EOS_DEC = msgspec.json.Decoder(EosV1)
+_MARK_DEC = msgspec.json.Decoder(MarkV1)
 _ENV_DEC = msgspec.json.Decoder(_Envelope)
 
 
 # ------------------------------------------------------------------------------------------ topics
 
 def escape(symbol: str) -> str:
-    """A symbol as one topic level: ``%``, ``/``, ``+`` and ``#`` are percent-encoded (``BTC/USDT`` -> ``BTC%2FUSDT``)."""
+    """A symbol as one topic level: ``%`` ``/`` ``+`` ``#`` and a leading ``$`` (control topics) are percent-encoded."""
     if not symbol:
         raise ValueError("empty symbol")
-    return symbol.replace("%", "%25").replace("/", "%2F").replace("+", "%2B").replace("#", "%23")
+    level = symbol.replace("%", "%25").replace("/", "%2F").replace("+", "%2B").replace("#", "%23")
+    return "%24" + level[1:] if level.startswith("$") else level
 
 
 def unescape(level: str) -> str:
     """Inverse of :func:`escape`."""
-    return level.replace("%2F", "/").replace("%2B", "+").replace("%23", "#").replace("%25", "%")
+    return (level.replace("%2F", "/").replace("%2B", "+").replace("%23", "#").replace("%24", "$")
+            .replace("%25", "%"))
 
 
 def _level(name: str, what: str) -> str:
@@ -144,13 +174,32 @@ def eos_topic(venue: str) -> str:
     return f"{PREFIX}/{_level(venue, 'venue')}/{EOS_LEVEL}"
 
 
+def clock_topic(venue: str) -> str:
+    """``md/<venue>/$clock``."""
+    return f"{PREFIX}/{_level(venue, 'venue')}/{CLOCK_LEVEL}"
+
+
+def ack_topic(venue: str, component: str) -> str:
+    """``md/<venue>/$ack/<component>``; ``component`` is one level, not ``tick`` (``+/tick`` would match it)."""
+    if component == "tick":
+        raise ValueError("component 'tick' is reserved: md/<venue>/+/tick subscriptions would match its acks")
+    return f"{PREFIX}/{_level(venue, 'venue')}/{ACK_LEVEL}/{_level(component, 'component')}"
+
+
 def parse_topic(topic: str) -> tuple[str, str, str, str | None] | None:
-    """``(venue, symbol, kind, interval)`` with kind ``bar``/``tick``/``eos``; None if not a market data topic."""
+    """``(venue, symbol, kind, interval)``, kind ``bar``/``tick``/``eos``/``clock``/``ack`` (for ``ack`` the
+    second item is the component); None if not a market data topic."""
     parts = topic.split("/")
     if len(parts) < 3 or parts[0] != PREFIX:
         return None
-    if len(parts) == 3 and parts[2] == EOS_LEVEL:
-        return parts[1], "", "eos", None
+    if parts[2].startswith("$"):  # a control level; symbols are escaped so that they never start with $
+        if len(parts) == 3 and parts[2] == EOS_LEVEL:
+            return parts[1], "", "eos", None
+        if len(parts) == 3 and parts[2] == CLOCK_LEVEL:
+            return parts[1], "", "clock", None
+        if len(parts) == 4 and parts[2] == ACK_LEVEL and parts[3] and parts[3] != "tick":
+            return parts[1], parts[3], "ack", None
+        return None
     if len(parts) == 5 and parts[3] == "bar":
         return parts[1], unescape(parts[2]), "bar", parts[4]
     if len(parts) == 4 and parts[3] == "tick":
@@ -195,6 +244,17 @@ def encode_tick(tick: Tick) -> bytes:
 def encode_eos(n: int, last_ts: int | None) -> bytes:
     """The v1 end-of-stream payload."""
     return _ENC.encode(EosV1(VERSION, n, last_ts))
+
+
+def encode_mark(ts: int) -> bytes:
+    """The v1 payload of a ``$clock`` or ``$ack`` mark at ``ts`` (int64 ns)."""
+    try:
+        n = operator.index(ts)  # int or numpy integer; never a float or a bool
+    except TypeError:
+        n = None
+    if n is None or isinstance(ts, bool) or not _I64_MIN <= n <= _I64_MAX:
+        raise ValueError(f"a mark's ts must be an int64 count of ns, not {ts!r}")
+    return _ENC.encode(MarkV1(VERSION, n))
 
 
 # ------------------------------------------------------------------------------------------ decode
@@ -265,3 +325,15 @@ def decode_eos(payload: bytes) -> EosV1:
     if m.v != VERSION:
         raise PayloadError("version", f"unknown schema version {m.v!r}")
     return m
+
+
+def decode_mark(payload: bytes) -> int:
+    """The ts of a v1 ``$clock`` / ``$ack`` payload; raises :class:`PayloadError`."""
+    try:
+        m = _MARK_DEC.decode(payload)
+    except msgspec.DecodeError as e:
+        raise _fail(payload, e) from None
+    if m.v != VERSION:
+        raise PayloadError("version", f"unknown schema version {m.v!r}")
+    _check_ts(m.ts)
+    return m.ts

@@ -1,0 +1,113 @@
+"""The engine's venue in a live run: orders go out through a FIX broker adapter, fills come back from it.
+
+It stands where :class:`~brokers.sim.SimulatedVenue` stands in a backtest, so ``Engine`` and the
+risk layer see the same interface (``submit``, ``cancel``, ``open_orders``, ``book``), but the
+matching happens at the broker: ``n_open`` stays 0 so the engine's step (1) never matches here,
+and ``on_bar``/``on_close`` do nothing. Each order is journaled in the same transaction as the
+NewOrderSingle that sends it; each fill with the ExecID that reported it (see engine/journal.py).
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+
+from .fix.client import FixBroker
+from .orders import Fill, Order, OrderEvent, OrderStatus
+
+
+class RemoteVenue:
+    """Adapts a :class:`FixBroker` to the engine's venue interface and journals what passes through."""
+
+    n_open = 0  # matching is the broker's: the engine's step never matches bars against this book
+
+    def __init__(self, broker: FixBroker, journal: Any = None, log: Any = None) -> None:
+        self.broker = broker
+        self.journal = journal
+        self.log = log or structlog.get_logger("tradeloop.venue")
+        self.book: dict[str, list[Order]] = {}
+        self.engine: Any = None
+        self._changed = asyncio.Event()
+        broker.sink = self
+
+    def bind(self, engine: Any) -> None:
+        """Report fills and order events to ``engine`` from now on."""
+        self.engine = engine
+
+    # ---------------------------------------------------------------- engine -> broker
+    def submit(self, order: Order, ts: int) -> None:
+        with self.broker.session.unit():     # journal row + NewOrderSingle: one transaction
+            if self.journal is not None:
+                self.journal.order(order, order.id, 0)
+            self.broker.submit(order, ts)
+        self.book.setdefault(order.symbol, []).append(order)
+
+    def cancel(self, order: Order, ts: int, reason: str = "cancelled") -> bool:
+        """Ask the broker to cancel; the outcome arrives later as an order event."""
+        with self.broker.session.unit():
+            sent = self.broker.cancel(order, ts, reason)
+            if sent and self.journal is not None:
+                self.journal.order(order, self.broker.clordid(order), self.broker.requests(order))
+        return sent
+
+    def open_orders(self, symbol: str | None = None) -> list[Order]:
+        if symbol is not None:
+            return [o for o in self.book.get(symbol, ()) if o.is_open]
+        return [o for orders in self.book.values() for o in orders if o.is_open]
+
+    def on_bar(self, *args: Any) -> None:  # matching happens at the broker
+        pass
+
+    def on_close(self, *args: Any) -> None:
+        pass
+
+    def restore(self, orders: list[Order]) -> None:
+        """Working orders recovered from the journal go back in the book."""
+        for order in orders:
+            if order.is_open:
+                self.book.setdefault(order.symbol, []).append(order)
+
+    async def acknowledged(self, orders: list[Order], timeout: float = 10.0) -> None:
+        """Wait until the broker has answered each of ``orders`` (accepted, filled, rejected...)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(o.status is OrderStatus.NEW for o in orders):
+            self._changed.clear()
+            left = deadline - loop.time()
+            if left <= 0:
+                waiting = [o.id for o in orders if o.status is OrderStatus.NEW]
+                raise TimeoutError(f"the broker did not acknowledge orders {', '.join(waiting)} in {timeout:g} s")
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                pass
+
+    # ---------------------------------------------------------------- broker -> engine (FillSink)
+    def on_execution(self, exec_id: str, fill: Fill, order: Order) -> None:
+        """A fill, inside the FIX transaction that consumes its report: journal, then book."""
+        if self.journal is not None:
+            self.journal.fill(exec_id, fill)
+            self.journal.order(order, self.broker.clordid(order), self.broker.requests(order))
+        if self.engine is not None:
+            self.engine.on_fill(fill, order)
+        self._changed.set()
+
+    def on_fill(self, fill: Fill, order: Order) -> None:
+        self.on_execution("", fill, order)
+
+    def on_order_event(self, event: OrderEvent, order: Order) -> None:
+        if self.journal is not None and not order.is_open:   # a working order's news is asked again at restart
+            self.journal.order(order, self.broker.clordid(order), self.broker.requests(order))
+        if not order.is_open:
+            book = self.book.get(order.symbol)
+            if book is not None and order in book:
+                book.remove(order)
+                if not book:
+                    del self.book[order.symbol]
+        if self.engine is not None:
+            self.engine.on_order_event(event, order)
+        self._changed.set()
+
+    def affordable(self, symbol: str, side: Any, qty: float, price: float, commission: float) -> str | None:
+        return None  # the broker checks buying power; the pre-trade checks ran before the order left

@@ -1,0 +1,94 @@
+"""Real processes for the live-trading tests: the exchange simulator, ``tradeloop live``, ``tradeloop replay``.
+
+Each is started with the project's own command line, as an operator would, and talks to the
+others only over loopback TCP (FIX) and a real Mosquitto broker (tests/mosquitto.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+class Proc:
+    """A child process whose stdout lines are read as JSON events and whose stderr goes to a log file."""
+
+    def __init__(self, name: str, args: list[str], folder: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.log = folder / f"{name}.log"
+        with open(self.log, "ab") as err:
+            self.proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env={**ENV, **(env or {})},
+                                         stdout=subprocess.PIPE,
+                                         stderr=err, stdin=subprocess.DEVNULL)
+
+    def line(self, timeout: float = 30.0) -> dict:
+        """The next JSON line on stdout (AssertionError with the process's log when none comes)."""
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout):
+            raise AssertionError(f"{self.name}: no line in {timeout} s; log:\n{self.tail()}")
+        text = self.proc.stdout.readline().decode()
+        if not text:
+            raise AssertionError(f"{self.name} exited ({self.proc.wait()}); log:\n{self.tail()}")
+        return json.loads(text)
+
+    def wait(self, timeout: float = 120.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"{self.name} still running after {timeout} s; log:\n{self.tail()}") from None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def tail(self, n: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
+
+
+def exchange(folder: Path, mqtt: str, *, venue: str, interval: str, extra: tuple[str, ...] = (),
+             name: str = "exchange", env: dict[str, str] | None = None, port: int = 0) -> tuple[Proc, int]:
+    """The exchange simulator on FIX ``port`` (0: a free one), fed by MQTT; returns it and its FIX port."""
+    p = Proc(name, ["-m", "brokers.exchange", "--port", str(port), "--state", str(folder / "exchange.sqlite"),
+                    "--mqtt", mqtt, "--venue", venue, "--interval", interval, "--log-json", *extra], folder, env)
+    return p, int(p.line()["fix_port"])
+
+
+def live(folder: Path, args: list[str], *, name: str = "live") -> Proc:
+    """``tradeloop live ...``, returned once it printed its ready line (logged on, subscribed)."""
+    p = Proc(name, ["-m", "engine.cli", "live", *args, "--log-json", "--quiet"], folder)
+    ready = p.line(60)
+    assert ready["event"] == "ready", ready
+    p.ready = ready
+    return p
+
+
+def replay(folder: Path, args: list[str], *, name: str = "replay") -> Proc:
+    return Proc(name, ["-m", "engine.cli", "replay", *args], folder)
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "condition", every: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(every)

@@ -1,0 +1,108 @@
+"""What an operator gets wrong when starting ``tradeloop live`` is refused with a clear message."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+
+import pytest
+
+from engine.cli import main
+from tests import live_procs
+from tests.mosquitto import mosquitto  # noqa: F401  (fixture)
+
+
+def test_live_without_a_broker_address_or_symbols_names_what_is_missing(tmp_path, capsys):
+    assert main(["live", "sma_cross", "--mqtt", "mqtt://127.0.0.1:1", "--state", str(tmp_path / "s.sqlite"),
+                 "--symbols", "A"]) == 2
+    assert "live.fix is required" in capsys.readouterr().err
+    assert main(["live", "sma_cross", "--mqtt", "mqtt://127.0.0.1:1", "--fix", "127.0.0.1:1",
+                 "--state", str(tmp_path / "s.sqlite")]) == 2
+    assert "live.symbols is required" in capsys.readouterr().err
+    assert main(["live", "sma_cross", "--mqtt", "mqtt://127.0.0.1:1", "--fix", "localhost",
+                 "--state", str(tmp_path / "s.sqlite"), "--symbols", "A"]) == 2
+    assert "expected HOST:PORT" in capsys.readouterr().err
+
+
+def dump(path) -> list:
+    with sqlite3.connect(path) as db:
+        return [list(db.execute(f"SELECT * FROM {t}")) for t in ("live_meta", "live_order", "live_fill", "fix_session")]
+
+
+def test_a_state_file_of_another_run_is_refused_and_left_untouched(tmp_path, capsys):
+    state = tmp_path / "s.sqlite"
+    base = ["--mqtt", "mqtt://127.0.0.1:1", "--fix", "127.0.0.1:1", "--state", str(state)]
+    from engine.config import RunConfig
+    from engine.liverun import LiveRunner
+    cfg = RunConfig()
+    cfg.run.strategy = "sma_cross"
+    cfg.live.mqtt, cfg.live.fix, cfg.live.state, cfg.live.symbols = "mqtt://x:1", "127.0.0.1:1", str(state), ["A"]
+    LiveRunner(cfg).close()                       # the file now belongs to sma_cross on A
+    before = dump(state)
+    assert main(["live", "sma_cross", *base, "--symbols", "B"]) == 2
+    err = capsys.readouterr().err
+    assert "belongs to another run" in err and "symbols" in err and "new --state file" in err
+    assert main(["live", "mean_reversion", *base, "--symbols", "A"]) == 2
+    assert "strategy" in capsys.readouterr().err
+    assert dump(state) == before
+
+
+def test_a_password_file_open_to_others_is_refused(tmp_path, capsys):
+    secret = tmp_path / "fix.pw"
+    secret.write_text("hunter2\n")
+    os.chmod(secret, 0o644)
+    assert main(["live", "sma_cross", "--mqtt", "mqtt://127.0.0.1:1", "--fix", "127.0.0.1:1", "--state",
+                 str(tmp_path / "s.sqlite"), "--symbols", "A", "--password-file", str(secret)]) == 2
+    err = capsys.readouterr().err
+    assert "accessible by group or others" in err and "chmod 600" in err
+    assert "hunter2" not in err
+
+
+def test_a_refused_logon_stops_the_runner_at_once_with_the_reason_and_no_password_in_the_log(mosquitto, tmp_path):
+    exch, port = live_procs.exchange(tmp_path, mosquitto.url, venue="v", interval="1d",
+                                     extra=("--password-env", "EXCH_PW"), env={"EXCH_PW": "right-horse-battery"})
+    try:
+        t0 = time.monotonic()
+        p = live_procs.Proc("live", ["-m", "engine.cli", "live", "sma_cross", "--mqtt", mosquitto.url, "--fix",
+                                     f"127.0.0.1:{port}", "--state", str(tmp_path / "s.sqlite"), "--symbols", "A",
+                                     "--password-env", "TRADER_PW", "--log-json"], tmp_path,
+                            env={"TRADER_PW": "wrong-staple"})
+        assert p.wait(30) == 1
+        assert time.monotonic() - t0 < 20          # no endless reconnecting with a bad password
+    finally:
+        exch.stop()
+    log = p.tail(100_000)
+    assert "logon refused" in log
+    assert "wrong-staple" not in log and "right-horse-battery" not in log
+
+
+def test_a_drawdown_stop_in_force_survives_a_restart_of_the_runner(tmp_path):
+    """Risk state is journaled after each step: a stopped book stays stopped when the runner comes back."""
+    from brokers.orders import Order, Side
+    from data.schema import Bar
+    from engine.config import RunConfig
+    from engine.liverun import LiveRunner
+
+    def runner() -> LiveRunner:
+        cfg = RunConfig()
+        cfg.run.strategy = "sma_cross"
+        cfg.risk.drawdown.max = 0.1
+        cfg.live.mqtt, cfg.live.fix, cfg.live.state = "mqtt://x:1", "127.0.0.1:1", str(tmp_path / "s.sqlite")
+        cfg.live.symbols = ["A"]
+        r = LiveRunner(cfg)
+        r.recover()
+        return r
+
+    first = runner()
+    guard = next(c for c in first.risk.checks if c.name == "drawdown")
+    first.journal.bars([Bar("A", 1, 10.0, 10.0, 10.0, 10.0, 1.0)])
+    guard._stop(1, "max", 80_000.0, "equity 80,000.00 is 20.00% below its peak", first.risk)
+    first.journal.risk(first._risk_state())
+    first.close()
+
+    second = runner()
+    guard = next(c for c in second.risk.checks if c.name == "drawdown")
+    assert guard.stopped == "max" and "20.00% below its peak" in guard.why
+    decision, = second.risk.screen([Order("O9", "A", Side.BUY, 100)], second.engine)
+    assert decision.action == "reject" and "drawdown stop" in decision.reason
+    second.close()
