@@ -124,3 +124,28 @@ def test_framing_is_independent_of_how_the_stream_is_chunked(chunks, junk):
     stream = junk[0] + msgs[0] + junk[1] + msgs[1] + junk[2] + msgs[2]
     got = [o for o in frames_of(stream, chunks) if isinstance(o, bytes)]
     assert got == msgs
+
+
+@given(st.lists(st.tuples(st.integers(1, 9999).filter(lambda t: t not in (8, 9, 10, 34, 35, 43, 49, 52, 56, 122)),
+                          st.one_of(st.text("ABCxyz019.-_ ", min_size=1, max_size=12),
+                                    st.integers(-10**9, 10**9),
+                                    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False).filter(bool))),
+                max_size=12),
+       st.integers(1, 10**7), st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_the_direct_encoder_writes_the_same_bytes_as_simplefix(body, seq, poss_dup):
+    """encode() assembles frames itself for speed; simplefix is the reference it must equal."""
+    import simplefix
+
+    from brokers.fix.codec import utc_timestamp
+    ns = 1_700_000_000_123_000_000
+    ref = simplefix.FixMessage()
+    for tag, value in [(8, "FIX.4.4"), (35, "D"), (49, "TRADER"), (56, "EXCH"), (34, seq)] + \
+            ([(43, "Y")] if poss_dup else []) + [(52, utc_timestamp(ns))] + \
+            ([(122, "20200101-00:00:00.000")] if poss_dup else []):
+        ref.append_pair(tag, value, header=True)
+    for tag, value in body:
+        ref.append_pair(tag, fix_float(value) if isinstance(value, float) else value)
+    ours = encode("D", "TRADER", "EXCH", seq, body, sending_ns=ns, poss_dup=poss_dup,
+                  orig_sending_time="20200101-00:00:00.000" if poss_dup else None)
+    assert ours == ref.encode()

@@ -1,6 +1,7 @@
 """FIX 4.4 wire codec: framing by BodyLength, CheckSum, decoding, validation, encoding (simplefix), redaction."""
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -34,10 +35,16 @@ def utc_timestamp(ns: int | None = None, *, exact: bool = False) -> str:
     if ns is None:
         ns = time.time_ns()
     sec, frac = divmod(int(ns), 1_000_000_000)
-    base = datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%Y%m%d-%H:%M:%S")
+    base = _second_text(sec)
     if not exact or frac % 1_000_000 == 0:
         return f"{base}.{frac // 1_000_000:03d}"
     return f"{base}.{frac:09d}"
+
+
+@functools.lru_cache(maxsize=4)
+def _second_text(sec: int) -> str:
+    """``YYYYMMDD-HH:MM:SS`` of a second (cached: a busy session stamps many messages in the same second)."""
+    return datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%Y%m%d-%H:%M:%S")
 
 
 def parse_utc_timestamp(text: str) -> int:
@@ -132,25 +139,28 @@ class Problem:
 def encode(msg_type: str, sender: str, target: str, seq: int, body: Iterable[tuple[int, object]], *,
            sending_ns: int | None = None, poss_dup: bool = False, orig_sending_time: str | None = None,
            begin_string: str = BEGIN_STRING) -> bytes:
-    """A complete wire message: standard header, ``body`` fields in order, BodyLength and CheckSum."""
-    m = simplefix.FixMessage()
-    m.append_pair(Tag.BeginString, begin_string, header=True)
-    m.append_pair(Tag.MsgType, msg_type, header=True)
-    m.append_pair(Tag.SenderCompID, sender, header=True)
-    m.append_pair(Tag.TargetCompID, target, header=True)
-    m.append_pair(Tag.MsgSeqNum, seq, header=True)
+    """A complete wire message: standard header, ``body`` fields in order, BodyLength and CheckSum.
+
+    Assembled directly rather than through simplefix's FixMessage: this is on the order path of
+    every live trade, and the direct form is several times cheaper (tests prove the bytes equal).
+    """
+    parts = [f"35={msg_type}", f"49={sender}", f"56={target}", f"34={seq}"]
     if poss_dup:
-        m.append_pair(Tag.PossDupFlag, "Y", header=True)
-    m.append_pair(Tag.SendingTime, utc_timestamp(sending_ns), header=True)
+        parts.append("43=Y")
+    parts.append(f"52={utc_timestamp(sending_ns)}")
     if orig_sending_time is not None:
-        m.append_pair(Tag.OrigSendingTime, orig_sending_time, header=True)
+        parts.append(f"122={orig_sending_time}")
     for tag, value in body:
         if value is None:
             continue
-        if isinstance(value, float):
+        if value.__class__ is float:
             value = fix_float(value)
-        m.append_pair(tag, value)
-    return m.encode()
+        elif isinstance(value, bytes):
+            value = value.decode("latin-1")
+        parts.append(f"{tag}={value}")
+    payload = ("\x01".join(parts) + "\x01").encode("latin-1")
+    head = f"8={begin_string}\x019={len(payload)}\x01".encode("latin-1") + payload
+    return head + b"10=%03d\x01" % (sum(head) % 256)
 
 
 def encode_fields(fields: Iterable[tuple[int, str]]) -> bytes:
