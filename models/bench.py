@@ -1,13 +1,17 @@
 """Predictor runtime latency: p50/p99 per call and windows/s for each batch size, as JSON.
 
     tradeloop models bench --runtime onnx-cpu --batch 1,64,512,4096     (or python bench/models_bench.py ...)
-    tradeloop models bench --runtime onnx-cpu-int8,onnx-cpu,torch-cpu --model qbot@latest \\
+    tradeloop models bench --runtime onnx-cpu-int8,torch-cpu-bf16,onnx-cpu,torch-cpu --model qbot@latest \\
         --registry runs/models
 
 Without ``--model`` it times the default-size network (Conv1d 16->64, 4 encoder layers of width
 64 with 8 heads, 64 x 16 windows) with seeded random weights, exported to a temporary folder.
 Inputs are real windows (features of ``--data``). Each runtime's logits are also compared with
-torch fp32 on those windows (``agreement``: max |logit diff| and share of the same class).
+torch fp32 on those windows (``agreement``: max |logit diff| and share of the same class). The
+report names the CPU's bf16/int8 matrix units (``cpu_flags``) and the load average before and
+after; ``windows_per_cpu_s`` divides by this thread's CPU time, not counting time spent waiting
+for a core held by other work; ``--chunk`` overrides a runtime's default chunk (windows per
+internal call).
 """
 from __future__ import annotations
 
@@ -51,16 +55,20 @@ def random_model(folder: Path, data: Path):
     return reg, str(reg.save("bench", net.eval(), spec, NetConfig()))
 
 
-def time_calls(predict, x: np.ndarray, iters: int, warmup: int) -> np.ndarray:
-    """Per-call wall times in ms."""
+def time_calls(predict, x: np.ndarray, iters: int, warmup: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-call wall times and this thread's CPU times, in ms.
+
+    CPU time does not count waiting for a core, so on a machine shared with other work it shows
+    what one core does (caches and memory bandwidth are still shared).
+    """
     for _ in range(warmup):
         predict(x)
-    out = np.empty(iters)
+    wall, cpu = np.empty(iters), np.empty(iters)
     for i in range(iters):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         predict(x)
-        out[i] = time.perf_counter() - t
-    return out * 1e3
+        wall[i], cpu[i] = time.perf_counter() - t, time.thread_time() - c
+    return wall * 1e3, cpu * 1e3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,11 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads")
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="bar file the real windows come from")
     ap.add_argument("--budget", type=float, default=3.0, help="seconds of timed calls per batch size (about)")
+    ap.add_argument("--chunk", type=int, help="windows per internal call of a big batch (default: the runtime's)")
     a = ap.parse_args(argv)
     batches = [int(b) for b in a.batch.split(",")]
 
     from models.registry import Registry
+    from models.runtime.cpu import capabilities
 
+    load_before = round(os.getloadavg()[0], 2)
     tmp = tempfile.TemporaryDirectory()
     if a.model:
         reg, ref = Registry(a.registry), a.model
@@ -86,24 +97,29 @@ def main(argv: list[str] | None = None) -> int:
     windows = real_windows(reference.spec, Path(a.data))
     want = reference.predict(windows)
     report = {"model": ref, "threads": a.threads, "cpu": platform.processor() or platform.machine(),
-              "cpu_count": os.cpu_count(), "python": platform.python_version(), "runtimes": []}
+              "cpu_count": os.cpu_count(), "cpu_flags": capabilities(), "python": platform.python_version(),
+              "runtimes": []}
     for name in a.runtime.split(","):
-        m = reg.load(ref, name, threads=a.threads)
+        m = reg.load(ref, name, threads=a.threads, **({"chunk": a.chunk} if a.chunk else {}))
         got = np.concatenate([m.predict(windows[i:i + 512]) for i in range(0, len(windows), 512)])
         entry = {"runtime": name, "device": m.runtime.device, "threads": m.runtime.threads,
+                 "chunk": getattr(m.runtime, "chunk", None),
+                 **{k: getattr(m.runtime, k) for k in ("native_bf16", "fused") if hasattr(m.runtime, k)},
                  "agreement": {"windows": len(windows), "max_abs_diff": float(np.abs(got - want).max()),
                                "same_class": float((got.argmax(1) == want.argmax(1)).mean())},
                  "batches": []}
         for b in batches:
             x = np.ascontiguousarray(np.resize(windows, (b, *windows.shape[1:])))
-            one = time_calls(m.predict, x, 2, 1).mean() / 1e3
+            one = time_calls(m.predict, x, 2, 1)[0].mean() / 1e3
             iters = int(min(5000, max(5, a.budget / max(one, 1e-6))))
-            ms = time_calls(m.predict, x, iters, min(200, max(1, iters // 10)))
+            ms, cpu = time_calls(m.predict, x, iters, min(200, max(1, iters // 10)))
             p50 = float(np.percentile(ms, 50))
             entry["batches"].append({"batch": b, "iters": iters, "p50_ms": round(p50, 4),
                                      "p99_ms": round(float(np.percentile(ms, 99)), 4),
-                                     "windows_per_s": round(b / (p50 / 1e3), 1)})
+                                     "windows_per_s": round(b / (p50 / 1e3), 1),
+                                     "windows_per_cpu_s": round(b / (float(np.median(cpu)) / 1e3), 1)})
         report["runtimes"].append(entry)
+    report["load_avg_1m"] = [load_before, round(os.getloadavg()[0], 2)]
     print(json.dumps(report, indent=2))
     tmp.cleanup()
     return 0

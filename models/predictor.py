@@ -11,9 +11,11 @@ prediction, ``run() -> {symbol: probabilities [p_down, p_up]}`` over every reque
 whose window is full, batched into one model call. Symbols still warming up are left out.
 
 Backtests may instead ``precompute(series)``: features are computed once per series (batch
-kernel, equal to the streaming one bit for bit) and the model runs over all windows in big
-batches; ``step(bars, rows=...)`` then looks the probabilities up by row. The two paths agree
-(tested).
+kernel, equal to the streaming one bit for bit) and the model runs over all windows in tasks of
+``batch_task`` windows, on ``batch_workers`` threads (default 1; None: every available core;
+``models/batching.py``); ``step(bars, rows=...)`` then looks the probabilities up by row. The two
+paths agree (tested). Precompute calls the health monitor's active model directly: batch calls
+are not live latency.
 
 Pass ``amounts`` (symbol -> the bar's amount) when the data has an amount column: the model's
 ``vwap_distance`` feature was computed from it in training, and is 0 without it. ``Bar`` has no
@@ -34,6 +36,7 @@ import numpy as np
 
 from data.schema import Bar, BarSeries
 
+from .batching import resolve_workers, run_tasks
 from .errors import ModelError
 from .features import (
     N_FEATURES,
@@ -45,6 +48,7 @@ from .features import (
 )
 
 MAX_BATCH = 4096
+BATCH_TASK = 512  # windows per precompute task: several tasks per thread balance the load
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -75,12 +79,21 @@ def predict_series(model: Any, series: BarSeries, spec: FeatureSpec | None = Non
     return out
 
 
+def _thread_safe(model: Any) -> bool:
+    """True for a registry model on a CPU runtime (safe to call from several threads at once).
+
+    GPU runtimes replay CUDA graphs through shared buffers, and unknown model objects promise
+    nothing: they run on one thread.
+    """
+    return getattr(getattr(model, "runtime", None), "device", None) == "cpu"
+
+
 class Predictor:
     """Batched predictions for many symbols, fed bar by bar (see the module docs)."""
 
     def __init__(self, model: Any, symbols: Iterable[str], spec: FeatureSpec | None = None, *,
                  horizon: int | None = None, threshold: float = 0.0, max_batch: int = MAX_BATCH,
-                 device_ring: Any = None) -> None:
+                 device_ring: Any = None, batch_workers: int | None = 1, batch_task: int = BATCH_TASK) -> None:
         self.model = model
         self.device_ring = device_ring  # e.g. GpuFeatureRing: rows mirrored on the model's device
         self.spec = spec or model.spec
@@ -89,6 +102,8 @@ class Predictor:
         self.symbols = sorted(symbols)
         self.bank = FeatureBank(self.symbols, self.spec)
         self.max_batch = max_batch
+        self.batch_workers = resolve_workers(batch_workers)
+        self.batch_task = max(1, min(int(batch_task), max_batch))
         self._requested: dict[str, None] = {}
         self.last: dict[str, np.ndarray] = {}
         self._pre: dict[str, np.ndarray] | None = None
@@ -216,16 +231,34 @@ class Predictor:
     # -- backtests -------------------------------------------------------------------------
     def precompute(self, series: Iterable[BarSeries]) -> dict[str, np.ndarray]:
         """Batch path: probabilities [N, 2] per series (NaN before a full window), kept for ``step``."""
-        self._pre = {s.symbol: predict_series(self.model, s, self.spec, self.max_batch) for s in series}
-        return self._pre
+        model = getattr(self.model, "active", self.model)  # the monitor's model, untimed (module docs)
+        L = self.spec.lookback
+        pre: dict[str, np.ndarray] = {}
+        tasks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for s in series:
+            feats = compute_features(s, self.spec)
+            ends = window_ends(len(s), self.spec)
+            out = pre[s.symbol] = np.full((len(s), 2), np.nan)
+            tasks += [(out, feats, ends[a:a + self.batch_task]) for a in range(0, len(ends), self.batch_task)]
+
+        def work(task: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+            out, feats, ends = task
+            out[ends] = softmax(model.predict(windows_at(feats, ends, L)))
+
+        run_tasks(work, tasks, self.batch_workers if _thread_safe(model) else 1)
+        self._pre = pre
+        return pre
 
 
 def open_predictor(registry: Any, model: str, symbols: Iterable[str], *, runtime: str = "onnx-cpu",
-                   backup: str | None = None, limits: Any = None, threads: int = 1) -> Predictor:
+                   backup: str | None = None, limits: Any = None, threads: int = 1,
+                   batch_workers: int | None = 1) -> Predictor:
     """A Predictor over registry model ``model`` (``NAME@VERSION``), with a health monitor and backup.
 
     The backup must take the same features (hash) as the primary; outcomes are scored at the
-    primary's label horizon and threshold.
+    primary's label horizon and threshold. ``threads``: intra-op threads of each model call;
+    ``batch_workers``: threads of ``precompute`` (None: every available core). One by default: on
+    the shared 2-core machine two gave no speed-up (the other core was busy with other work).
     """
     from .health import HealthLimits, HealthMonitor
     from .registry import Registry
@@ -244,4 +277,4 @@ def open_predictor(registry: Any, model: str, symbols: Iterable[str], *, runtime
 
         ring = GpuFeatureRing(len(symbols), primary.spec.lookback, N_FEATURES, device=primary.runtime.device)
     return Predictor(monitor, symbols, primary.spec, horizon=label.get("horizon"),
-                     threshold=float(label.get("threshold", 0.0)), device_ring=ring)
+                     threshold=float(label.get("threshold", 0.0)), device_ring=ring, batch_workers=batch_workers)

@@ -22,7 +22,7 @@ class ModelSignal(Strategy):
 
     model = Param("", "registry model NAME@VERSION or NAME@latest")
     registry = Param("runs/models", "registry root folder")
-    runtime = Param("onnx-cpu", "onnx-cpu, onnx-cpu-int8, torch-cpu, torch-cuda or tensorrt")
+    runtime = Param("onnx-cpu", "onnx-cpu, onnx-cpu-int8, torch-cpu, torch-cpu-bf16, torch-cuda or tensorrt")
     backup = Param("", "backup model version the health monitor switches to ('' = none)")
     p99_ms = Param(50.0, "health limit: rolling p99 latency per model call (ms)")
     min_accuracy = Param(0.0, "health limit: rolling live accuracy (0 = off)")

@@ -52,7 +52,7 @@ def test_a_slow_model_is_replaced_by_its_backup_and_the_switch_recorded():
     reg = Registry(root)
     primary, backup = reg.load("tiny@v0001", "onnx-cpu"), reg.load("tiny@v0002", "onnx-cpu")
     seen = []
-    mon = HealthMonitor(Slow(primary, 0.01), backup, HealthLimits(p99_ms=5.0, min_latency_samples=10),
+    mon = HealthMonitor(Slow(primary, 0.06), backup, HealthLimits(p99_ms=30.0, min_latency_samples=10),
                         on_switch=seen.append)
     x = np.zeros((1, 16, 16), np.float32)
     for _ in range(9):
@@ -62,20 +62,21 @@ def test_a_slow_model_is_replaced_by_its_backup_and_the_switch_recorded():
     assert mon.active is backup
     (event,) = mon.events
     assert seen == [event]
-    assert event.metric == "p99_latency_ms" and event.value > 5.0 and event.limit == 5.0 and event.ts == 123
+    assert event.metric == "p99_latency_ms" and event.value > 30.0 and event.limit == 30.0 and event.ts == 123
     assert event.from_model == "slow tiny@v0001 (onnx-cpu)" and event.to_model == "tiny@v0002 (onnx-cpu)"
     assert "switched slow tiny@v0001 (onnx-cpu) -> tiny@v0002 (onnx-cpu)" in str(event)
     for _ in range(20):
         mon.predict(x)  # the fast backup stays
-    assert len(mon.events) == 1 and mon.p99_ms < 5.0
+    assert len(mon.events) == 1 and mon.p99_ms < 30.0
 
 
 def test_the_predictor_through_open_predictor_falls_back_when_the_model_slows():
     root, _ = trained("tiny")
-    limits = HealthLimits(p99_ms=5.0, min_latency_samples=5)
+    # limits far from the backup's own latency (~0.1 ms), so a busy CI machine cannot make the backup breach too
+    limits = HealthLimits(p99_ms=30.0, min_latency_samples=5)
     pred = open_predictor(root, "tiny@v0001", ["X"], backup="tiny@v0002", limits=limits)
     mon = pred.model
-    mon.active = Slow(mon.active, 0.01)
+    mon.active = Slow(mon.active, 0.06)
     s = random_bars(4, 120)
     outs = [pred.step(bars_of(s, t)) for t in range(len(s))]
     assert sum(bool(o) for o in outs) == len(s) - FeatureSpec(lookback=16).min_bars + 1

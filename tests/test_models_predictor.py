@@ -99,6 +99,24 @@ def test_streaming_predictions_equal_the_batch_path():
         np.testing.assert_allclose(last[s.symbol], batch[s.symbol][-1])
 
 
+@pytest.mark.parametrize("runtime", ["onnx-cpu", "torch-cpu-bf16"])
+def test_precompute_on_several_threads_gives_what_one_thread_gives(runtime):
+    """Backtests precompute on every core (tasks of windows over worker threads): same numbers."""
+    root, ref = trained("tiny")
+    model = Registry(root).load(ref, runtime)
+    series = three_symbols()
+    syms = [s.symbol for s in series]
+    one = Predictor(model, syms, batch_workers=1).precompute(series)
+    many = Predictor(model, syms, batch_workers=3).precompute(series)
+    small = Predictor(model, syms, batch_workers=2, batch_task=37).precompute(series)  # other batchings
+    for s in series:
+        np.testing.assert_array_equal(many[s.symbol], one[s.symbol])
+        np.testing.assert_allclose(small[s.symbol], one[s.symbol], atol=1e-5)
+        np.testing.assert_allclose(one[s.symbol], predict_series(model, s), atol=1e-6 if runtime == "onnx-cpu" else 1e-2)
+    with pytest.raises(ValueError, match="batch workers must be an integer >= 1"):
+        Predictor(model, syms, batch_workers=0)
+
+
 class OnDevice:
     """A model that takes windows already on a (here: CPU) torch device, like torch-cuda."""
 

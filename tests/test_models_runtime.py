@@ -1,6 +1,7 @@
 """Specification of models.runtime: one predict(windows) -> logits interface; every runtime is
-checked against torch fp32 on the same real windows (fp32 within 1e-5; int8 the same class on at
-least 98% of them); runtimes that cannot run here fail with a clear error."""
+checked against torch fp32 on the same real windows (fp32 within 1e-5; bf16 within 1e-2; int8 the
+same class on at least 98% of them); runtimes that cannot run here fail with a clear error. The
+bf16 tests pass with or without AMX / AVX-512 BF16 (without them torch emulates bf16)."""
 from __future__ import annotations
 
 import importlib.util
@@ -60,6 +61,108 @@ def test_onnx_int8_gives_the_same_class_on_at_least_98_percent_of_real_windows(k
     assert agree >= 0.98, f"int8 agrees with fp32 on only {agree:.2%} of {len(x)} windows"
 
 
+@pytest.mark.parametrize("key, atol", [("default", 1e-2), ("lstm", 1e-2), ("tiny", 1.5e-2)])
+def test_bf16_matches_torch_fp32_within_1e_2_on_real_windows(key, atol, record_property):
+    """The fused oneDNN path for the Conv1d+Transformer (CPU bf16 autocast for the LSTM). The
+    issue's 1e-2 holds for the default network (0.005 here); the tiny one (width 16, measured
+    0.0095 here) gets 1.5e-2 so that another CPU's rounding cannot flip the test."""
+    root, ref = trained(key)
+    x, want = reference(key)
+    got = Registry(root).load(ref, "torch-cpu-bf16").predict(x)
+    diff = float(np.abs(got - want).max())
+    agree = float((got.argmax(1) == want.argmax(1)).mean())
+    record_property("bf16_max_abs_diff", diff)
+    print(f"\n{key}: bf16 max |logit diff| {diff:.4f}, same class on {agree:.2%} of {len(x)} real windows")
+    assert got.dtype == np.float32 and got.shape == (len(x), 2)
+    assert diff <= atol
+    assert agree >= 0.98
+
+
+def test_bf16_plain_torch_path_matches_the_fused_one():
+    """Where oneDNN's fused bf16 kernels are missing the same arithmetic runs on plain torch ops."""
+    from models.runtime.torch_bf16 import TorchBF16Runtime
+
+    root, ref = trained("default")
+    x, want = reference("default")
+    info = Registry(root).info(ref)
+    plain = TorchBF16Runtime(info.load_net(), info.lookback, info.n_features, fused=False)
+    assert plain.fused is False
+    got = plain.predict(x[::4])
+    assert np.abs(got - want[::4]).max() <= 1e-2
+
+
+def test_bf16_attention_falls_back_to_exact_softmax_when_exponentials_overflow_or_underflow():
+    """Softmax runs as exp + one matmul without the max subtraction; a batch with a row whose
+    exponentials overflow (or all underflow) takes the exact path."""
+    from models.runtime.bf16_net import _Block
+
+    g = torch.Generator().manual_seed(0)
+    B, T, H, hd = 2, 16, 2, 4
+
+    def heads(qkv):
+        return (qkv[:, :, i].float().transpose(1, 2) for i in range(3))
+
+    qkv = torch.randn(B, T, 3, H, hd, generator=g).to(torch.bfloat16)
+    q, k, v = heads(qkv)
+    torch.testing.assert_close(_Block._attend(qkv, B, T, H, hd).float(),
+                               torch.softmax(q @ k.transpose(-1, -2), -1) @ v, atol=2e-2, rtol=2e-2)
+    big = (torch.randn(B, T, 3, H, hd, generator=g) * 30).to(torch.bfloat16)  # scores ~ +-2000: exp overflows
+    q, k, v = heads(big)
+    scores = (q @ k.transpose(-1, -2)).to(torch.bfloat16).float()  # the scores as bf16 holds them
+    got = _Block._attend(big, B, T, H, hd).float()
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, torch.softmax(scores, -1) @ v, atol=0.3, rtol=2e-2)
+    low = torch.randn(B, T, 3, H, hd, generator=g)
+    low[:, :, 0], low[:, :, 1] = 10.0, -10.0  # every score -400: every exponential underflows to 0
+    _, _, v = heads(low.to(torch.bfloat16))
+    got = _Block._attend(low.to(torch.bfloat16), B, T, H, hd).float()
+    torch.testing.assert_close(got, v.mean(dim=2, keepdim=True).expand_as(got), atol=2e-2, rtol=2e-2)
+
+
+def test_bf16_on_a_cpu_without_bf16_units_runs_and_says_it_is_emulated(monkeypatch):
+    from structlog.testing import capture_logs
+
+    import models.runtime.torch_bf16 as tb
+
+    monkeypatch.setattr(tb, "native_bf16", lambda: False)
+    root, ref = trained("tiny")
+    with capture_logs() as logs:
+        m = Registry(root).load(ref, "torch-cpu-bf16")
+    assert m.runtime.native_bf16 is False
+    assert any(e["event"] == "bf16_emulated" and e["log_level"] == "warning" for e in logs)
+    assert m.predict(np.zeros((3, 16, 16), np.float32)).shape == (3, 2)
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    from models.runtime.cpu import capabilities, cpu_flags, native_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_vnni amx_bf16 amx_tile\n\n"
+                    "processor\t: 1\nflags\t\t: fpu\n")
+    flags = cpu_flags(info)
+    assert {"amx_bf16", "avx512_vnni"} <= flags and "avx512_bf16" not in flags
+    assert native_bf16(flags) and not native_bf16(frozenset({"avx512f"}))
+    assert capabilities(flags)["amx_bf16"] and not capabilities(flags)["amx_int8"]
+    assert cpu_flags(tmp_path / "missing") == frozenset()
+
+
+def test_bench_reports_latency_throughput_and_agreement_of_each_runtime(capsys):
+    import json
+
+    from models.bench import main
+
+    root, ref = trained("tiny")
+    assert main(["--runtime", "onnx-cpu-int8,torch-cpu-bf16", "--batch", "1,8", "--model", ref, "--registry", root,
+                 "--data", str(qbot("600036.SH")), "--budget", "0.05"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["cpu_flags"]) >= {"amx_bf16", "avx512_bf16", "amx_int8"}
+    by = {e["runtime"]: e for e in report["runtimes"]}
+    assert by["torch-cpu-bf16"]["agreement"]["same_class"] >= 0.98 and "native_bf16" in by["torch-cpu-bf16"]
+    for e in by.values():
+        assert [b["batch"] for b in e["batches"]] == [1, 8]
+        assert all(b["p50_ms"] > 0 and b["windows_per_s"] > 0 and b["windows_per_cpu_s"] > 0 for b in e["batches"])
+
+
 def test_registry_records_the_runtime_check_at_save_time():
     root, ref = trained("default")
     check = Registry(root).info(ref).metadata["runtime_check"]
@@ -68,7 +171,8 @@ def test_registry_records_the_runtime_check_at_save_time():
     assert check["onnx-cpu-int8"]["same_class"] >= 0.98
 
 
-@pytest.mark.parametrize("runtime, atol", [("torch-cpu", 1e-5), ("onnx-cpu", 1e-5), ("onnx-cpu-int8", 0.05)])
+@pytest.mark.parametrize("runtime, atol", [("torch-cpu", 1e-5), ("onnx-cpu", 1e-5), ("onnx-cpu-int8", 0.05),
+                                           ("torch-cpu-bf16", 1e-2)])
 def test_a_batch_gives_what_its_windows_give_one_by_one(runtime, atol):
     """fp32: to 1e-5. int8 quantizes activations with one range per batch, so a window's logits
     depend a little on its batch-mates (within 0.05 here)."""
@@ -80,7 +184,7 @@ def test_a_batch_gives_what_its_windows_give_one_by_one(runtime, atol):
     np.testing.assert_allclose(whole, single, atol=atol)
 
 
-@pytest.mark.parametrize("runtime", ["torch-cpu", "onnx-cpu"])
+@pytest.mark.parametrize("runtime", ["torch-cpu", "onnx-cpu", "torch-cpu-bf16"])
 def test_windows_of_the_wrong_shape_or_type_are_clear_errors(runtime):
     root, ref = trained("tiny")
     m = Registry(root).load(ref, runtime)
@@ -102,7 +206,7 @@ def test_unknown_runtime_is_a_clear_error():
     with pytest.raises(ModelError, match="unknown runtime 'onnx-gpu'"):
         open_runtime("onnx-gpu", lookback=64, n_features=16)
     assert "unknown runtime" in unavailable_reason("onnx-gpu")
-    assert set(RUNTIMES) == {"torch-cpu", "onnx-cpu", "onnx-cpu-int8", "torch-cuda", "tensorrt"}
+    assert set(RUNTIMES) == {"torch-cpu", "torch-cpu-bf16", "onnx-cpu", "onnx-cpu-int8", "torch-cuda", "tensorrt"}
 
 
 # -- runtimes that need hardware or libraries this machine may lack -------------------------------

@@ -1,14 +1,15 @@
 """Runtimes: one interface, ``predict(windows [batch, lookback, 16] float32) -> logits [batch, 2]``.
 
-=============  ====================================================================  ==========
-name           what                                                                  needs
-=============  ====================================================================  ==========
-torch-cpu      eager PyTorch fp32: the reference every other runtime is checked on   torch
-onnx-cpu       ONNX Runtime fp32, 1 intra-op thread                                  onnxruntime
-onnx-cpu-int8  ONNX Runtime, MatMul/Gemm weights dynamically quantized to int8       onnxruntime
-torch-cuda     fp16/bf16 on the GPU, CUDA-graph replay per batch bucket              CUDA torch
-tensorrt       TensorRT engine from the ONNX export, fp16                            tensorrt, CUDA
-=============  ====================================================================  ==========
+==============  ====================================================================  ==========
+name            what                                                                  needs
+==============  ====================================================================  ==========
+torch-cpu       eager PyTorch fp32: the reference every other runtime is checked on   torch
+torch-cpu-bf16  bfloat16 through oneDNN (AMX / AVX-512 BF16 where the CPU has them)    torch
+onnx-cpu        ONNX Runtime fp32, 1 intra-op thread                                  onnxruntime
+onnx-cpu-int8   ONNX Runtime, MatMul/Gemm weights dynamically quantized to int8       onnxruntime
+torch-cuda      fp16/bf16 on the GPU, CUDA-graph replay per batch bucket              CUDA torch
+tensorrt        TensorRT engine from the ONNX export, fp16                            tensorrt, CUDA
+==============  ====================================================================  ==========
 
 Dynamic int8 quantizes each MatMul input with one range per call, so an int8 window's logits
 depend slightly on the other windows in its batch (fp32 runtimes: to 1e-5). Nothing here
@@ -24,7 +25,7 @@ from typing import Any
 from ..errors import ModelError, RuntimeUnavailable
 from .base import Runtime, as_windows
 
-RUNTIMES = ("torch-cpu", "onnx-cpu", "onnx-cpu-int8", "torch-cuda", "tensorrt")
+RUNTIMES = ("torch-cpu", "torch-cpu-bf16", "onnx-cpu", "onnx-cpu-int8", "torch-cuda", "tensorrt")
 ONNX_FILES = {"onnx-cpu": "model.onnx", "onnx-cpu-int8": "model.int8.onnx"}
 
 __all__ = ["ONNX_FILES", "RUNTIMES", "Runtime", "as_windows", "open_runtime", "unavailable_reason"]
@@ -77,6 +78,10 @@ def open_runtime(name: str, *, lookback: int, n_features: int, folder: str | Pat
         from .torch_cuda import TorchCUDARuntime
 
         return TorchCUDARuntime(net(), lookback, n_features, **options)
+    if name == "torch-cpu-bf16":
+        from .torch_bf16 import TorchBF16Runtime
+
+        return TorchBF16Runtime(net(), lookback, n_features, threads=threads, **options)
     from .torch_cpu import TorchCPURuntime
 
     return TorchCPURuntime(net(), lookback, n_features, threads=threads, **options)

@@ -1,0 +1,45 @@
+"""Run a model over many windows on several threads: the backtest (precompute) path.
+
+ONNX Runtime's ``run`` and torch's kernels release the GIL, so worker threads that each run one
+task of windows at a time, every runtime keeping one intra-op thread, use that many cores. This
+is for batch work only (backtests, research): live inference stays one call on one thread,
+where two busy threads made p99 latency jump (../shared/DEPENDENCIES.md).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(workers: int | None) -> int:
+    """``workers`` as a thread count: None means every available core."""
+    if workers is None:
+        return available_cores()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"batch workers must be an integer >= 1 or None (all cores), got {workers!r}")
+    return workers
+
+
+def run_tasks(fn: Callable[[T], None], tasks: Iterable[T], workers: int | None = 1) -> None:
+    """Call ``fn`` on every task, on ``workers`` threads (inline for one); the first error is raised."""
+    n = resolve_workers(workers)
+    items = list(tasks)
+    if n == 1 or len(items) <= 1:
+        for t in items:
+            fn(t)
+        return
+    with ThreadPoolExecutor(max_workers=min(n, len(items)), thread_name_prefix="tradeloop-batch") as pool:
+        for _ in pool.map(fn, items):
+            pass
