@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--skip-backtrader", action="store_true")
     a = ap.parse_args()
     cases = ensure_data()
-    # warm numba's on-disk cache so compilation is not counted as a backtest cost
+    # warm the file cache (and numba's on-disk cache, for strategies that use its kernels)
     run_json([sys.executable, "-c", OURS, "1000", str(SHARED / "data" / "backtrader" / "orcl-2014.txt")])
     for name in (["long", "multi"] if a.case == "all" else [a.case]):
         files, size = cases[name]

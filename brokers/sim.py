@@ -83,7 +83,11 @@ class SimulatedVenue:
     def submit(self, order: Order, ts: int) -> None:
         """Accept an order that passed risk; it starts working on the next bar."""
         order.status = OrderStatus.ACCEPTED
-        self.book.setdefault(order.symbol, []).append(order)
+        orders = self.book.get(order.symbol)
+        if orders is None:
+            self.book[order.symbol] = [order]
+        else:
+            orders.append(order)
         self.n_open += 1
         self.sink.on_order_event(OrderEvent(ts, order.id, order.symbol, OrderStatus.ACCEPTED), order)
 
@@ -106,17 +110,18 @@ class SimulatedVenue:
         orders = self.book.get(symbol)
         if not orders:
             return
-        day = ts // NS_PER_DAY
-        for order in list(orders):
+        for order in orders[:]:  # a copy: matching removes filled orders from the book
             if order.created_ts >= ts:
                 continue
-            if order.tif is TimeInForce.DAY:
+            tif = order.tif
+            if tif is TimeInForce.DAY:
+                day = ts // NS_PER_DAY
                 first = self._valid_day.setdefault(order.id, day)
                 if day > first:
                     self._finish(order, OrderStatus.EXPIRED, ts, "DAY order expired")
                     continue
             self._match(order, ts, o, h, l, c, v, bar_open=True)
-            if order.is_open and order.tif is TimeInForce.IOC:
+            if tif is TimeInForce.IOC and order.is_open:
                 self._finish(order, OrderStatus.CANCELLED, ts, "IOC remainder cancelled")
 
     def on_close(self, symbol: str, ts: int, c: float, v: float) -> None:

@@ -10,6 +10,10 @@ operation order, so that backtests agree with it to the last bit:
   windows give equal SMAs and crossover ties are detected exactly as backtrader does. The
   batch kernel is O(N): an exact int64 fixed-point rolling sum when the data fit one
   binary grid (prices do), else a rolling Shewchuk partials sum (CPython's fsum algorithm).
+- The kernels live in data/kernels.py and are compiled by numba; numba is imported only when
+  one is called. ``sma`` on grid data and ``crossover`` have numpy forms (the same integer and
+  float operations, vectorised), so a backtest using only those never loads numba (~0.3 s and
+  ~110 MB of LLVM).
 - StdDev squares and roots with libm ``pow`` as backtrader (CPython) does, not x*x / sqrt.
 - Output is NaN while warming up. Leading NaNs in an input mean "no data yet" (as
   backtrader's minimum period): recursive indicators start at the first valid bar.
@@ -29,7 +33,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numba
 import numpy as np
 
 __all__ = [
@@ -39,207 +42,114 @@ __all__ = [
 ]
 
 NAN = math.nan
-_NPARTIALS = 64  # fixed capacity of the exact-sum partials (prices need 2-4)
-_jit = numba.njit(cache=True, error_model="numpy")  # IEEE x/0, compiled once per machine
-_inline = numba.njit(cache=True, error_model="numpy", inline="always")  # hot inner helpers
+_SPLIT = 40  # as data.kernels._SPLIT: fixed-point sums split at 2**40
+
+
+def _nb():
+    """data.kernels (numba), imported on first use."""
+    from . import kernels
+    return kernels
+
+
+def __getattr__(name: str) -> Any:
+    """The numba kernels by their old names here (``_sum_slice``, ``_rolling_mean_fixed``...)."""
+    if name.startswith("_") and not name.startswith("__"):
+        k = _nb()
+        if hasattr(k, name):
+            return getattr(k, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # ----------------------------------------------------------------------------------------
-# Exact sums (CPython math.fsum, Modules/mathmodule.c) usable in a rolling window
+# numpy forms of the fixed-point SMA and of crossover (bit-identical to the kernels)
 # ----------------------------------------------------------------------------------------
 
 
-@_inline
-def _grow(p, m, x):
-    """Add finite x exactly to the m partials p (Shewchuk); new count, or -1 on overflow.
-
-    Knuth's branch-free TwoSum gives the same hi/lo as fsum's ordered FastTwoSum (the
-    rounding error of x + y is unique), and zero elimination is branch-free too: speed.
-    """
-    i = 0
-    for j in range(m):
-        y = p[j]
-        hi = x + y
-        b = hi - x
-        lo = (x - (hi - b)) + (y - b)
-        p[i] = lo
-        i += int(lo != 0.0)
-        x = hi
-    if x != 0.0:
-        if not math.isfinite(x) or i >= p.shape[0]:
-            return -1
-        p[i] = x
-        i += 1
-    return i
-
-
-@_inline
-def _round(p, m):
-    """Nearest double to the exact sum of partials p[:m] (fsum's tail with its half-way fix)."""
-    if m <= 0:
-        return 0.0
-    n = m - 1
-    hi = p[n]
-    lo = 0.0
-    while n > 0:
-        x = hi
-        n -= 1
-        y = p[n]
-        hi = x + y
-        lo = y - (hi - x)
-        if lo != 0.0:
-            break
-    if n > 0 and ((lo < 0.0 and p[n - 1] < 0.0) or (lo > 0.0 and p[n - 1] > 0.0)):
-        y = lo * 2.0
-        x = hi + y
-        if y == x - hi:
-            hi = x
-    return hi
-
-
-@_inline
-def _push(p, m, cnt, v, d):
-    """Add d*v (d=+1 entering, -1 leaving) to the partials, or count it as NaN/+inf/-inf."""
-    if math.isfinite(v):
-        return _grow(p, m, v * d) if m >= 0 else m
-    cnt[0 if v != v else (1 if v > 0.0 else 2)] += d
-    return m
-
-
-@_inline
-def _has_special(cnt):
-    """True if the window holds a NaN or an infinity (counts cnt = [NaN, +inf, -inf])."""
-    return cnt[0] > 0 or cnt[1] > 0 or cnt[2] > 0
-
-
-@_inline
-def _special(cnt):
-    """fsum of a window with NaN/inf: NaN (also +inf with -inf, where fsum raises), else +-inf."""
-    if cnt[0] > 0 or (cnt[1] > 0 and cnt[2] > 0):
-        return np.nan
-    return np.inf if cnt[1] > 0 else -np.inf
-
-
-@_inline
-def _finish(p, m, cnt):
-    """Window sum from its partials and special counts (NaN where fsum would raise)."""
-    if _has_special(cnt):
-        return _special(cnt)
-    return np.nan if m < 0 else _round(p, m)
-
-
-@_jit
-def _sum_slice(x, lo, hi):
-    """math.fsum(x[lo:hi]) under the special-value rules above, from fresh partials."""
-    p = np.empty(_NPARTIALS)
-    cnt = np.zeros(3, np.int64)
-    m = 0
-    for i in range(lo, hi):
-        m = _push(p, m, cnt, x[i], 1)
-    return _finish(p, m, cnt)
-
-
-@_jit
-def _rolling_mean_partials(x, n):
-    """fsum(x[t-n+1..t]) / n for every full window in O(N): add x[t], add -x[t-n], round."""
-    N = x.shape[0]
-    out = np.full(N, np.nan)
-    p = np.empty(_NPARTIALS)
-    cnt = np.zeros(3, np.int64)
-    m = 0
-    for t in range(N):
-        m = _push(p, m, cnt, x[t], 1)
-        if t >= n:
-            m = _push(p, m, cnt, x[t - n], -1)
-        if t >= n - 1:
-            if m < 0 and not _has_special(cnt):
-                m = 0  # the partials overflowed earlier: rebuild this all-finite window
-                for i in range(t - n + 1, t + 1):
-                    m = _push(p, m, cnt, x[i], 1)
-            out[t] = _finish(p, m, cnt) / n
-    return out
-
-
-_SPLIT = 40  # fixed-point sums split at 2**40: low part sums stay < 2**63 for n < 2**22
-_NO_GRID = 1 << 20
-
-
-@_jit
-def _fixed_grid(x, n):
-    """Exponent e with every finite x an integer multiple of 2**e and every window sum, cut
-    at 2**(e + 40), held exactly in two int64 (high part < 2**52); _NO_GRID if none."""
+def _grid(x: np.ndarray, n: int) -> int | None:
+    """kernels._fixed_grid, vectorised: the exponent e of the fixed-point grid, or None if none fits."""
     bits = x.view(np.int64)
-    lo = 2047
-    hi = 0
-    for b in bits:
-        f = (b >> 52) & 0x7FF
-        if f == 0x7FF:
-            continue  # NaN/inf: counted apart
-        if f == 0:
-            if b & 0xFFFFFFFFFFFFF:
-                return _NO_GRID  # subnormal
-            continue  # +-0.0
-        lo = min(lo, f)
-        hi = max(hi, f)
-    if hi == 0:
+    f = (bits >> 52) & 0x7FF
+    if ((f == 0) & ((bits & 0xFFFFFFFFFFFFF) != 0)).any():
+        return None  # subnormal
+    normal = (f != 0) & (f != 0x7FF)
+    if not normal.any():
         return 0
-    e = lo - 1075  # ulp of the smallest magnitude
-    top = hi - 1022  # every |x| < 2**top
-    w = 0
-    while (1 << w) <= n + 1:
-        w += 1  # bits to hold n + 1 terms
+    lo = int(np.where(normal, f, 2047).min())
+    hi = int(np.where(normal, f, 0).max())
+    e = lo - 1075
+    top = hi - 1022
+    w = (n + 1).bit_length()  # bits to hold n + 1 terms
     if e < -1022 or n + 1 >= 1 << 22 or top - e - _SPLIT + w > 52 or top + w > 1023:
-        return _NO_GRID
+        return None
     return e
 
 
-@_inline
-def _fixed_push(v, d, sa, sb, cnt, s1, w1, s0):
-    """Add d*v (d=+1 entering, -1 leaving) to the fixed-point sums, or count it as special."""
-    if math.isfinite(v):
-        a = int(v * s1)
-        return sa + d * a, sb + d * int((v - a * w1) * s0)
-    cnt[0 if v != v else (1 if v > 0.0 else 2)] += d
-    return sa, sb
+def _window(c: np.ndarray, n: int) -> np.ndarray:
+    """Turn a cumulative sum into the sums of every full window of n (rows n-1..), in place.
 
-
-@_jit
-def _rolling_mean_fixed(x, n, e):
-    """``_rolling_mean`` in exact int64 fixed point on the grid 2**e (fast: no FP chain).
-
-    x = a * 2**(e+40) + b * 2**e exactly (a = trunc, |b| < 2**40); the window sum is
-    A * 2**(e+40) + B * 2**e; after carrying B into A both parts are exact doubles, so one
-    IEEE addition is the correctly rounded sum, i.e. exactly math.fsum.
+    numpy computes an overlapping in-place ufunc as if from a copy of its input; int64 wraps,
+    and the wrap cancels out in the difference when the true window sum fits.
     """
-    N = x.shape[0]
+    c[n:] -= c[:-n]
+    return c[n - 1:]
+
+
+def _rolling_mean_grid(x: np.ndarray, n: int, e: int) -> np.ndarray:
+    """kernels._rolling_mean_fixed in numpy: x = a*2**(e+40) + b*2**e in int64, window sums by
+    cumsum differences, then one IEEE addition of the two exact parts: the correctly rounded
+    sum, i.e. math.fsum. In-place steps: this runs over every series of a backtest."""
+    N = len(x)
     out = np.full(N, np.nan)
-    w1 = math.ldexp(1.0, e + _SPLIT)
-    s1 = math.ldexp(1.0, -(e + _SPLIT))
-    w0 = math.ldexp(1.0, e)
-    s0 = math.ldexp(1.0, -e)
-    cnt = np.zeros(3, np.int64)
-    sa = 0
-    sb = 0
-    for t in range(N):
-        sa, sb = _fixed_push(x[t], 1, sa, sb, cnt, s1, w1, s0)
-        if t >= n:
-            sa, sb = _fixed_push(x[t - n], -1, sa, sb, cnt, s1, w1, s0)
-        if t >= n - 1:
-            if _has_special(cnt):
-                out[t] = _special(cnt) / n
-            else:
-                c = sb >> _SPLIT
-                out[t] = (float(sa + c) * w1 + float(sb - (c << _SPLIT)) * w0) / n
+    if N < n:
+        return out
+    w1, s1 = math.ldexp(1.0, e + _SPLIT), math.ldexp(1.0, -(e + _SPLIT))
+    w0, s0 = math.ldexp(1.0, e), math.ldexp(1.0, -e)
+    finite = bool(np.isfinite(x).all())
+    v = x if finite else np.where(np.isfinite(x), x, 0.0)
+    t = v * s1
+    a = t.astype(np.int64)  # truncation, as int() in the kernel
+    np.multiply(a, w1, out=t)
+    np.subtract(v, t, out=t)
+    t *= s0
+    b = t.astype(np.int64)
+    sa = _window(np.cumsum(a, out=a), n)
+    sb = _window(np.cumsum(b, out=b), n)
+    c = sb >> _SPLIT
+    sa += c
+    c <<= _SPLIT
+    sb -= c
+    res = out[n - 1:]
+    np.multiply(sa, w1, out=res)
+    part = t[n - 1:]
+    np.multiply(sb, w0, out=part)
+    res += part
+    res /= n
+    if not finite:  # windows holding NaN/inf: NaN, or +-inf alone
+        nan, pinf, ninf = (_window(np.cumsum(m, dtype=np.int64), n) > 0
+                           for m in (np.isnan(x), x == np.inf, x == -np.inf))
+        special = np.where(nan | (pinf & ninf), np.nan, np.where(pinf, np.inf, -np.inf)) / n
+        np.copyto(res, special, where=nan | pinf | ninf)
     return out
 
 
-@_jit
-def _rolling_mean(x, n):
-    """fsum(x[t-n+1..t]) / n for each full window: fixed-point path when the data fits a
-    grid (prices do), else rolling Shewchuk partials. Both are exact, so they agree."""
-    e = _fixed_grid(x, n)
-    if e != _NO_GRID:
-        return _rolling_mean_fixed(x, n, e)
-    return _rolling_mean_partials(x, n)
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """kernels._cross_k in numpy: the sign at t is taken against the last non-zero a - b before t."""
+    N = len(a)
+    out = np.zeros(N)
+    valid = (a == a) & (b == b)
+    if not valid.any():
+        return out
+    s = int(np.argmax(valid))
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN, as in the kernel
+        d = a - b
+    keep = d != 0.0  # NaN counts as non-zero, as in the kernel
+    keep[:s] = False
+    keep[s] = True  # the seed difference, even if zero
+    last = np.maximum.accumulate(np.where(keep, np.arange(N), -1))
+    prev = d[last[s:N - 1]]  # for t = s+1..N-1
+    at, bt = a[s + 1:], b[s + 1:]
+    out[s + 1:] = np.where((prev < 0.0) & (at > bt), 1.0, np.where((prev > 0.0) & (at < bt), -1.0, 0.0))
+    return out
 
 
 def _fsum(vals: Iterable[float]) -> float:
@@ -263,184 +173,6 @@ def _div(a: float, b: float) -> float:
         return math.copysign(math.inf, a) * math.copysign(1.0, b)
     return a / b
 
-
-# ----------------------------------------------------------------------------------------
-# Batch kernels
-# ----------------------------------------------------------------------------------------
-
-
-@_jit
-def _first_valid(x):
-    """Index of the first non-NaN value of x, or -1: where a recursive indicator starts."""
-    for i in range(x.shape[0]):
-        if x[i] == x[i]:
-            return i
-    return -1
-
-
-@_jit
-def _smooth(src, start, n, alpha, alpha1):
-    """backtrader ExponentialSmoothing of src from index start: exact mean seed, then recursion."""
-    N = src.shape[0]
-    out = np.full(N, np.nan)
-    seed = start + n - 1
-    if start < 0 or seed >= N:
-        return out
-    prev = _sum_slice(src, start, seed + 1) / n
-    out[seed] = prev
-    for t in range(seed + 1, N):
-        prev = prev * alpha1 + src[t] * alpha
-        out[t] = prev
-    return out
-
-
-@_jit
-def _ema_k(x, n, alpha, alpha1):
-    """EMA kernel: smoothing started at the first valid value."""
-    return _smooth(x, _first_valid(x), n, alpha, alpha1)
-
-
-@_jit
-def _rsi_k(c, n, alpha, alpha1):
-    """RSI kernel: Wilder-smoothed up/down moves, rs with backtrader's safediv values."""
-    N = c.shape[0]
-    s = _first_valid(c)
-    up = np.full(N, np.nan)
-    dn = np.full(N, np.nan)
-    if s >= 0:
-        for t in range(s + 1, N):
-            d = c[t] - c[t - 1]
-            e = c[t - 1] - c[t]
-            up[t] = 0.0 if 0.0 > d else d  # Python max(d, 0.0)
-            dn[t] = 0.0 if 0.0 > e else e
-    start = s + 1 if s >= 0 else -1
-    maup = _smooth(up, start, n, alpha, alpha1)
-    madn = _smooth(dn, start, n, alpha, alpha1)
-    out = np.empty(N)
-    for t in range(N):
-        a = maup[t]
-        b = madn[t]
-        if b == 0.0:
-            rs = 1.0 if a == 0.0 else np.inf
-        else:
-            rs = a / b
-        out[t] = 100.0 - 100.0 / (1.0 + rs)
-    return out
-
-
-@_jit
-def _atr_k(h, l, c, n, alpha, alpha1):
-    """ATR kernel: true range against the previous close, Wilder-smoothed."""
-    N = c.shape[0]
-    s = -1
-    for i in range(N):
-        if h[i] == h[i] and l[i] == l[i] and c[i] == c[i]:
-            s = i
-            break
-    tr = np.full(N, np.nan)
-    if s >= 0:
-        for t in range(s + 1, N):
-            pc = c[t - 1]
-            th = pc if pc > h[t] else h[t]  # Python max(high, prev_close)
-            tl = pc if pc < l[t] else l[t]  # Python min(low, prev_close)
-            tr[t] = th - tl
-    return _smooth(tr, s + 1 if s >= 0 else -1, n, alpha, alpha1)
-
-
-@_jit
-def _macd_k(c, fast, slow, signal, af, af1, as_, as1, ag, ag1):
-    """MACD kernel: EMA(fast) - EMA(slow), its EMA(signal), and their difference."""
-    s = _first_valid(c)
-    m = _smooth(c, s, fast, af, af1) - _smooth(c, s, slow, as_, as1)
-    mstart = s + max(fast, slow) - 1 if s >= 0 else -1
-    sig = _smooth(m, mstart, signal, ag, ag1)
-    return m, sig, m - sig
-
-
-@_jit
-def _std_k(x, n, two, half):
-    """Mean and backtrader StdDev pow(|mean(pow(x, 2)) - pow(mean, 2)|, 0.5) of each window.
-
-    two=2.0 and half=0.5 arrive at run time so that LLVM calls libm pow, as CPython (hence
-    backtrader) does, instead of folding it into x*x and sqrt, which differ in the last bit.
-    """
-    N = x.shape[0]
-    sq = np.empty(N)
-    for i in range(N):
-        sq[i] = x[i] ** two
-    mean = _rolling_mean(x, n)
-    meansq = _rolling_mean(sq, n)
-    sd = np.empty(N)
-    for i in range(N):
-        sd[i] = abs(meansq[i] - mean[i] ** two) ** half
-    return mean, sd
-
-
-@_jit
-def _bollinger_k(x, n, k, two, half):
-    """Bollinger kernel: SMA mid, mid +/- (k * StdDev)."""
-    mid, sd = _std_k(x, n, two, half)
-    dev = k * sd
-    return mid, mid + dev, mid - dev
-
-
-@_jit
-def _extreme_k(x, n, want_max):
-    """Max (or min) of each full window in O(N) with a monotonic deque; NaN if it holds a NaN."""
-    N = x.shape[0]
-    out = np.full(N, np.nan)
-    q = np.empty(N, np.int64)  # q[head:tail]: indices of decreasing (increasing) values
-    head = 0
-    tail = 0
-    lastnan = -n - 1
-    for t in range(N):
-        v = x[t]
-        if head < tail and q[head] <= t - n:
-            head += 1
-        if v != v:
-            lastnan = t
-        else:
-            while tail > head and ((x[q[tail - 1]] <= v) if want_max else (x[q[tail - 1]] >= v)):
-                tail -= 1
-            q[tail] = t
-            tail += 1
-        if t >= n - 1 and t - lastnan >= n:
-            out[t] = x[q[head]]
-    return out
-
-
-@_jit
-def _roc_k(x, n):
-    """ROC kernel: (x[t] - x[t-n]) / x[t-n]."""
-    N = x.shape[0]
-    out = np.full(N, np.nan)
-    for t in range(n, N):
-        out[t] = (x[t] - x[t - n]) / x[t - n]
-    return out
-
-
-@_jit
-def _cross_k(a, b):
-    """CrossOver kernel: +1/-1 when a crosses b against the last non-zero difference."""
-    N = a.shape[0]
-    out = np.zeros(N)
-    s = -1
-    for i in range(N):
-        if a[i] == a[i] and b[i] == b[i]:
-            s = i
-            break
-    if s < 0:
-        return out
-    prev = a[s] - b[s]
-    for t in range(s + 1, N):
-        if prev < 0.0 and a[t] > b[t]:
-            out[t] = 1.0
-        elif prev > 0.0 and a[t] < b[t]:
-            out[t] = -1.0
-        d = a[t] - b[t]
-        if d != 0.0:
-            prev = d
-    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -477,19 +209,21 @@ def _wilder_alpha(n: int) -> tuple[float, float]:
 
 def sma(x: Any, n: int) -> np.ndarray:
     """Simple moving average, exactly math.fsum(window) / n (backtrader SMA, ties exact)."""
-    return _rolling_mean(_arr(x), _period(n))
+    x, n = _arr(x), _period(n)
+    e = _grid(x, n)
+    return _nb()._rolling_mean_partials(x, n) if e is None else _rolling_mean_grid(x, n, e)
 
 
 def ema(x: Any, n: int) -> np.ndarray:
     """Exponential moving average, alpha 2/(n+1), seeded with the SMA of the first n values."""
     n = _period(n)
-    return _ema_k(_arr(x), n, *_ema_alpha(n))
+    return _nb()._ema_k(_arr(x), n, *_ema_alpha(n))
 
 
 def rsi(close: Any, n: int = 14) -> np.ndarray:
     """Wilder RSI (backtrader RSI, SMMA of up/down moves); first value at index n."""
     n = _period(n)
-    return _rsi_k(_arr(close), n, *_wilder_alpha(n))
+    return _nb()._rsi_k(_arr(close), n, *_wilder_alpha(n))
 
 
 def atr(high: Any, low: Any, close: Any, n: int = 14) -> np.ndarray:
@@ -498,41 +232,41 @@ def atr(high: Any, low: Any, close: Any, n: int = 14) -> np.ndarray:
     h, l, c = _arr(high), _arr(low), _arr(close)
     if not len(h) == len(l) == len(c):
         raise ValueError("high, low and close must have the same length")
-    return _atr_k(h, l, c, n, *_wilder_alpha(n))
+    return _nb()._atr_k(h, l, c, n, *_wilder_alpha(n))
 
 
 def macd(close: Any, fast: int = 12, slow: int = 26,
          signal: int = 9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """backtrader MACD(Histo): (ema(fast) - ema(slow), its ema(signal), macd - signal)."""
     fast, slow, signal = _period(fast, "fast"), _period(slow, "slow"), _period(signal, "signal")
-    return _macd_k(_arr(close), fast, slow, signal,
+    return _nb()._macd_k(_arr(close), fast, slow, signal,
                    *_ema_alpha(fast), *_ema_alpha(slow), *_ema_alpha(signal))
 
 
 def rolling_std(x: Any, n: int) -> np.ndarray:
     """Population std of each window (backtrader StdDev): |mean(x**2) - mean(x)**2| ** 0.5."""
-    return _std_k(_arr(x), _period(n), 2.0, 0.5)[1]
+    return _nb()._std_k(_arr(x), _period(n), 2.0, 0.5)[1]
 
 
 def bollinger(close: Any, n: int = 20,
               k: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """backtrader BollingerBands: (mid=SMA, upper=mid + k*std, lower=mid - k*std)."""
-    return _bollinger_k(_arr(close), _period(n), float(k), 2.0, 0.5)
+    return _nb()._bollinger_k(_arr(close), _period(n), float(k), 2.0, 0.5)
 
 
 def highest(x: Any, n: int) -> np.ndarray:
     """Max of the last n values (backtrader Highest); NaN if the window holds a NaN."""
-    return _extreme_k(_arr(x), _period(n), True)
+    return _nb()._extreme_k(_arr(x), _period(n), True)
 
 
 def lowest(x: Any, n: int) -> np.ndarray:
     """Min of the last n values (backtrader Lowest); NaN if the window holds a NaN."""
-    return _extreme_k(_arr(x), _period(n), False)
+    return _nb()._extreme_k(_arr(x), _period(n), False)
 
 
 def roc(x: Any, n: int) -> np.ndarray:
     """Rate of change (x[t] - x[t-n]) / x[t-n] (backtrader ROC, a ratio, not percent)."""
-    return _roc_k(_arr(x), _period(n))
+    return _nb()._roc_k(_arr(x), _period(n))
 
 
 def crossover(a: Any, b: Any) -> np.ndarray:
@@ -540,7 +274,7 @@ def crossover(a: Any, b: Any) -> np.ndarray:
     a, b = _arr(a), _arr(b)
     if len(a) != len(b):
         raise ValueError("a and b must have the same length")
-    return _cross_k(a, b)
+    return _cross(a, b)
 
 
 # ----------------------------------------------------------------------------------------

@@ -334,6 +334,14 @@ def _parse_ts(s: pl.Series, fmt: str | None) -> tuple[np.ndarray, np.ndarray, bo
         return _ns(out.dt.cast_time_unit("ns"), s)[:2] + (utc,)
     if s.dtype.is_numeric():
         return _numeric_ts(s, s)
+    if fmt is None and len(s) and s[0] is not None:  # an ISO column parses whole on the first try:
+        first = s[0]                                  # skip the sampling (the sample would pick it too)
+        for shape, guess in _COMMON_SHAPES:
+            if shape.match(first):
+                out = s.str.to_datetime(guess, time_unit="ns", strict=False, cache=False)
+                if out.null_count() == s.null_count():
+                    return _ns(out, s) + (False,)
+                break
     if fmt is None:
         sample = _sample(s)
         if len(sample) and sample.str.contains(r"^\d+(\.0*)?$").all():

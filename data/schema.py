@@ -6,6 +6,7 @@ written back exactly as it was read (a naive ``2010-01-04`` stays ``2010-01-04 0
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -26,6 +27,87 @@ class Bar(msgspec.Struct, frozen=True, gc=False):
     low: float
     close: float
     volume: float
+
+
+class BarChunk:
+    """A run of consecutive bars of a merged timeline: symbols and stamps as lists, prices and
+    volumes as numpy views (made into floats only when read), and each bar's row in its series."""
+
+    __slots__ = ("symbol", "ts", "open", "high", "low", "close", "volume", "row")
+
+    def __init__(self, symbol: list[str], ts: list[int], open: np.ndarray, high: np.ndarray, low: np.ndarray,
+                 close: np.ndarray, volume: np.ndarray, row: Sequence[int]) -> None:
+        self.symbol, self.ts, self.open, self.high, self.low = symbol, ts, open, high, low
+        self.close, self.volume, self.row = close, volume, row
+
+    def bars(self, lo: int, hi: int) -> Iterator[Bar]:
+        """Bar objects of rows lo..hi-1."""
+        return map(Bar, self.symbol[lo:hi], self.ts[lo:hi], self.open[lo:hi].tolist(), self.high[lo:hi].tolist(),
+                   self.low[lo:hi].tolist(), self.close[lo:hi].tolist(), self.volume[lo:hi].tolist())
+
+
+class Bars(msgspec.Struct, frozen=True, gc=False, eq=False):
+    """The bars of one timestamp in a backtest (chunk rows lo..hi-1): a read-only sequence of Bar.
+
+    A backtest hands these to ``Engine.step`` instead of lists: most strategies never look at
+    the bars themselves (they read indicators), so a Bar is made only when one is asked for.
+    A msgspec struct because the driver makes one per timestamp from C (no Python __init__).
+    Symbols within a group are sorted and distinct.
+    """
+
+    chunk: BarChunk
+    lo: int
+    hi: int
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def __iter__(self) -> Iterator[Bar]:
+        return self.chunk.bars(self.lo, self.hi)
+
+    def __getitem__(self, i: int | slice) -> Bar | list[Bar]:
+        if isinstance(i, slice):
+            return list(self)[i]
+        n = self.hi - self.lo
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("bar index out of range")
+        return next(self.chunk.bars(self.lo + i, self.lo + i + 1))
+
+    def __reversed__(self) -> Iterator[Bar]:
+        return reversed(list(self))
+
+    def __contains__(self, bar: object) -> bool:
+        return bar in list(self)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (Bars, list, tuple)) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"Bars({list(self)!r})"
+
+    def index(self, bar: Bar) -> int:
+        return list(self).index(bar)
+
+    def count(self, bar: Bar) -> int:
+        return list(self).count(bar)
+
+    @property
+    def symbols(self) -> list[str]:
+        """The symbols of these bars, sorted (no Bar is made)."""
+        return self.chunk.symbol[self.lo:self.hi]
+
+
+class OneBar(Bars, frozen=True, gc=False, eq=False):
+    """The one bar of a single-symbol backtest's timestamp, with its symbol and row at hand
+    (``Engine.step`` moves the market with one dict store)."""
+
+    symbol: str
+    row: int
+
+
+Sequence.register(Bars)
 
 
 class Tick(msgspec.Struct, frozen=True, gc=False):

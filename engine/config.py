@@ -48,6 +48,7 @@ class RunSection:
     order_prefix: str = "O"
     benchmark: str | None = None
     market: str = ""  # a market profile: "cn-a" (China A-shares, configured in [market]); "" none
+    trade_from: str | None = None  # no strategy orders before this date/time: earlier bars only warm up
 
 
 @dataclass

@@ -108,12 +108,13 @@ class Context:
              tif: str | TimeInForce = TimeInForce.GTC, tag: str = "") -> Order:
         return self._place(symbol, Side.SELL, qty, limit, stop, tif, tag)
 
-    def order(self, symbol: str, qty: float, **kw: Any) -> Order | None:
+    def order(self, symbol: str, qty: float, *, limit: float | None = None, stop: float | None = None,
+              tif: str | TimeInForce = TimeInForce.GTC, tag: str = "") -> Order | None:
         """Buy (qty > 0) or sell (qty < 0); None for 0."""
         if qty > 0:
-            return self.buy(symbol, qty, **kw)
+            return self._place(symbol, Side.BUY, qty, limit, stop, tif, tag)
         if qty < 0:
-            return self.sell(symbol, -qty, **kw)
+            return self._place(symbol, Side.SELL, -qty, limit, stop, tif, tag)
         return None
 
     def order_target(self, symbol: str, target: float, **kw: Any) -> Order | None:
@@ -137,7 +138,8 @@ class Context:
 
     def close(self, symbol: str, **kw: Any) -> Order | None:
         """Flatten the position in ``symbol`` (None if flat)."""
-        return self.order(symbol, -self.position(symbol), **kw)
+        p = self._portfolio.positions.get(symbol)
+        return self.order(symbol, -p.qty if p is not None else 0.0, **kw)
 
     def cancel(self, order: Order) -> bool:
         """Cancel a working order, one held for review, or one placed during this callback."""
@@ -158,11 +160,14 @@ class Context:
             raise ValueError(f"unknown symbol {symbol!r}; this run trades {', '.join(self.symbols)}")
         if not qty > 0 or not math.isfinite(qty):
             raise ValueError(f"order quantity must be a positive number, got {qty!r} ({side.value} {symbol})")
-        for label, p in (("limit", limit), ("stop", stop)):
-            if p is not None and not (p > 0 and math.isfinite(p)):
-                raise ValueError(f"{label} price must be a positive number, got {p!r} ({side.value} {symbol})")
-        kind = (OrderType.STOP_LIMIT if limit is not None and stop is not None else OrderType.LIMIT
-                if limit is not None else OrderType.STOP if stop is not None else OrderType.MARKET)
+        if limit is None and stop is None:  # the common case, checked first: orders are on the hot path
+            kind = OrderType.MARKET
+        else:
+            for label, p in (("limit", limit), ("stop", stop)):
+                if p is not None and not (p > 0 and math.isfinite(p)):
+                    raise ValueError(f"{label} price must be a positive number, got {p!r} ({side.value} {symbol})")
+            kind = (OrderType.STOP_LIMIT if limit is not None and stop is not None else OrderType.LIMIT
+                    if limit is not None else OrderType.STOP)
         engine = self._engine
         tif = tif if tif.__class__ is TimeInForce else TimeInForce(tif)
         order = Order(engine.next_order_id(), symbol, side, float(qty), kind, limit, stop, tif,

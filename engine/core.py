@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import functools
 import heapq
-from typing import Any, Callable
+from bisect import bisect_left
+from typing import Any, Callable, Sequence
 
 import structlog
 
 from brokers.orders import Fill, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
 from brokers.sim import FillRules, SimulatedVenue
-from data.schema import NS_PER_DAY, Bar, Tick
+from data.schema import NS_PER_DAY, Bar, Bars, OneBar, Tick
 from risk.pipeline import Decision, RiskPipeline
 
 from .context import Context
@@ -55,8 +56,10 @@ class Engine:
     """Strategy + market view + portfolio + risk + venue, advanced one timestamp at a time."""
 
     def __init__(self, strategy: Strategy, market: Market, portfolio: Portfolio, rules: FillRules,
-                 risk: RiskPipeline, *, order_prefix: str = "O", log: Any = None, venue: Any = None) -> None:
+                 risk: RiskPipeline, *, order_prefix: str = "O", log: Any = None, venue: Any = None,
+                 trade_from: int | None = None) -> None:
         self.strategy = strategy
+        self.trade_from = trade_from  # strategy orders placed before this timestamp are refused (warm-up)
         self.market = market
         self.portfolio = portfolio
         self.rules = rules
@@ -130,16 +133,18 @@ class Engine:
                    if cols and self._rows is None else None)
         self.ctx.predictions = self.predictor.step(bars, amounts, rows=self._rows)
 
-    def _make_step(self) -> Callable[[int, list[Bar]], None]:
+    def _make_step(self) -> Callable[[int, Sequence[Bar]], None]:
         """Build ``step(ts, bars)``: every bar stamped ``ts`` (one per symbol), steps (1)-(6).
 
         The loop body runs once per timestamp, a million times in a long backtest, so the
         parts it uses are bound once here as closure variables instead of being looked up
         on ``self`` at every call. The behaviour is that of the numbered steps above.
+        ``bars`` is a list of Bar (live) or a backtest's lazy ``Bars``, whose columns only
+        ``match`` and the market's row update read directly; everything else iterates it.
         """
-        rows = self._rows
         market = self.market
-        advance = market.advance
+        enter = market.enter
+        rows = market.rows
         venue = self.venue
         book = venue.book
         venue_bar = venue.on_bar
@@ -157,19 +162,38 @@ class Engine:
         at_close = self._at_close
         watch = self.risk.watcher()
 
-        def step(ts: int, bars: list[Bar]) -> None:
+        def match(ts: int, bars: Sequence[Bar]) -> None:
+            """Step (1): the venue matches the working orders of each symbol with a bar now, in symbol order."""
+            cls = bars.__class__
+            if cls is OneBar:
+                s = bars.symbol
+                if s in book:
+                    c, lo = bars.chunk, bars.lo
+                    venue_bar(s, ts, c.open.item(lo), c.high.item(lo), c.low.item(lo), c.close.item(lo),
+                              c.volume.item(lo))
+                return
+            if cls is Bars:
+                c, lo, hi = bars.chunk, bars.lo, bars.hi
+                syms = c.symbol
+                for s in sorted(book) if len(book) > 1 else list(book):  # few symbols have orders: find those
+                    j = bisect_left(syms, s, lo, hi)
+                    if j < hi and syms[j] == s:
+                        venue_bar(s, ts, c.open.item(j), c.high.item(j), c.low.item(j), c.close.item(j),
+                                  c.volume.item(j))
+                return
+            for bar in bars:
+                if bar.symbol in book:
+                    venue_bar(bar.symbol, ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
+
+        def step(ts: int, bars: Sequence[Bar]) -> None:
             self.now = market.now = ts
             self.step_index += 1
-            if rows is not None:  # historical market: 'now' moves one row per bar
-                for bar in bars:
-                    rows[bar.symbol] += 1
+            if bars.__class__ is OneBar:                                # the bars become 'now' (the
+                rows[bars.symbol] = bars.row                            # OneBar case of market.enter)
             else:
-                for bar in bars:
-                    advance(bar)
+                enter(bars)
             if venue.n_open:                                            # (1) match
-                for bar in bars:
-                    if bar.symbol in book:
-                        venue_bar(bar.symbol, ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
+                match(ts, bars)
             if watch is not None:                                       # (3) risk state
                 watch(ts, bars)
             if self.predictor is not None:                              # (4) one batched model call
@@ -219,13 +243,16 @@ class Engine:
     # -- order routing -------------------------------------------------------------------
     def _route(self) -> None:
         """Pass the orders placed by the strategy through risk to the venue (step 6)."""
-        ctx = self.ctx
+        new = self.ctx._new
         for _ in range(100):
-            if not ctx._new:
+            if not new:
                 return
-            batch = ctx._new[:]
-            ctx._new.clear()
-            self._apply(self.risk.screen(batch, self))
+            batch = new[:]
+            new.clear()
+            if self.trade_from is not None and self.now < self.trade_from:
+                self._refuse_before_trade_from(batch)
+            else:
+                self._apply(self.risk.screen(batch, self))
             if self.held:
                 self._settle(self.now)
             if self._notes:
@@ -234,12 +261,13 @@ class Engine:
 
     def _apply(self, decisions: list[Decision]) -> None:
         """Act on the risk layer's decisions: send, hold for review, or reject."""
+        orders, submit = self.orders, self.venue.submit
         for decision in decisions:
             order = decision.order
-            self.orders[order.id] = order
+            orders[order.id] = order
             action = decision.action
             if action == "accept":
-                self.venue.submit(order, self.now)
+                submit(order, self.now)
             elif action == "hold":
                 order.status = OrderStatus.HELD
                 order.reason = f"{decision.check}: {decision.reason}"
@@ -247,6 +275,14 @@ class Engine:
                 self.on_order_event(OrderEvent(self.now, order.id, order.symbol, OrderStatus.HELD, order.reason), order)
             else:
                 self._reject(order, f"{decision.check}: {decision.reason}")
+
+    def _refuse_before_trade_from(self, batch: list[Order]) -> None:
+        """Reject orders placed before ``trade_from``: those bars only warm up indicators and features."""
+        import numpy as np
+        reason = f"trade_from: no orders before {np.datetime64(self.trade_from, 'ns').astype('datetime64[s]')}"
+        for order in batch:
+            self.orders[order.id] = order
+            self._reject(order, reason)
 
     def _reject(self, order: Order, reason: str) -> None:
         order.status = OrderStatus.REJECTED
@@ -335,9 +371,9 @@ class Engine:
             day = fill.ts // NS_PER_DAY
             prev = self._bought.get(fill.symbol)
             self._bought[fill.symbol] = (day, fill.qty + (prev[1] if prev is not None and prev[0] == day else 0.0))
-        self.portfolio.apply(fill)
+        qty = self.portfolio.apply(fill)
         self.fills.append(fill)
-        self.qty_log.append((self.step_index, fill.symbol, self.portfolio.positions[fill.symbol].qty))
+        self.qty_log.append((self.step_index, fill.symbol, qty))
         self._dirty = True
         if self._wants_notes:
             self._notes.append(("fill", fill))

@@ -1,7 +1,7 @@
 """What the strategy may know about the market: bars up to now, and indicators over them.
 
 Two implementations behind one interface. ``HistoricalMarket`` (backtests) holds every bar
-columnar and computes each indicator once, as a batch numba kernel over the whole series;
+columnar and computes each indicator once, as a batch kernel over the whole series;
 ``StreamingMarket`` (live) appends bars as they arrive and updates streaming indicators.
 Both expose only rows up to the symbol's current bar, so a strategy cannot look ahead, and
 batch and streaming indicator values are equal by construction (property-tested).
@@ -9,12 +9,12 @@ batch and streaming indicator values are equal by construction (property-tested)
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from data.indicators import INDICATORS
-from data.schema import BAR_FIELDS, NS_PER_DAY, Bar, BarSeries
+from data.schema import BAR_FIELDS, NS_PER_DAY, Bar, Bars, BarSeries, OneBar
 
 _NAN = math.nan
 
@@ -84,7 +84,7 @@ class Market:
     def price(self, symbol: str) -> float:
         """The symbol's last close (NaN before its first bar)."""
         r = self.rows[symbol]
-        return float(self.cols["close"][symbol][r]) if r >= 0 else _NAN
+        return self.cols["close"][symbol].item(r) if r >= 0 else _NAN
 
     def history(self, symbol: str, field: str, n: int) -> np.ndarray:
         return self.field(field).window(symbol, n)
@@ -126,6 +126,11 @@ class Market:
     def advance(self, bar: Bar) -> None:
         raise NotImplementedError
 
+    def enter(self, bars: Sequence[Bar]) -> None:
+        """Make the bars of one timestamp the current ones (before step (1) of ``Engine.step``)."""
+        for bar in bars:
+            self.advance(bar)
+
     def nonzero_symbols(self, series: Series) -> "list[str] | tuple[()]":
         raise NotImplementedError
 
@@ -166,6 +171,18 @@ class HistoricalMarket(Market):
 
     def advance(self, bar: Bar) -> None:
         self.rows[bar.symbol] += 1
+
+    def enter(self, bars: Sequence[Bar]) -> None:
+        """Move each symbol of ``bars`` to its row; a backtest's ``Bars`` carry the rows (no Bar is made)."""
+        if bars.__class__ is OneBar:
+            self.rows[bars.symbol] = bars.row
+        elif bars.__class__ is Bars:
+            c, lo, hi = bars.chunk, bars.lo, bars.hi
+            self.rows.update(zip(c.symbol[lo:hi], c.row[lo:hi]))
+        else:
+            rows = self.rows
+            for bar in bars:
+                rows[bar.symbol] += 1
 
     def nonzero_symbols(self, series: Series) -> "list[str] | tuple[()]":
         index = series._index

@@ -230,16 +230,17 @@ class _Open:
 
 def _walk(fills: Sequence[Fill]) -> tuple[list[Trade], np.ndarray, np.ndarray]:
     """Closed trades, plus after each fill (ts order) its ts and the number of symbols not flat."""
-    order = sorted(range(len(fills)), key=lambda i: fills[i].ts)   # stable: same-ts fills keep order
+    stamps = [f.ts for f in fills]
+    order = sorted(range(len(fills)), key=stamps.__getitem__)   # stable: same-ts fills keep order
     pos: dict[str, float] = {}
     open_: dict[str, _Open] = {}
     trades: list[Trade] = []
-    when: list[int] = []
     n_open: list[int] = []
+    isfinite = math.isfinite
     for i in order:
         f = fills[i]
         q, px, c, s = float(f.qty), float(f.price), float(f.commission), f.side.sign
-        if not (math.isfinite(q) and q > 0 and math.isfinite(px) and math.isfinite(c)):
+        if not (isfinite(q) and q > 0 and isfinite(px) and isfinite(c)):
             raise ValueError(f"bad fill {f!r}: qty must be > 0, price and commission finite")
         p = pos.get(f.symbol, 0.0)
         t = open_.get(f.symbol)
@@ -278,9 +279,8 @@ def _walk(fills: Sequence[Fill]) -> tuple[list[Trade], np.ndarray, np.ndarray]:
                 nt.in_notional = nt.in_qty * px
                 nt.commission = c * (1.0 - frac)
                 pos[f.symbol] = s * nt.in_qty
-        when.append(f.ts)
         n_open.append(len(open_))
-    return trades, np.array(when, np.int64), np.array(n_open, np.int64)
+    return trades, np.array(stamps, np.int64)[order], np.array(n_open, np.int64)
 
 
 def round_trips(fills: Sequence[Fill]) -> list[Trade]:

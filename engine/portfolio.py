@@ -34,21 +34,20 @@ class Portfolio:
         p = self.positions.get(symbol)
         return p.qty if p is not None else 0.0
 
-    def apply(self, fill: Fill) -> None:
-        """Book one fill: cash, quantity, average cost, realized PnL, fees."""
+    def apply(self, fill: Fill) -> float:
+        """Book one fill: cash, quantity, average cost, realized PnL, fees; returns the new quantity."""
         pos = self.positions.get(fill.symbol)
         if pos is None:
             pos = self.positions[fill.symbol] = Position()
         q0 = pos.qty
-        dq = fill.qty if fill.side is Side.BUY else -fill.qty
-        price = fill.price
+        qty, price, fee = fill.qty, fill.price, fill.commission
+        dq = qty if fill.side is Side.BUY else -qty
         if dq > 0:
-            self.cash -= fill.qty * price
+            self.cash = self.cash - qty * price - fee
         else:
-            self.cash += fill.qty * price
-        self.cash -= fill.commission
-        self.fees += fill.commission
-        pos.fees += fill.commission
+            self.cash = self.cash + qty * price - fee
+        self.fees += fee
+        pos.fees += fee
         q1 = q0 + dq
         if q0 == 0 or (q0 > 0) == (dq > 0):
             pos.avg_cost = (pos.avg_cost * abs(q0) + price * abs(dq)) / abs(q1)
@@ -59,7 +58,8 @@ class Portfolio:
                 pos.avg_cost = price
             elif q1 == 0:
                 pos.avg_cost = 0.0
-        pos.qty = q1 if abs(q1) > 1e-12 else 0.0
+        pos.qty = q1 = q1 if abs(q1) > 1e-12 else 0.0
+        return q1
 
     def equity(self, price_of) -> float:
         """Cash plus positions marked by ``price_of(symbol)``, summed in symbol order."""

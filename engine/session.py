@@ -128,6 +128,16 @@ def _ts(text: str | None) -> int | None:
     return int(np.datetime64(text, "ns").astype("int64"))
 
 
+def trade_from_ts(cfg: RunConfig) -> int | None:
+    """``run.trade_from`` as int64 ns (None when unset); a ConfigError naming the key when it is not a date."""
+    if not cfg.run.trade_from:
+        return None
+    try:
+        return _ts(str(cfg.run.trade_from))
+    except ValueError:
+        raise ConfigError(f"run.trade_from {cfg.run.trade_from!r}: not a date (use YYYY-MM-DD)") from None
+
+
 def build_rules(cfg: RunConfig) -> FillRules:
     c = dict(cfg.commission)
     s = dict(cfg.slippage)
@@ -171,7 +181,8 @@ def backtest(cfg: RunConfig, *, out: Path | None = None, write: bool = True,
     risk = build_risk(cfg, rules)
     with LazyProgress("backtest", enabled=progress) as bar:
         result = run_backtest(strategy, series, cash=cfg.run.cash, rules=rules, risk=risk,
-                              order_prefix=cfg.run.order_prefix, log=log, progress=bar)
+                              order_prefix=cfg.run.order_prefix, log=log, progress=bar,
+                              trade_from=trade_from_ts(cfg))
     result.metrics = compute_metrics(result.ts, result.equity, result.start_cash, result.fills,
                                      gross_exposure=result.gross_exposure)
     if bench is not None:

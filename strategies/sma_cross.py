@@ -25,10 +25,11 @@ class SmaCross(Strategy):
         fast = ctx.indicator("sma", n=self.fast)
         slow = ctx.indicator("sma", n=self.slow)
         self.cross = ctx.indicator("crossover", fast, slow)
+        self._fired = self.cross.nonzero_symbols  # bound once: on_bars runs at every bar
 
     def on_bars(self, ctx: Context, bars: list[Bar]) -> None:
         # only symbols whose crossover fired on this bar, in symbol order (backtrader's data order)
-        for symbol in self.cross.nonzero_symbols():
+        for symbol in self._fired():
             held = ctx.position(symbol)
             if not held and self.cross[symbol] > 0:
                 if self.sizing == "fixed":
