@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--on-bad", choices=["raise", "drop", "repair"], default="raise")
 
     add_sweep_parser(sub)
+    from .wfcli import add_walkforward_parser
+    add_walkforward_parser(sub)
     sub.add_parser("strategies", help="list the strategies in strategies/ and their parameters")
     for name, text in PASSTHROUGH_HELP.items():  # parsed by their own modules; listed here for --help
         sub.add_parser(name, help=text, add_help=False)
@@ -111,8 +113,9 @@ def add_report_parsers(sub: Any) -> None:
     cmp.add_argument("--out", default="compare.html", metavar="FILE", help="HTML page to write (default compare.html)")
 
 
-def config_from_args(a: argparse.Namespace) -> RunConfig:
-    cfg = RunConfig.load(a.config) if a.config else RunConfig()
+def config_from_args(a: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
+    """The RunConfig of the flags over ``base`` (default: ``--config``, else an empty config)."""
+    cfg = base if base is not None else RunConfig.load(a.config) if a.config else RunConfig()
     if a.strategy:
         cfg.run.strategy = a.strategy
     if getattr(a, "inputs", None):
@@ -198,7 +201,8 @@ def cmd_data_import(a: argparse.Namespace) -> int:
 
 def cmd_report(a: argparse.Namespace) -> int:
     from .report import write_report
-    print(write_report(a.run_dir, a.out))
+    from .wfreport import is_walkforward, write_walkforward_report
+    print(write_walkforward_report(a.run_dir, a.out) if is_walkforward(a.run_dir) else write_report(a.run_dir, a.out))
     return 0
 
 
@@ -266,6 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_data_import(a)
         if a.command == "sweep":
             return cmd_sweep(a)
+        if a.command == "walkforward":
+            from .wfcli import cmd_walkforward
+            return cmd_walkforward(a)
         if a.command == "strategies":
             return cmd_strategies(a)
         if a.command == "report":

@@ -329,8 +329,12 @@ def _report(ref: str, metrics: dict[str, Any]) -> None:
     Console().print(t)
 
 
-def train(config: TrainConfig | dict[str, Any], series: list[BarSeries] | None = None) -> str:
-    """Train, store the model in the registry, and return its reference ``NAME@VERSION``."""
+def train(config: TrainConfig | dict[str, Any], series: list[BarSeries] | None = None, *,
+          metadata: dict[str, Any] | None = None) -> str:
+    """Train, store the model in the registry, and return its reference ``NAME@VERSION``.
+
+    ``metadata`` adds keys to the stored metadata.json (a walk-forward names its window there).
+    """
     from .registry import Registry
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
@@ -344,7 +348,7 @@ def train(config: TrainConfig | dict[str, Any], series: list[BarSeries] | None =
             "data": [{"symbol": s.symbol, "path": s.source, "rows": len(s),
                       "sha256": file_sha256(s.source) if s.source and Path(s.source).is_file() else None}
                      for s in series],
-            "metrics": result.metrics, "history": result.history}
+            "metrics": result.metrics, "history": result.history, **(metadata or {})}
     ref = Registry(cfg.registry).save(cfg.name, result.net, result.spec, result.net_config,
                                       train_config=cfg.to_dict(), metadata=meta, onnx=cfg.onnx,
                                       set_latest=cfg.set_latest, check_windows=result.check_windows)
