@@ -6,7 +6,7 @@ symbols at a fixed rate, each stamped with its publish time (``time.time_ns()``)
 live`` (its own process) running :class:`TickOrders`, which answers every ``--every``-th tick of a
 symbol with an IOC limit order; and this process, hosting the exchange simulator (without a
 market-data feed, so nothing but orders competes for its loop), which notes the wall time at
-which each NewOrderSingle arrives. Ticks of one symbol stay in order end to
+which each NewOrderSingle frame has been read off its socket (before it is decoded and booked). Ticks of one symbol stay in order end to
 end, so the k-th order of a symbol answers its (k*every)-th tick: tick-to-order latency is the
 order's arrival minus that tick's publish time.
 
@@ -24,7 +24,6 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,28 +32,40 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from data.schema import Tick  # noqa: E402
-from engine import Context, Param, Strategy  # noqa: E402
+from data.schema import Tick
+from engine import Context, Param, Strategy
 
 VENUE = "lat"
 SLICE = 0.002
 
 
 class TickOrders(Strategy):
-    """Every ``every``-th tick of a symbol: an IOC buy limit at half the price (never fills, always answered)."""
+    """Every ``every``-th tick of a symbol: an IOC buy limit at half the price (never fills, always answered).
+
+    The i-th symbol seen is offset by i ticks, so orders spread evenly over time instead of every
+    symbol firing in the same round of the publisher's round-robin.
+    """
 
     every = Param(1, "ticks of a symbol per order")
 
     def on_start(self, ctx: Context) -> None:
         self.count: dict[str, int] = {}
+        self.offset: dict[str, int] = {}
 
     def on_tick(self, ctx: Context, tick: Tick) -> None:
         n = self.count.get(tick.symbol, 0) + 1
         self.count[tick.symbol] = n
-        if n % self.every == 0:
+        off = self.offset.setdefault(tick.symbol, len(self.offset) % self.every)
+        if (n + off) % self.every == 0:
             ctx.buy(tick.symbol, 100, limit=round(tick.price * 0.5, 2), tif="IOC")
+
+
+def trigger_ticks(i: int, n_ticks: int, every: int) -> np.ndarray:
+    """0-based indices of the ticks of the i-th symbol that TickOrders answers with an order."""
+    first = every - (i % every)   # the 1-based count n with (n + offset) % every == 0
+    return np.arange(first - 1, n_ticks, every)
 
 
 # ------------------------------------------------------------------------------------------ publisher
@@ -96,19 +107,22 @@ def _publisher_main(conn, url: str, symbols: list[str], rate: float, seconds: fl
 async def phase(folder: Path, url: str, symbols: list[str], rate: float, seconds: float, every: int) -> dict:
     from brokers.exchange import ExchangeSimulator
     from brokers.fix.session import SessionConfig
-    from brokers.fix.spec import MsgType, Tag
 
     arrivals: dict[str, list[int]] = {s: [] for s in symbols}
 
-    class Timed(ExchangeSimulator):
-        def on_message(self, session, msg):  # noqa: ANN001
-            if msg.msg_type == MsgType.NewOrderSingle:
-                arrivals[msg[Tag.Symbol]].append(time.time_ns())
-            super().on_message(session, msg)
-
     # no market data for the exchange: the orders rest (IOC waits for a tick it never gets), so its loop only
     # receives orders and the receipt time is not delayed by matching 10k ticks/s in the same process
-    exch = Timed(SessionConfig("EXCH", "TRADER"), state=folder / "exchange.sqlite")
+    exch = ExchangeSimulator(SessionConfig("EXCH", "TRADER"), state=folder / "exchange.sqlite")
+    handle = exch.session._handle
+
+    def received(frame: bytes) -> None:
+        """Receipt = the moment the simulator has a whole NewOrderSingle frame off the socket."""
+        if b"\x0135=D\x01" in frame:
+            start = frame.index(b"\x0155=") + 4
+            arrivals[frame[start:frame.index(b"\x01", start)].decode()].append(time.time_ns())
+        handle(frame)
+
+    exch.session._handle = received
     await exch.start()
     out = folder / "run"
     profile = ["-m", "cProfile", "-o", str(folder / "live.prof")] if os.environ.get("BENCH_PROFILE") else []
@@ -135,14 +149,14 @@ async def phase(folder: Path, url: str, symbols: list[str], rate: float, seconds
     stamps = np.asarray(res.pop("stamps"), np.int64)
     per_symbol = {s: stamps[i::len(symbols)] for i, s in enumerate(symbols)}
     lat = []
-    for s in symbols:
-        trig = per_symbol[s][every - 1::every]
+    for i, s in enumerate(symbols):
+        trig = per_symbol[s][trigger_ticks(i, len(per_symbol[s]), every)]
         got = np.asarray(arrivals[s], np.int64)
         n = min(len(trig), len(got))
         lat.append(got[:n] - trig[:n])
     ms = np.concatenate(lat) / 1e6 if lat else np.zeros(0)
     metrics = json.loads((out / "metrics.json").read_text())["live"]
-    orders_expected = sum(len(per_symbol[s]) // every for s in symbols)
+    orders_expected = sum(len(trigger_ticks(i, len(per_symbol[s]), every)) for i, s in enumerate(symbols))
     return {"rate_target": rate, "seconds": seconds, "symbols": len(symbols), "order_every": every,
             "publisher": res, "ticks_seen_by_strategy": metrics["ticks"], "lost": res["sent"] - metrics["ticks"],
             "orders_expected": orders_expected, "orders_at_exchange": sum(len(v) for v in arrivals.values()),
@@ -164,7 +178,9 @@ def main() -> None:
     ap.add_argument("--phase", choices=("latency", "load", "all"), default="all")
     ap.add_argument("--keep", metavar="DIR", help="keep the processes' logs and state files here")
     a = ap.parse_args()
+    from engine.logs import configure
     from engine.paper import LocalBroker
+    configure(level="warning")   # the exchange in this process must not spend its time rendering debug lines
     symbols = [f"S{i:03d}" for i in range(a.symbols)]
     out: dict = {"machine": f"{os.cpu_count()} cores", "python": sys.version.split()[0]}
     with tempfile.TemporaryDirectory() as scratch:
