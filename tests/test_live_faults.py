@@ -7,6 +7,8 @@ orders are in flight whenever something is killed.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -65,10 +67,16 @@ def test_a_runner_killed_with_sigkill_recovers_from_its_journal_and_sends_no_ord
         first = live_procs.live(tmp_path, runner_args(mosquitto.url, port, tmp_path))
         rep = live_procs.replay(tmp_path, ["--data", f"{SYMBOL}={ORCL}", "--mqtt", mosquitto.url, "--venue", "k",
                                            "--interval", "1d", "--speed", PACE, "--no-eos"])
-        def in_flight() -> bool:
-            orders, fills = journal(state)
-            return len(fills) >= 20 and any(o.is_open for o in orders)
-        wait_until(in_flight, 60, "20 fills and an order in flight", every=0.002)
+        wait_until(lambda: len(journal(state)[1]) >= 20, 60, "20 fills before the crash")
+
+        def frozen_with_an_order_in_flight() -> bool:
+            """SIGSTOP the runner; keep it stopped if its journal shows a working order, else let it go on."""
+            os.kill(first.proc.pid, signal.SIGSTOP)
+            if any(o.is_open for o in journal(state)[0]):
+                return True
+            os.kill(first.proc.pid, signal.SIGCONT)
+            return False
+        wait_until(frozen_with_an_order_in_flight, 60, "an order in flight", every=0.003)
         first.kill()                                           # SIGKILL: no goodbye, an order in flight
         _, fills_before = journal(state)
         time.sleep(0.5)
