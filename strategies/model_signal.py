@@ -29,7 +29,6 @@ class ModelSignal(Strategy):
     enter = Param(0.55, "buy when P(up) >= enter")
     exit = Param(0.45, "sell when P(up) <= exit")
     exposure = Param(0.95, "share of equity invested, split equally over the symbols")
-    trade_from = Param("", "first date to trade (YYYY-MM-DD); earlier bars only warm up features")
 
     def on_start(self, ctx: Context) -> None:
         if not self.model:
@@ -40,15 +39,12 @@ class ModelSignal(Strategy):
 
         ctx.use_predictor(self.model, registry=self.registry, runtime=self.runtime, backup=self.backup or None,
                           limits=HealthLimits(p99_ms=self.p99_ms, min_accuracy=self.min_accuracy))
-        self.start_ts = int(np.datetime64(self.trade_from, "ns").astype(np.int64)) if self.trade_from else None
         self.weight = self.exposure / max(1, len(ctx.symbols))
         self.decisions = 0
         self.health_events: list = []
 
     def on_bars(self, ctx: Context, bars: list[Bar]) -> None:
         probs = ctx.predictions  # the engine ran the model once for every symbol at step (4)
-        if self.start_ts is not None and ctx.now < self.start_ts:
-            return
         for symbol in sorted(probs):
             up = float(probs[symbol][1])
             held = ctx.position(symbol)
@@ -84,6 +80,6 @@ def train_and_backtest(data: list[str], registry: str, *, name: str = "qbot", tr
     lo = int(np.datetime64(warmup_from, "ns").astype(np.int64))
     hi = int(np.datetime64(test_end, "ns").astype(np.int64))
     window = [s.between(lo, hi) for s in series]
-    strategy = ModelSignal(model=ref, registry=registry, runtime=runtime, trade_from=val_end,
-                           **(strategy_params or {}))
-    return ref, run_backtest(strategy, window, cash=cash)
+    strategy = ModelSignal(model=ref, registry=registry, runtime=runtime, **(strategy_params or {}))
+    return ref, run_backtest(strategy, window, cash=cash,   # warm-up bars trade nothing (the engine refuses)
+                             trade_from=int(np.datetime64(val_end, "ns").astype(np.int64)))
