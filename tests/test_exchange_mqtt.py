@@ -33,6 +33,7 @@ from data.mqtt import Ack, Clock, MqttFeed
 from data.replay import replay
 from data.schema import Bar, BarSeries
 from tests.mosquitto import mosquitto  # noqa: F401  (the fixture, used by name)
+from tests.test_exchange_process import wait_for
 
 HOST = "127.0.0.1"
 PASSWORD = "lockstep pass phrase"
@@ -75,14 +76,6 @@ async def exchange_process(tmp: Path, url: str) -> AsyncIterator[tuple[dict, Pat
 def trader(port: int, store_path: Path) -> FixBroker:
     config = SessionConfig("TRADER", "EXCH", heartbeat_s=2, password=PASSWORD, logout_timeout_s=1.0)
     return FixBroker(config, HOST, port, SQLiteSequenceStore(store_path, "TRADER->EXCH"), backoff=Backoff(0.05, 0.25))
-
-
-async def wait_for(predicate, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
 
 
 def plan_orders(bars: BarSeries) -> dict[int, list[Order]]:

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import aiomqtt
 import numpy as np
 import pytest
 
-from data.loaders import load_bars
 from data.mqtt import (
     Ack,
     Clock,
@@ -35,17 +33,7 @@ from data.replay import main as replay_main
 from data.schema import Bar, BarSeries, Tick
 from tests.mosquitto import mosquitto  # noqa: F401  (the fixture, used by name)
 
-DEADLINE = 20.0
-
-
-def run(coro, seconds: float = DEADLINE):
-    """Run ``coro`` to completion, failing the test if it takes longer than ``seconds``."""
-    return asyncio.run(asyncio.wait_for(coro, seconds))
-
-
-@pytest.fixture(scope="module")
-def orcl(shared_data: Path) -> BarSeries:
-    return load_bars(shared_data / "backtrader" / "orcl-2014.txt", "ORCL")
+from tests.test_mqtt_feed import orcl, run  # noqa: F401  (orcl: the fixture, used by name)
 
 
 def part(s: BarSeries, symbol: str, lo: int, hi: int) -> BarSeries:
