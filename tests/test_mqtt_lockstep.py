@@ -32,7 +32,6 @@ from data.replay import LockstepTimeout, replay
 from data.replay import main as replay_main
 from data.schema import Bar, BarSeries, Tick
 from tests.mosquitto import mosquitto  # noqa: F401  (the fixture, used by name)
-
 from tests.test_mqtt_feed import orcl, run  # noqa: F401  (orcl: the fixture, used by name)
 
 
