@@ -126,12 +126,13 @@ async def phase(folder: Path, url: str, symbols: list[str], rate: float, seconds
     await exch.start()
     out = folder / "run"
     profile = ["-m", "cProfile", "-o", str(folder / "live.prof")] if os.environ.get("BENCH_PROFILE") else []
+    log = open(folder / "live.log", "wb")  # noqa: SIM115, ASYNC230 (the child writes it; closed below)
     runner = await asyncio.create_subprocess_exec(
         sys.executable, *profile, "-m", "engine.cli", "live", f"{Path(__file__).resolve()}:TickOrders", "--param",
         f"every={every}", "--cash", "1e12", "--mqtt", url, "--fix", f"127.0.0.1:{exch.port}", "--state",
         str(folder / "live.sqlite"), "--symbols", ",".join(symbols), "--venue", VENUE, "--interval", "1s", "--ticks",
         "--out", str(out), "--quiet", "--log-json", cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-        stderr=open(folder / "live.log", "wb"), env={**os.environ, "PYTHONPATH": str(ROOT)})
+        stderr=log, env={**os.environ, "PYTHONPATH": str(ROOT)})
     line = await asyncio.wait_for(runner.stdout.readline(), 60)
     if not line:
         raise SystemExit(f"tradeloop live did not start; see {folder / 'live.log'}")
@@ -143,6 +144,7 @@ async def phase(folder: Path, url: str, symbols: list[str], rate: float, seconds
     res = await asyncio.to_thread(parent.recv)
     pub.join(10)
     await asyncio.wait_for(runner.wait(), seconds + 60)
+    log.close()
     cpu1 = os.times()
     await asyncio.sleep(0.2)
     await exch.stop()

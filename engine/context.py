@@ -84,10 +84,12 @@ class Context:
         return self._market.history(symbol, field, n)
 
     def use_predictor(self, model: str, *, registry: str = "runs/models", runtime: str = "onnx-cpu",
-                      backup: str | None = None, limits: Any = None) -> None:
+                      backup: str | None = None, limits: Any = None, batch_workers: int | None = 1) -> None:
         """Have the engine run model ``NAME@VERSION`` once per timestamp (in ``on_start``); read
-        ``ctx.predictions[symbol]`` (class probabilities) in ``on_bar``/``on_bars``."""
-        self._engine.use_predictor(model, registry=registry, runtime=runtime, backup=backup, limits=limits)
+        ``ctx.predictions[symbol]`` (class probabilities) in ``on_bar``/``on_bars``. ``batch_workers``:
+        threads of a backtest's batch precompute (None: every core; keep 1 inside sweeps and walk-forwards)."""
+        self._engine.use_predictor(model, registry=registry, runtime=runtime, backup=backup, limits=limits,
+                                   batch_workers=batch_workers)
 
     @property
     def predictor_events(self) -> list:

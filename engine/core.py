@@ -110,7 +110,7 @@ class Engine:
 
     # -- the loop body -------------------------------------------------------------------
     def use_predictor(self, model: str, *, registry: str = "runs/models", runtime: str = "onnx-cpu",
-                      backup: str | None = None, limits: Any = None) -> None:
+                      backup: str | None = None, limits: Any = None, batch_workers: int | None = 1) -> None:
         """Run registry model ``model`` at step (4) of every timestamp; results in ``ctx.predictions``.
 
         A backtest computes every symbol's probabilities once, in big batches, from features that
@@ -119,7 +119,7 @@ class Engine:
         """
         from models.predictor import open_predictor
         predictor = open_predictor(registry, model, self.market.symbols, runtime=runtime, backup=backup,
-                                   limits=limits)
+                                   limits=limits, batch_workers=batch_workers)
         if isinstance(self.market, HistoricalMarket):
             predictor.precompute(self.market.series[s] for s in self.market.symbols)
         self.predictor = predictor

@@ -29,6 +29,7 @@ class ModelSignal(Strategy):
     enter = Param(0.55, "buy when P(up) >= enter")
     exit = Param(0.45, "sell when P(up) <= exit")
     exposure = Param(0.95, "share of equity invested, split equally over the symbols")
+    batch_workers = Param(1, "threads of the backtest's batch inference (0: every core)")
 
     def on_start(self, ctx: Context) -> None:
         if not self.model:
@@ -38,7 +39,8 @@ class ModelSignal(Strategy):
         from models.health import HealthLimits  # torch / ONNX Runtime are imported only with a model
 
         ctx.use_predictor(self.model, registry=self.registry, runtime=self.runtime, backup=self.backup or None,
-                          limits=HealthLimits(p99_ms=self.p99_ms, min_accuracy=self.min_accuracy))
+                          limits=HealthLimits(p99_ms=self.p99_ms, min_accuracy=self.min_accuracy),
+                          batch_workers=self.batch_workers or None)
         self.weight = self.exposure / max(1, len(ctx.symbols))
         self.decisions = 0
         self.health_events: list = []

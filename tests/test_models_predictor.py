@@ -203,6 +203,15 @@ def test_model_signal_runs_end_to_end_in_a_backtest():
     assert strategy.health_events == []
 
 
+def test_model_signal_on_every_core_trades_exactly_as_on_one():
+    """batch_workers only spreads the backtest's batch inference over threads; it never changes a fill."""
+    root, ref = trained("tiny")
+    series = three_symbols("2013-01-01", "2014-01-01")
+    fills = [run_backtest(ModelSignal(model=ref, registry=root, enter=0.5, exit=0.5, batch_workers=n), series,
+                          cash=1_000_000).fills for n in (1, 0)]
+    assert fills[0] and fills[0] == fills[1]
+
+
 @pytest.mark.parametrize("params, words", [({}, "set --param model"),
                                            ({"model": "x@latest", "enter": 0.4, "exit": 0.6}, "exit <= enter")])
 def test_model_signal_parameter_errors_are_clear(params, words):
