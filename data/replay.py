@@ -214,7 +214,8 @@ async def replay(data: Iterable[DataInput], url: str, *, speed: float | None = N
     series = load_inputs(data)
     broker = Broker.from_url(url, tls=tls, credentials=credentials)
     topics = [bar_topic(venue, s.symbol, interval or infer_interval(s)) for s in series]
-    cols = [(s.ts, s.open, s.high, s.low, s.close, s.volume) for s in series]
+    # a series with an amount column publishes v2 bars (with ``amt``), one without it v1
+    cols = [(s.ts, s.open, s.high, s.low, s.close, s.volume, s.extra.get("amount")) for s in series]
     ts_all, which, rows = merged_order(series)
     n = len(ts_all)
     group_end = np.zeros(n, dtype=bool)  # the last bar of each timestamp group
@@ -238,14 +239,15 @@ async def replay(data: Iterable[DataInput], url: str, *, speed: float | None = N
             ts0 = int(ts_all[0]) if n else 0
             for k in range(n):
                 i, r = int(which[k]), int(rows[k])
-                t, o, h, lo, c, v = cols[i]
+                t, o, h, lo, c, v, a = cols[i]
                 ts = int(ts_all[k])
                 if speed is not None:
                     wait = start + (ts - ts0) / 1e9 / speed - loop.time()
                     if wait > 0:
                         await asyncio.sleep(wait)
                 await out.send(topics[i], encode_bar_values(int(t[r]), float(o[r]), float(h[r]), float(lo[r]),
-                                                            float(c[r]), float(v[r])))
+                                                            float(c[r]), float(v[r]),
+                                                            float(a[r]) if a is not None else None))
                 if group_end[k]:
                     await out.send(clock, encode_mark(ts))
                     clocks += 1

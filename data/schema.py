@@ -27,6 +27,7 @@ class Bar(msgspec.Struct, frozen=True, gc=False):
     low: float
     close: float
     volume: float
+    amount: float | None = None    # traded value where the source has it (A-share data; VWAP features)
 
 
 class BarChunk:
@@ -167,8 +168,10 @@ class BarSeries:
 
     def bar(self, i: int) -> Bar:
         """Row ``i`` as a :class:`Bar`."""
+        amount = self.extra.get("amount")
         return Bar(self.symbol, int(self.ts[i]), float(self.open[i]), float(self.high[i]),
-                   float(self.low[i]), float(self.close[i]), float(self.volume[i]))
+                   float(self.low[i]), float(self.close[i]), float(self.volume[i]),
+                   float(amount[i]) if amount is not None else None)
 
     def between(self, start: int | None = None, end: int | None = None) -> "BarSeries":
         """Bars with ``start <= ts < end`` (either bound may be None)."""

@@ -127,11 +127,9 @@ class Engine:
 
     def _predict(self, bars: list[Bar]) -> None:
         """Step (4): the predictor's outputs for this timestamp's symbols, as ``ctx.predictions``."""
-        cols = self.market.cols.get("amount")
-        rows = self.market.rows
-        amounts = ({b.symbol: float(cols[b.symbol][rows[b.symbol]]) for b in bars if b.symbol in cols}
-                   if cols and self._rows is None else None)
-        self.ctx.predictions = self.predictor.step(bars, amounts, rows=self._rows)
+        # live bars carry their amount (wire v2) for the VWAP feature; a backtest looks up precomputed outputs
+        amounts = {b.symbol: b.amount for b in bars if b.amount is not None} if self._rows is None else None
+        self.ctx.predictions = self.predictor.step(bars, amounts or None, rows=self._rows)
 
     def _make_step(self) -> Callable[[int, Sequence[Bar]], None]:
         """Build ``step(ts, bars)``: every bar stamped ``ts`` (one per symbol), steps (1)-(6).

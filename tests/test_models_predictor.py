@@ -267,15 +267,15 @@ def test_engine_runs_the_model_at_step_4_the_same_in_backtest_and_live():
 
     from engine.live import LiveDriver
 
-    from data.schema import BarSeries
 
     root, ref = trained("tiny")
-    # live bars carry OHLCV only (no `amount`), so compare on the columns both drivers can see
-    series = [BarSeries(s.symbol, s.ts, s.open, s.high, s.low, s.close, s.volume, {}, s.tz, s.source)
-              for s in three_symbols("2013-01-01", "2014-01-01")]
-    bt = run_backtest(ModelSignal(model=ref, registry=root, enter=0.5, exit=0.5), series, cash=1_000_000)
-    driver = LiveDriver(ModelSignal(model=ref, registry=root, enter=0.5, exit=0.5), [s.symbol for s in series],
-                        cash=1_000_000)
+    # the A-share files have an amount column: live bars carry it too (wire v2), so the VWAP feature
+    # and every probability are the backtest's
+    series = three_symbols("2013-01-01", "2014-01-01")
+    assert all("amount" in s.extra for s in series)
+    bt_strategy, live_strategy = (Recording(model=ref, registry=root, enter=0.5, exit=0.5) for _ in range(2))
+    bt = run_backtest(bt_strategy, series, cash=1_000_000)
+    driver = LiveDriver(live_strategy, [s.symbol for s in series], cash=1_000_000)
 
     async def bars():
         events = sorted(((s.ts[i], s.symbol, i, s) for s in series for i in range(len(s))), key=lambda e: e[:2])
@@ -284,5 +284,8 @@ def test_engine_runs_the_model_at_step_4_the_same_in_backtest_and_live():
 
     engine = asyncio.run(driver.run(bars()))
     assert bt.fills
+    assert len(live_strategy.seen) == len(bt_strategy.seen) > 0
+    for (t1, s1, p1), (t2, s2, p2) in zip(live_strategy.seen, bt_strategy.seen):
+        assert (t1, s1) == (t2, s2) and p1 == pytest.approx(p2, abs=1e-5)
     assert [(f.ts, f.symbol, f.side, f.qty, f.price) for f in engine.fills] == \
         [(f.ts, f.symbol, f.side, f.qty, f.price) for f in bt.fills]

@@ -27,6 +27,7 @@ from data.mqtt import (
     parse_topic,
     tick_topic,
 )
+from data.loaders import load_bars
 from data.mqtt.wire import escape, unescape
 from data.replay import LockstepTimeout, replay
 from data.replay import main as replay_main
@@ -237,3 +238,17 @@ def test_lockstep_fails_naming_the_component_and_timestamp_when_no_ack_comes(mos
     assert "lockstep" in err_text and "'exchange'" in err_text and str(first) in err_text
     with pytest.raises(SystemExit):
         replay_main(["--data", str(path), "--lockstep", "tick"])
+
+
+def test_a_replayed_a_share_file_delivers_each_bars_amount_to_the_feed(mosquitto, shared_data):
+    """The amount column reaches live consumers (bar v2), so a model's VWAP feature is the backtest's."""
+    s = load_bars(shared_data / "qbot" / "600519.SH.csv").between(None, 1_263_168_000_000_000_000)  # 2010-01-11
+
+    async def scenario():
+        async with MqttFeed(mosquitto.url, [s.symbol], interval="1d") as feed:
+            await feed.wait_ready()
+            await replay([s], mosquitto.url, interval="1d")
+            return [bar async for bar in feed]
+
+    bars = run(scenario())
+    assert [b.amount for b in bars] == [float(a) for a in s.extra["amount"]] and len(bars) == len(s) > 0

@@ -79,6 +79,18 @@ def test_bars_round_trip_bit_for_bit(ts, a, b, c, d, vol):
         [x.hex() for x in (bar.open, bar.high, bar.low, bar.close, bar.volume)]
 
 
+def test_a_bar_with_its_amount_travels_as_v2_and_one_without_as_v1():
+    """A-share data has the traded amount: it must reach live strategies as it reaches backtests."""
+    with_amount = Bar("600519.SH", 1262563200000000000, 106.9, 106.9, 105.2, 105.6, 44304.88, 753405.635)
+    raw = encode_bar(with_amount)
+    assert json.loads(raw) == {"v": 2, "ts": 1262563200000000000, "o": 106.9, "h": 106.9, "l": 105.2, "c": 105.6,
+                               "vol": 44304.88, "amt": 753405.635}
+    assert decode_bar("600519.SH", raw) == with_amount
+    without = Bar("X", 5, 10.0, 11.0, 9.0, 10.5, 100.0)
+    assert json.loads(encode_bar(without))["v"] == 1 and "amt" not in json.loads(encode_bar(without))
+    assert decode_bar("X", encode_bar(without)).amount is None
+
+
 def test_tick_payload_optional_fields():
     t = Tick("X", 5, 10.5, 300.0)
     assert encode_tick(t) == b'{"v":1,"ts":5,"p":10.5,"q":300.0}'
@@ -92,8 +104,11 @@ def test_tick_payload_optional_fields():
     (b"not json", "json"),
     (b'{"v":1,"ts":1,"o":NaN}', "json"),
     (b"\xff\xfe", "json"),
-    (payload(v=2), "version"),
+    (payload(v=3), "version"),
     (payload(v=0, extra=1), "version"),
+    (payload(v=2), "schema"),             # v2 requires the amount...
+    (payload(amt=1000.0), "schema"),      # ...which v1 does not know
+    (payload(v=2, amt=-1.0), "value"),
     (payload(v=...), "schema"),
     (payload(v="1"), "schema"),
     (payload(c=...), "schema"),

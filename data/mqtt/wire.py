@@ -26,6 +26,12 @@ Bar, v1 (all fields required)::
     o h l c    float  prices, finite and > 0, with l <= o, c <= h
     vol  float  traded volume, finite and >= 0
 
+Bar, v2: v1 plus ``amt`` (required), the traded value, finite and >= 0; a publisher sends v2 for a
+series that has an amount column (A-share data), so live bars feed the same VWAP feature as a
+backtest does::
+
+    {"v":2,"ts":1262563200000000000,"o":106.9,"h":106.9,"l":105.2,"c":105.6,"vol":44304.88,"amt":753405.6}
+
 Tick, v1 (``v``, ``ts`` and ``p`` required; the others optional)::
 
     {"v":1,"ts":1718680500000000000,"p":11.27,"q":300.0,"b":11.26,"a":11.27,"bq":1200.0,"aq":800.0}
@@ -66,6 +72,7 @@ import msgspec
 from data.schema import Bar, Tick
 
 VERSION: Final = 1
+BAR_V2: Final = 2   # a bar with its traded amount (``amt``); every other payload stays at v1
 PREFIX: Final = "md"
 EOS_LEVEL: Final = "$eos"
 CLOCK_LEVEL: Final = "$clock"
@@ -82,8 +89,8 @@ class PayloadError(ValueError):
         self.detail = detail
 
 
-class BarV1(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """Bar payload, schema v1."""
+class BarV1(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    """Bar payload, schema v1, and v2 = v1 + ``amt`` (required in v2, absent in v1)."""
 
     v: int
     ts: int
@@ -92,6 +99,7 @@ class BarV1(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     l: float  # the wire name of "low"
     c: float
     vol: float
+    amt: float | None = None
 
 
 class TickV1(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
@@ -220,14 +228,17 @@ def interval_name(step_ns: int) -> str:
 
 # ------------------------------------------------------------------------------------------ encode
 
-def encode_bar_values(ts: int, o: float, h: float, lo: float, c: float, vol: float) -> bytes:
-    """A bar payload from plain values (the replay's fast path: no Bar object)."""
+def encode_bar_values(ts: int, o: float, h: float, lo: float, c: float, vol: float,
+                      amount: float | None = None) -> bytes:
+    """A bar payload from plain values (the replay's fast path: no Bar object); v2 when it has an amount."""
+    if amount is not None and amount == amount:
+        return _ENC.encode(BarV1(BAR_V2, ts, o, h, lo, c, vol, amount))
     return _ENC.encode(BarV1(VERSION, ts, o, h, lo, c, vol))
 
 
 def encode_bar(bar: Bar) -> bytes:
-    """The v1 payload of ``bar`` (the symbol travels in the topic)."""
-    return _ENC.encode(BarV1(VERSION, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume))
+    """The payload of ``bar`` (the symbol travels in the topic): v2 when it has an amount, else v1."""
+    return encode_bar_values(bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.amount)
 
 
 def _opt(x: float) -> float | None:
@@ -285,15 +296,21 @@ def decode_bar(symbol: str, payload: bytes) -> Bar:
         m = _BAR_DEC.decode(payload)
     except msgspec.DecodeError as e:
         raise _fail(payload, e) from None
-    if m.v != VERSION:
+    if m.v != VERSION and m.v != BAR_V2:
         raise PayloadError("version", f"unknown schema version {m.v!r}")
+    if (m.amt is None) != (m.v == VERSION):
+        raise PayloadError("schema", "amt is required in a v2 bar and unknown in v1")
     _check_ts(m.ts)
     o, h, lo, c, vol = m.o, m.h, m.l, m.c, m.vol
     if not (math.isfinite(o) and math.isfinite(h) and math.isfinite(lo) and math.isfinite(c) and math.isfinite(vol)):
         raise PayloadError("value", "non-finite number")
     if not (lo > 0 and lo <= h and lo <= o <= h and lo <= c <= h and vol >= 0):  # also catches NaN
         raise PayloadError("value", f"inconsistent bar o={o!r} h={h!r} l={lo!r} c={c!r} vol={vol!r}")
-    return Bar(symbol, m.ts, o, h, lo, c, vol)
+    if m.amt is None:
+        return Bar(symbol, m.ts, o, h, lo, c, vol)
+    if not (math.isfinite(m.amt) and m.amt >= 0):
+        raise PayloadError("value", f"amount must be finite and >= 0, got {m.amt!r}")
+    return Bar(symbol, m.ts, o, h, lo, c, vol, m.amt)
 
 
 def decode_tick(symbol: str, payload: bytes) -> Tick:
