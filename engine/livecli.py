@@ -17,7 +17,9 @@ LIVE_FLAGS = {  # flag -> live.<key>
 
 
 def add_live_parsers(sub: Any, add_run_args: Any) -> None:
-    lv = sub.add_parser("live", help="trade a strategy live: MQTT market data in, FIX 4.4 orders out")
+    lv = sub.add_parser("live", help="trade a strategy live: MQTT market data in, FIX 4.4 orders out",
+                        description="--data files are history: replayed before the session to warm indicators "
+                                    "and strategy state up, every order refused.")
     add_run_args(lv, out_help="write the session's run folder here when it ends", quiet_help="no summary")
     lv.add_argument("--mqtt", metavar="URL", help="market data broker, mqtt://host:port or mqtts://")
     lv.add_argument("--fix", metavar="HOST:PORT", help="the broker's FIX 4.4 acceptor")

@@ -48,7 +48,7 @@ from .journal import Journal, Recovered
 from .live import LiveDriver
 from .metrics import compute_metrics
 from .riskrun import risk_metrics
-from .session import build_risk, build_rules, resolve_strategy
+from .session import build_risk, build_rules, load_inputs, resolve_strategy
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -65,6 +65,7 @@ class LiveStats:
     steps: int = 0
     bars: int = 0
     replayed_bars: int = 0       # journaled bars replayed for warm-up at start
+    history_bars: int = 0        # --data history bars replayed for warm-up before them
     recovered_orders: int = 0
     recovered_fills: int = 0
     open_at_start: int = 0       # recovered orders still working at the broker as far as the journal knows
@@ -74,12 +75,12 @@ class LiveStats:
 
 
 class _WarmUpGate:
-    """Refuses every order while journaled bars are replayed after a restart (they were acted on already)."""
+    """Refuses every order while history or journaled bars are replayed (history is past; journaled bars were acted on)."""
 
     name = "warm_up"
 
     def __call__(self, order: Order, state: Any) -> Any:
-        return reject("warm-up replay after a restart: orders are not sent")
+        return reject("warm-up replay (history or journaled bars): orders are not sent")
 
 
 class LiveRunner:
@@ -144,16 +145,18 @@ class LiveRunner:
         cfg, live = self.cfg, self.live
         orders = {o.id: o for o, _, _ in rec.orders}
         market = None
-        if not rec.fresh:
+        history = self._history(rec.bars[0].ts if rec.bars else None)
+        if history or not rec.fresh:
             warm = LiveDriver(self.strategy, live.symbols, cash=cfg.run.cash, rules=self.rules,
                               risk=RiskPipeline([_WarmUpGate()]), log=self.log)
             self._book(warm.engine, rec, orders)
             warm.start()
-            for bar in rec.bars:
+            for bar in history + rec.bars:
                 warm.feed(bar)
             warm.flush()
             market = warm.market
             self.stats.replayed_bars = len(rec.bars)
+            self.stats.history_bars = len(history)
         self.driver = LiveDriver(self.strategy, live.symbols, cash=cfg.run.cash, rules=self.rules, risk=self.risk,
                                  order_prefix=cfg.run.order_prefix, log=self.log, venue=self.venue, market=market)
         self.engine = engine = self.driver.engine
@@ -167,11 +170,11 @@ class LiveRunner:
             self._restore_risk(rec.risk)
         self.stats.recovered_orders, self.stats.recovered_fills = len(orders), len(rec.fills)
         self.stats.open_at_start = len(self.venue.open_orders())
-        if rec.fresh:
+        if market is None:
             self.driver.start()
         else:
-            self.driver._started = True    # on_start ran in the first process (and in the warm-up)
-        self.last_ts = rec.last_ts
+            self.driver._started = True    # on_start ran in the warm-up (and in the first process)
+        self.last_ts = rec.last_ts if rec.last_ts is not None else (history[-1].ts if history else None)
         self.driver.equity.clear()     # the equity log covers this session's steps
         if not rec.fresh:
             self.log.info("live.recovered", orders=len(orders), open=len(self.venue.open_orders()),
@@ -179,6 +182,23 @@ class LiveRunner:
                           cash=round(engine.portfolio.cash, 6),
                           positions={s: p.qty for s, p in sorted(engine.portfolio.positions.items()) if p.qty})
         return rec
+
+    def _history(self, before: int | None) -> list[Bar]:
+        """Bars of ``--data`` (history files of the traded symbols) before ``before``, in timestamp order.
+
+        They warm indicators and strategy state up like journaled bars do (every order refused), so a
+        fresh session does not start cold; live bars at or before the last of them are dropped.
+        """
+        if not self.cfg.data:
+            return []
+        series, _ = load_inputs(self.cfg)
+        unknown = sorted({s.symbol for s in series} - set(self.live.symbols))
+        if unknown:
+            raise ConfigError(f"--data history for {', '.join(unknown)}: not among live.symbols "
+                              f"({', '.join(self.live.symbols)})")
+        bars = [s.bar(i) for s in series for i in range(len(s)) if before is None or s.ts[i] < before]
+        bars.sort(key=lambda b: (b.ts, b.symbol))
+        return bars
 
     @staticmethod
     def _book(engine: Any, rec: Recovered, orders: dict[str, Order]) -> None:

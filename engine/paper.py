@@ -9,6 +9,7 @@ backtest's. The run folder holds the same files as a backtest's plus the state f
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -191,7 +192,8 @@ def paper(cfg: RunConfig, *, out: Path | None = None, mqtt: str | None = None) -
         cfg.live.mqtt, cfg.live.fix, cfg.live.state = url, f"127.0.0.1:{exchange.fix_port}", str(state)
         cfg.live.symbols = [s.symbol for s in series]
         cfg.live.venue, cfg.live.interval, cfg.live.lockstep = PAPER_VENUE, interval, True
-        result, runner = asyncio.run(_session(cfg, series, log))
+        # the replay is the market here, not history to warm up on: the runner gets no --data
+        result, runner = asyncio.run(_session(dataclasses.replace(cfg, data=[]), series, log))
     finally:
         if exchange is not None:
             exchange.stop()

@@ -5,9 +5,11 @@ import os
 import sqlite3
 import time
 
+import numpy as np
 import pytest
 
 from engine.cli import main
+from engine.config import ConfigError
 from tests import live_procs
 from tests.mosquitto import mosquitto  # noqa: F401  (fixture)
 
@@ -106,3 +108,31 @@ def test_a_drawdown_stop_in_force_survives_a_restart_of_the_runner(tmp_path):
     decision, = second.risk.screen([Order("O9", "A", Side.BUY, 100)], second.engine)
     assert decision.action == "reject" and "drawdown stop" in decision.reason
     second.close()
+
+
+def test_history_files_warm_a_fresh_session_up_without_sending_anything(tmp_path, capsys):
+    """`tradeloop live --data FILE`: indicators start warm; live bars up to the history's end are old news."""
+    from engine.config import DataSpec, RunConfig
+    from engine.liverun import LiveRunner
+    from tests.live_procs import SHARED
+
+    orcl = SHARED / "backtrader" / "orcl-1995-2014.txt"
+    if not orcl.exists():
+        pytest.skip("../shared/data is not beside the checkout")
+
+    def config(symbols: list[str]) -> RunConfig:
+        cfg = RunConfig()
+        cfg.run.strategy, cfg.run.end = "sma_cross", "1996-01-01"
+        cfg.data = [DataSpec(str(orcl), symbol="ORCL")]
+        cfg.live.mqtt, cfg.live.fix = "mqtt://x:1", "127.0.0.1:1"
+        cfg.live.state, cfg.live.symbols = str(tmp_path / f"{symbols[0]}.sqlite"), symbols
+        return cfg
+
+    runner = LiveRunner(config(["ORCL"]))
+    runner.recover()
+    assert runner.stats.history_bars == 252 and runner.driver.market.rows["ORCL"] == 251
+    assert runner.last_ts == int(np.datetime64("1995-12-29", "ns").astype(np.int64))   # later bars are new
+    assert runner.engine.orders == {} and runner.journal.load().orders == []   # crossovers seen, nothing sent
+    runner.close()
+    with pytest.raises(ConfigError, match="ORCL: not among live.symbols"):
+        LiveRunner(config(["MSFT"])).recover()
