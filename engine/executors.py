@@ -199,3 +199,17 @@ def make_executor(name: str = "process", *, workers: int | None = None, address:
     if name == "process":
         return ProcessExecutor(workers)
     return DaskExecutor(address, workers, processes)
+
+
+def run_units(fn: Callable[[Any], Any], items: Sequence[Any], executor: Executor | str, *, label: str,
+              workers: int | None = None, address: str | None = None, progress: bool | None = None) -> list[Result]:
+    """``fn`` over ``items`` on ``executor`` (a name starts one, closed afterwards; an instance is left open)."""
+    from .progress import LazyProgress
+    owned = isinstance(executor, str)
+    ex = make_executor(executor, workers=workers, address=address) if owned else executor
+    try:
+        with LazyProgress(label, enabled=progress) as bar:
+            return ex.map(fn, items, progress=bar)
+    finally:
+        if owned:
+            ex.close()

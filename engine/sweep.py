@@ -45,8 +45,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import ConfigError, RunConfig, parse_value
-from .executors import Executor, Result, make_executor
-from .progress import LazyProgress
+from .executors import Executor, Result, run_units
 
 PERIODS_PER_YEAR = 252  # what engine.session's metrics use
 EULER_GAMMA = 0.5772156649015329
@@ -261,21 +260,15 @@ def run_sweep(cfg: RunConfig, grid: dict[str, list[str]], *, metric: str = "shar
     params = list(grid)
     metric_cols = list(TABLE_METRICS) + ([metric] if metric not in TABLE_METRICS else [])
     t0 = time.perf_counter()
-    owned = isinstance(executor, str)
-    ex = make_executor(executor, workers=workers, address=address) if owned else executor
-    try:
-        with LazyProgress("sweep", enabled=progress) as bar:
-            results = ex.map(run_point, units, progress=bar)
-    finally:
-        if owned:
-            ex.close()
+    results = run_units(run_point, units, executor, label="sweep", workers=workers, address=address,
+                        progress=progress)
     rows = _rows(units, grid, results, metric_cols)
     table = _table(rows)
     ranked = _rank(rows, metric)
     summary: dict[str, Any] = {
         "strategy": cfg.run.strategy, "metric": metric,
         "order": "ascending" if metric in LOWER_IS_BETTER else "descending",
-        "executor": ex.name, "grid": {k: [parse_value(v) for v in vs] for k, vs in grid.items()},
+        "executor": executor if isinstance(executor, str) else executor.name, "grid": {k: [parse_value(v) for v in vs] for k, vs in grid.items()},
         "points": len(rows), "ok": sum(r["status"] == "ok" for r in rows),
         "failed": sum(r["status"] == "error" for r in rows), "seconds": round(time.perf_counter() - t0, 3),
         "best": None,

@@ -55,7 +55,7 @@ import numpy as np
 import structlog
 
 from .config import ConfigError, RunConfig
-from .executors import Executor, Result, call_unit, make_executor
+from .executors import Executor, Result, call_unit, run_units
 from .logs import logs_run_events
 from .progress import LazyProgress
 from .stitch import Span, cut_span, handoff_fills, stitch
@@ -218,14 +218,8 @@ def _timeline(series: list[Any]) -> np.ndarray:
 def train_windows(outcomes: list[WindowOutcome], units: list[dict[str, Any]], executor: Executor | str, *,
                   workers: int | None, address: str | None, progress: bool | None, log: Any) -> None:
     """Step 1: train every window's model on the executor; record each model or error in ``outcomes``."""
-    owned = isinstance(executor, str)
-    ex = make_executor(executor, workers=workers, address=address) if owned else executor
-    try:
-        with LazyProgress("walk-forward: training", enabled=progress) as bar:
-            results = ex.map(train_window, units, progress=bar)
-    finally:
-        if owned:
-            ex.close()
+    results = run_units(train_window, units, executor, label="walk-forward: training", workers=workers,
+                        address=address, progress=progress)
     for o, r in zip(outcomes, results):
         if r.ok:
             o.model, o.training = r.value["model"], r.value["training"]
