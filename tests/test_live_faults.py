@@ -53,6 +53,18 @@ def position(fills: list[Fill]) -> float:
     return sum(f.signed_qty for f in fills)
 
 
+def exchange(tmp: Path, url: str, *, port: int = 0, name: str = "exchange") -> tuple[live_procs.Proc, int]:
+    """The exchange simulator every test here trades against (venue k, daily bars, 0.1% commission)."""
+    return live_procs.exchange(tmp, url, venue="k", interval="1d", extra=("--commission-rate", "0.001"),
+                               port=port, name=name)
+
+
+def paced_replay(tmp: Path, url: str, name: str = "replay") -> live_procs.Proc:
+    """ORCL daily bars at ~40 per second, with no end-of-stream mark (the test ends the session)."""
+    return live_procs.replay(tmp, ["--data", f"{SYMBOL}={ORCL}", "--mqtt", url, "--venue", "k", "--interval", "1d",
+                                   "--speed", PACE, "--no-eos"], name=name)
+
+
 def runner_args(url: str, port: int, tmp: Path, *extra: str) -> list[str]:
     return ["tests.live_strategies:Churn", "--cash", "10000000", "--commission", "0.001", "--mqtt", url,
             "--fix", f"127.0.0.1:{port}", "--state", str(tmp / "live.sqlite"), "--symbols", SYMBOL,
@@ -60,13 +72,11 @@ def runner_args(url: str, port: int, tmp: Path, *extra: str) -> list[str]:
 
 
 def test_a_runner_killed_with_sigkill_recovers_from_its_journal_and_sends_no_order_twice(mosquitto, tmp_path):
-    exch, port = live_procs.exchange(tmp_path, mosquitto.url, venue="k", interval="1d",
-                                     extra=("--commission-rate", "0.001"))
+    exch, port = exchange(tmp_path, mosquitto.url)
     state = tmp_path / "live.sqlite"
     try:
         first = live_procs.live(tmp_path, runner_args(mosquitto.url, port, tmp_path))
-        rep = live_procs.replay(tmp_path, ["--data", f"{SYMBOL}={ORCL}", "--mqtt", mosquitto.url, "--venue", "k",
-                                           "--interval", "1d", "--speed", PACE, "--no-eos"])
+        rep = paced_replay(tmp_path, mosquitto.url)
         wait_until(lambda: len(journal(state)[1]) >= 20, 60, "20 fills before the crash")
 
         def frozen_with_an_order_in_flight() -> bool:
@@ -110,21 +120,18 @@ def test_a_runner_killed_with_sigkill_recovers_from_its_journal_and_sends_no_ord
 
 
 def test_market_data_broker_restart_halts_stale_symbols_then_trading_resumes(mosquitto, tmp_path):
-    exch, port = live_procs.exchange(tmp_path, mosquitto.url, venue="k", interval="1d",
-                                     extra=("--commission-rate", "0.001"))
+    exch, port = exchange(tmp_path, mosquitto.url)
     state = tmp_path / "live.sqlite"
     try:
         runner = live_procs.live(tmp_path, runner_args(mosquitto.url, port, tmp_path, "--stale-after", "0.5"))
-        rep = live_procs.replay(tmp_path, ["--data", f"{SYMBOL}={ORCL}", "--mqtt", mosquitto.url, "--venue", "k",
-                                           "--interval", "1d", "--speed", PACE, "--no-eos"], name="replay1")
+        rep = paced_replay(tmp_path, mosquitto.url, "replay1")
         wait_until(lambda: len(journal(state)[1]) >= 10, 60, "fills before the broker restart")
         rep.kill()
         mosquitto.kill()                                       # the broker goes away; data stops
         time.sleep(1.5)                                        # > stale_after: the symbol is halted
         mosquitto.start()                                      # same port; the runner's feed reconnects
         before = len(journal(state)[1])
-        rep = live_procs.replay(tmp_path, ["--data", f"{SYMBOL}={ORCL}", "--mqtt", mosquitto.url, "--venue", "k",
-                                           "--interval", "1d", "--speed", PACE, "--no-eos"], name="replay2")
+        rep = paced_replay(tmp_path, mosquitto.url, "replay2")
         # the replay starts from the beginning again: old bars are dropped, trading resumes past them
         wait_until(lambda: len(journal(state)[1]) >= before + 10, 90, "fills after the broker restart")
         rep.stop()
@@ -140,18 +147,15 @@ def test_market_data_broker_restart_halts_stale_symbols_then_trading_resumes(mos
 
 
 def test_an_exchange_killed_and_restarted_mid_session_leaves_every_order_with_one_outcome(mosquitto, tmp_path):
-    exch, port = live_procs.exchange(tmp_path, mosquitto.url, venue="k", interval="1d",
-                                     extra=("--commission-rate", "0.001"))
+    exch, port = exchange(tmp_path, mosquitto.url)
     state = tmp_path / "live.sqlite"
     try:
         runner = live_procs.live(tmp_path, runner_args(mosquitto.url, port, tmp_path))
-        rep = live_procs.replay(tmp_path, ["--data", f"{SYMBOL}={ORCL}", "--mqtt", mosquitto.url, "--venue", "k",
-                                           "--interval", "1d", "--speed", PACE, "--no-eos"])
+        rep = paced_replay(tmp_path, mosquitto.url)
         wait_until(lambda: len(journal(state)[1]) >= 20, 60, "fills before the exchange dies")
         exch.kill()                                            # SIGKILL the counterparty mid-session
         time.sleep(0.5)                                        # bars go on; orders queue in the FIX store
-        exch, _ = live_procs.exchange(tmp_path, mosquitto.url, venue="k", interval="1d", port=port,
-                                      extra=("--commission-rate", "0.001"), name="exchange2")
+        exch, _ = exchange(tmp_path, mosquitto.url, port=port, name="exchange2")
         before = len(journal(state)[1])
         wait_until(lambda: len(journal(state)[1]) >= before + 20, 60, "fills after the exchange restarted")
         rep.stop()
