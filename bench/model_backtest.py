@@ -15,7 +15,7 @@ cached between runs; it reports
 Medians of ``--repeat`` runs. Without the model in the registry, ``--train`` trains a short one
 first (1 epoch: throughput does not depend on the weights).
 
-    .venv/bin/python bench/model_backtest.py --runtime onnx-cpu-int8,torch-cpu-bf16 --repeat 3 [--workers 2]
+    .venv/bin/python bench/model_backtest.py --runtime onnx-cpu-int8,torch-cpu-bf16 --repeat 3 [--workers 2] [--no-native]
 """
 from __future__ import annotations
 
@@ -86,9 +86,14 @@ def child(a: argparse.Namespace) -> dict:
         return out
 
     predictor_mod.Predictor.precompute = timed
-    strategy = ModelSignal(model=a.model, registry=a.registry, runtime=a.runtime_one, trade_from=a.trade_from)
+    if a.no_native:  # the comparison run: torch-cpu-bf16 without the AVX-512 kernels
+        from models.runtime import native
+
+        native._loaded = lambda: (None, "--no-native")
+    strategy = ModelSignal(model=a.model, registry=a.registry, runtime=a.runtime_one)
+    trade_from = int(np.datetime64(a.trade_from, "ns").astype(np.int64))
     c0 = time.process_time()
-    result = run_backtest(strategy, series, cash=1_000_000.0)
+    result = run_backtest(strategy, series, cash=1_000_000.0, trade_from=trade_from)
     cpu = time.process_time() - c0
     t_end = time.perf_counter()
     return {"runtime": a.runtime_one, "bars": result.bars, "backtest_s": result.elapsed_s,
@@ -112,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1, help="precompute threads (0: every available core)")
     ap.add_argument("--train", action="store_true", help="train a short model first if --model is missing")
+    ap.add_argument("--no-native", action="store_true", help="torch-cpu-bf16 without its AVX-512 kernels")
     ap.add_argument("--child", dest="runtime_one", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.runtime_one:
@@ -120,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     ensure_model(a)
     load_before = round(os.getloadavg()[0], 2)
     passthrough = [f"--model={a.model}", f"--registry={a.registry}", f"--data={a.data}", f"--workers={a.workers}",
-                   f"--warmup-from={a.warmup_from}", f"--trade-from={a.trade_from}", f"--test-end={a.test_end}"]
+                   f"--warmup-from={a.warmup_from}", f"--trade-from={a.trade_from}", f"--test-end={a.test_end}",
+                   *(["--no-native"] if a.no_native else [])]
     runs: dict[str, list[dict]] = {r: [] for r in a.runtime.split(",")}
     for _ in range(a.repeat):  # runtimes interleaved, so load from other work spreads over all of them
         for rt, done in runs.items():
@@ -132,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = ("bars_per_s", "backtest_s", "precompute_s", "import_s", "load_s", "process_bars_per_s",
             "backtest_cpu_s", "bars_per_cpu_s")
     report = {"model": a.model, "symbols": list(SYMBOLS), "period": [a.warmup_from, a.test_end],
-              "trade_from": a.trade_from, "repeat": a.repeat, "cpu_count": os.cpu_count(),
+              "trade_from": a.trade_from, "repeat": a.repeat, "native_kernels": not a.no_native, "cpu_count": os.cpu_count(),
               "python": platform.python_version(), "load_avg_1m": [load_before, round(os.getloadavg()[0], 2)],
               "runtimes": []}
     for rt, rs in runs.items():
