@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         got = np.concatenate([m.predict(windows[i:i + 512]) for i in range(0, len(windows), 512)])
         entry = {"runtime": name, "device": m.runtime.device, "threads": m.runtime.threads,
                  "chunk": getattr(m.runtime, "chunk", None),
-                 **{k: getattr(m.runtime, k) for k in ("native_bf16", "fused") if hasattr(m.runtime, k)},
+                 **{k: getattr(m.runtime, k) for k in ("native_bf16", "fused", "native") if hasattr(m.runtime, k)},
                  "agreement": {"windows": len(windows), "max_abs_diff": float(np.abs(got - want).max()),
                                "same_class": float((got.argmax(1) == want.argmax(1)).mean())},
                  "batches": []}

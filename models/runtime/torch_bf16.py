@@ -1,11 +1,12 @@
 """torch-cpu-bf16: the network in bfloat16 on the CPU (oneDNN; AMX / AVX-512 BF16 where present).
 
-The Conv1d+Transformer runs as ``bf16_net.BF16ConvTransformer`` (fused oneDNN linears, softmax
-by one exp and one matmul); other networks run under CPU bf16 autocast. On a CPU without native
+The Conv1d+Transformer runs as ``bf16_net.BF16ConvTransformer`` (fused oneDNN linears; attention
+and LayerNorm in the AVX-512 kernels of ``native/`` where they build, ``native = True``); other
+networks run under CPU bf16 autocast. On a CPU without native
 bf16 units torch emulates bf16 (correct, slower than fp32): the runtime still works, says so in
 a warning log, and reports ``native_bf16 = False``. Big batches run in chunks of ``chunk``
-windows (64: the best of 16/32/64 measured on one core; bigger chunks' attention scores leave the
-L2 cache).
+windows: by default 256 with the native kernels and 64 without (the best of 16-1024 measured on
+one core; the torch path's attention scores leave the L2 cache beyond 64 windows).
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ class TorchBF16Runtime:
     name = "torch-cpu-bf16"
     device = "cpu"
 
-    def __init__(self, net: Any, lookback: int, n_features: int, threads: int | None = 1, chunk: int = 64,
-                 fused: bool | None = None) -> None:
+    def __init__(self, net: Any, lookback: int, n_features: int, threads: int | None = 1, chunk: int | None = None,
+                 fused: bool | None = None, native: bool | None = None) -> None:
         import torch
 
         from .bf16_net import bf16_forward
@@ -34,11 +35,11 @@ class TorchBF16Runtime:
             torch.set_num_threads(int(threads))
         self.threads = torch.get_num_threads()
         self._torch = torch
-        self.forward = bf16_forward(net.to("cpu", torch.float32).eval(), fused)
-        self.fused = self.forward.fused
+        self.forward = bf16_forward(net.to("cpu", torch.float32).eval(), fused, native)
+        self.fused, self.native = self.forward.fused, self.forward.native
         self.native_bf16 = native_bf16()
         self.lookback, self.n_features = lookback, n_features
-        self.chunk = max(1, int(chunk))
+        self.chunk = max(1, int(chunk)) if chunk else (256 if self.native else 64)
         if not self.native_bf16:
             structlog.get_logger("tradeloop.models").warning(
                 "bf16_emulated", runtime=self.name,
