@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import json as _json
 import logging
@@ -9,7 +10,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import structlog
 
@@ -42,14 +43,18 @@ def configure(json: bool = False, level: str = "info") -> None:
 
 
 # ------------------------------------------------------------------------ run event file sink
-_SINKS: list = []  # open text files that receive every log event as a JSON line while a run is active
+# The event files of the runs active in this context (thread or task): runs on threads of one
+# process (Dask with processes=False, a caller's own thread pool) each record only their own
+# events. Threads a run starts for its own work get its context through ``models.batching``.
+_SINKS: contextvars.ContextVar[tuple[IO[str], ...]] = contextvars.ContextVar("tradeloop_run_sinks", default=())
 
 
 def _tee(logger: object, method: str, event_dict: dict) -> dict:
-    """structlog processor: copy the event as one JSON line to every active run sink."""
-    if _SINKS:
+    """structlog processor: copy the event as one JSON line to every run sink active in this context."""
+    sinks = _SINKS.get()
+    if sinks:
         line = _json.dumps(event_dict, default=str, ensure_ascii=False) + "\n"
-        for sink in _SINKS:
+        for sink in sinks:
             sink.write(line)
     return event_dict
 
@@ -67,11 +72,11 @@ def run_events() -> Iterator["RunEvents"]:
     """Record every log event emitted inside the block; ``.save(path)`` (inside it) writes them as JSON lines."""
     _ensure_tee()
     events = RunEvents()
-    _SINKS.append(events.buffer)
+    token = _SINKS.set((*_SINKS.get(), events.buffer))
     try:
         yield events
     finally:
-        _SINKS.remove(events.buffer)
+        _SINKS.reset(token)
         events.buffer.close()
 
 

@@ -7,6 +7,7 @@ where two busy threads made p99 latency jump (../shared/DEPENDENCIES.md).
 """
 from __future__ import annotations
 
+import contextvars
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,10 @@ def resolve_workers(workers: int | None) -> int:
 
 
 def run_tasks(fn: Callable[[T], None], tasks: Iterable[T], workers: int | None = 1) -> None:
-    """Call ``fn`` on every task, on ``workers`` threads (inline for one); the first error is raised."""
+    """Call ``fn`` on every task, on ``workers`` threads (inline for one); the first error is raised.
+
+    Each task runs in a copy of the caller's context, so its log events carry the caller's bound
+    context and reach the caller's run event file (``engine.logs``)."""
     n = resolve_workers(workers)
     items = list(tasks)
     if n == 1 or len(items) <= 1:
@@ -41,5 +45,6 @@ def run_tasks(fn: Callable[[T], None], tasks: Iterable[T], workers: int | None =
             fn(t)
         return
     with ThreadPoolExecutor(max_workers=min(n, len(items)), thread_name_prefix="tradeloop-batch") as pool:
-        for _ in pool.map(fn, items):
+        parent = contextvars.copy_context()
+        for _ in pool.map(lambda t: parent.copy().run(fn, t), items):
             pass
