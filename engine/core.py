@@ -123,7 +123,9 @@ class Engine:
         if isinstance(self.market, HistoricalMarket):
             predictor.precompute(self.market.series[s] for s in self.market.symbols)
         self.predictor = predictor
-        self.log.info("predictor_loaded", model=str(predictor.model.active), runtime=runtime)
+        from models.runtime.base import runtime_detail
+        self.log.info("predictor_loaded", model=str(predictor.model.active), runtime=runtime,
+                      **runtime_detail(predictor.model.active.runtime))
 
     def _predict(self, bars: list[Bar]) -> None:
         """Step (4): the predictor's outputs for this timestamp's symbols, as ``ctx.predictions``."""

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .runtime.base import runtime_detail
+
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qbot" / "600519.SH.csv"  # ../shared beside the checkout
 
 
@@ -102,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in a.runtime.split(","):
         m = reg.load(ref, name, threads=a.threads, **({"chunk": a.chunk} if a.chunk else {}))
         got = np.concatenate([m.predict(windows[i:i + 512]) for i in range(0, len(windows), 512)])
-        entry = {"runtime": name, "device": m.runtime.device, "threads": m.runtime.threads,
-                 "chunk": getattr(m.runtime, "chunk", None),
-                 **{k: getattr(m.runtime, k) for k in ("native_bf16", "fused", "native") if hasattr(m.runtime, k)},
+        entry = {"runtime": name, "chunk": None, **runtime_detail(m.runtime),
                  "agreement": {"windows": len(windows), "max_abs_diff": float(np.abs(got - want).max()),
                                "same_class": float((got.argmax(1) == want.argmax(1)).mean())},
                  "batches": []}

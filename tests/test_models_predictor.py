@@ -203,6 +203,22 @@ def test_model_signal_runs_end_to_end_in_a_backtest():
     assert strategy.health_events == []
 
 
+def test_the_run_log_says_which_runtime_path_computed_the_predictions():
+    """bf16 results differ in the last digits between the native kernels and the torch path, so the
+    run's events say which one ran (and whether oneDNN fused the linears)."""
+    from structlog.testing import capture_logs
+
+    from models.runtime.native import load_kernels
+
+    root, ref = trained("tiny")
+    with capture_logs() as logs:
+        run_backtest(ModelSignal(model=ref, registry=root, runtime="torch-cpu-bf16"), three_symbols(), cash=1_000_000)
+    loaded = [e for e in logs if e["event"] == "predictor_loaded"]
+    assert len(loaded) == 1
+    assert loaded[0]["runtime"] == "torch-cpu-bf16" and loaded[0]["device"] == "cpu" and loaded[0]["threads"] == 1
+    assert loaded[0]["native"] is (load_kernels() is not None) and isinstance(loaded[0]["fused"], bool)
+
+
 def test_model_signal_on_every_core_trades_exactly_as_on_one():
     """batch_workers only spreads the backtest's batch inference over threads; it never changes a fill."""
     root, ref = trained("tiny")

@@ -19,6 +19,16 @@ class Runtime(Protocol):
     def predict(self, windows: np.ndarray) -> np.ndarray: ...
 
 
+DETAIL_ATTRS = ("device", "threads", "chunk", "native_bf16", "fused", "native")
+
+
+def runtime_detail(runtime: object) -> dict:
+    """How a runtime instance computes (device, threads, and the fast paths it took where it has a
+    choice: oneDNN fusion, the native kernels): logged with the run, so results that differ in the
+    last bf16 digit between two machines can be traced to the path each one took."""
+    return {k: getattr(runtime, k) for k in DETAIL_ATTRS if hasattr(runtime, k)}
+
+
 def as_windows(windows: np.ndarray, lookback: int, n_features: int) -> np.ndarray:
     """``windows`` as C-contiguous float32 [batch, lookback, n_features], or a ModelError saying why not."""
     a = np.asarray(windows)
