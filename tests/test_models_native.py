@@ -149,3 +149,18 @@ def test_the_runtime_refuses_native_true_where_the_kernels_cannot_run(monkeypatc
     with pytest.raises(RuntimeError, match="native kernels unavailable: this CPU has no AVX-512"):
         bn.BF16ConvTransformer(info.load_net(), native=True)
     assert bn.BF16ConvTransformer(info.load_net()).native is False  # auto: the torch path
+
+
+def test_the_runtime_says_why_it_runs_without_the_native_kernels(monkeypatch):
+    from structlog.testing import capture_logs
+
+    import models.runtime.bf16_net as bn
+
+    root, ref = trained("default")
+    monkeypatch.setattr(bn, "load_kernels", lambda: None)
+    monkeypatch.setattr(native, "_loaded", lambda: (None, "no C compiler (cc) on PATH"))
+    with capture_logs() as logs:
+        m = Registry(root).load(ref, "torch-cpu-bf16")
+    assert m.runtime.native is False and m.runtime.chunk == 64
+    said = [e for e in logs if e["event"] == "native_kernels_unavailable"]
+    assert len(said) == 1 and said[0]["reason"] == "no C compiler (cc) on PATH" and said[0]["log_level"] == "info"

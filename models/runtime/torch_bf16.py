@@ -40,8 +40,14 @@ class TorchBF16Runtime:
         self.native_bf16 = native_bf16()
         self.lookback, self.n_features = lookback, n_features
         self.chunk = max(1, int(chunk)) if chunk else (256 if self.native else 64)
+        log = structlog.get_logger("tradeloop.models")
+        if native is None and not self.native and hasattr(self.forward, "blocks"):  # the rewrite, kernels missing
+            from .native import unavailable_reason
+
+            log.info("native_kernels_unavailable", runtime=self.name, reason=unavailable_reason(),
+                     detail="attention and LayerNorm run on torch ops (about 1.5x slower)")
         if not self.native_bf16:
-            structlog.get_logger("tradeloop.models").warning(
+            log.warning(
                 "bf16_emulated", runtime=self.name,
                 detail="this CPU has no AMX or AVX-512 BF16: bf16 is emulated and slower than torch-cpu fp32")
 
