@@ -50,6 +50,7 @@ class BacktestResult:
     elapsed_s: float
     metrics: dict[str, Any] = field(default_factory=dict)
     risk_events: list[RiskEvent] = field(default_factory=list)
+    models: list[dict[str, Any]] = field(default_factory=list)   # predictor models used (version, runtime)
 
     @property
     def final_value(self) -> float:
@@ -136,7 +137,7 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
     cash_c, equity, gross = rebuild_equity(steps, series, engine.cash_log, engine.qty_log, cash)
     return BacktestResult(names, series[0].tz if series else None, float(cash), steps, cash_c, equity, gross,
                           engine.fills, list(engine.orders.values()), engine.order_events, n,
-                          time.perf_counter() - t0, risk_events=list(risk.events))
+                          time.perf_counter() - t0, risk_events=list(risk.events), models=engine.models)
 
 
 def _drive(engine: Engine, names: list[str], ev_ts: np.ndarray, ev_sym: np.ndarray,

@@ -93,6 +93,7 @@ class Engine:
         self.mark = functools.partial(portfolio.equity, market.price)   # equity now, as one cheap call
         risk.attach(self)
         self.predictor: Any = None   # models.predictor.Predictor once a strategy asks for one
+        self.models: list[dict[str, Any]] = []   # what use_predictor loaded: the run manifest's "models"
         self.step = self._make_step()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -118,14 +119,25 @@ class Engine:
         timestamp for all symbols that got a bar. torch/ONNX Runtime are imported only here.
         """
         from models.predictor import open_predictor
+        from models.runtime.base import runtime_detail
         predictor = open_predictor(registry, model, self.market.symbols, runtime=runtime, backup=backup,
-                                   limits=limits, batch_workers=batch_workers)
+                                   limits=limits, batch_workers=batch_workers, on_switch=self._model_breach)
         if isinstance(self.market, HistoricalMarket):
             predictor.precompute(self.market.series[s] for s in self.market.symbols)
         self.predictor = predictor
-        from models.runtime.base import runtime_detail
-        self.log.info("predictor_loaded", model=str(predictor.model.active), runtime=runtime,
-                      **runtime_detail(predictor.model.active.runtime))
+        active = predictor.model.active
+        detail = runtime_detail(active.runtime)
+        self.models.append({"requested": model, "version": str(active.ref), "backup": backup or None,
+                            "registry": str(registry), "runtime": runtime, "feature_hash": active.spec.hash,
+                            "created_at": active.info.metadata.get("created_at"), **detail})
+        self.log.info("predictor_loaded", model=str(active), runtime=runtime, **detail)
+
+    def _model_breach(self, event: Any) -> None:
+        """The predictor's health monitor saw a limit breached (and switched to the backup, if any):
+        an event of the run's risk audit trail, so it is logged, written and shown in the report."""
+        ts = event.ts if event.ts is not None else self.now
+        self.risk.trail.record(int(ts), "model_health", "switch" if event.to_model else "breach", str(event),
+                               value=float(event.value))
 
     def _predict(self, bars: list[Bar]) -> None:
         """Step (4): the predictor's outputs for this timestamp's symbols, as ``ctx.predictions``."""

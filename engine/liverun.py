@@ -376,7 +376,8 @@ class LiveRunner:
                              cash=np.asarray(eq.cash, dtype=np.float64), equity=equity,
                              gross_exposure=np.asarray(eq.gross, dtype=np.float64),
                              fills=list(e.fills), orders=list(e.orders.values()), order_events=list(e.order_events),
-                             bars=self.stats.bars, elapsed_s=elapsed_s, risk_events=list(self.risk.events))
+                             bars=self.stats.bars, elapsed_s=elapsed_s, risk_events=list(self.risk.events),
+                             models=list(e.models))
         if len(ts):
             res.metrics = compute_metrics(ts, equity, res.start_cash, res.fills, gross_exposure=res.gross_exposure)
             res.metrics.update(risk_metrics(res.risk_events, None))
@@ -416,6 +417,6 @@ async def run_live(cfg: RunConfig, *, out: Path | None = None, stop: asyncio.Eve
         config = cfg.to_dict()
         config["run"].pop("out", None)
         manifest = {"config": config, "mode": "live", "strategy": {"params": runner.strategy.params},
-                    "symbols": result.symbols, "versions": package_versions(), "tz": None}
+                    "symbols": result.symbols, "models": result.models, "versions": package_versions(), "tz": None}
         write_run(Path(out), result, manifest)
     return result, Path(out) if out is not None else None

@@ -202,7 +202,8 @@ def paper(cfg: RunConfig, *, out: Path | None = None, mqtt: str | None = None) -
     config = cfg.to_dict()
     config["run"].pop("out", None)
     manifest = {"config": config, "mode": "paper", "inputs": inputs, "symbols": result.symbols,
-                "strategy": {"params": runner.strategy.params}, "versions": package_versions(), "tz": series[0].tz}
+                "strategy": {"params": runner.strategy.params}, "models": result.models,
+                "versions": package_versions(), "tz": series[0].tz}
     write_run(folder, result, manifest)
     log.info("paper_done", fills=len(result.fills), steps=runner.stats.steps, out=str(folder))
     return result, folder

@@ -252,11 +252,12 @@ class Predictor:
 
 def open_predictor(registry: Any, model: str, symbols: Iterable[str], *, runtime: str = "onnx-cpu",
                    backup: str | None = None, limits: Any = None, threads: int = 1,
-                   batch_workers: int | None = 1) -> Predictor:
+                   batch_workers: int | None = 1, on_switch: Any = None) -> Predictor:
     """A Predictor over registry model ``model`` (``NAME@VERSION``), with a health monitor and backup.
 
     The backup must take the same features (hash) as the primary; outcomes are scored at the
-    primary's label horizon and threshold. ``threads``: intra-op threads of each model call;
+    primary's label horizon and threshold; ``on_switch(HealthEvent)`` hears of every breach (the
+    engine records it in the run). ``threads``: intra-op threads of each model call;
     ``batch_workers``: threads of ``precompute`` (None: every available core). One by default: on
     the shared 2-core machine two gave no speed-up (the other core was busy with other work).
     """
@@ -269,7 +270,7 @@ def open_predictor(registry: Any, model: str, symbols: Iterable[str], *, runtime
     if backup:
         spare = reg.load(backup, runtime, spec=primary.spec, lookback=primary.spec.lookback, threads=threads)
     label = primary.info.metadata.get("label", {})
-    monitor = HealthMonitor(primary, spare, limits or HealthLimits())
+    monitor = HealthMonitor(primary, spare, limits or HealthLimits(), on_switch=on_switch)
     symbols = sorted(symbols)
     ring = None
     if primary.on_device:  # torch-cuda: keep each symbol's feature rows on the GPU too

@@ -219,6 +219,57 @@ def test_the_run_log_says_which_runtime_path_computed_the_predictions():
     assert loaded[0]["native"] is (load_kernels() is not None) and isinstance(loaded[0]["fused"], bool)
 
 
+def test_the_run_manifest_names_the_model_version_that_ran_not_just_latest(tmp_path):
+    """A later version under the same name must not make an old run unexplainable: the manifest
+    records the version ``@latest`` resolved to, its runtime and feature hash."""
+    import json
+
+    from engine.cli import main
+
+    root, ref = trained("tiny")
+    data = qbot("600519.SH")
+    assert main(["backtest", "model_signal", "--data", str(data), "--param", "model=tiny@latest",
+                 "--param", f"registry={root}", "--set", "run.trade_from=2013-01-01", "--quiet",
+                 "--out", str(tmp_path / "r")]) == 0
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    (used,) = manifest["models"]
+    info = Registry(root).info("tiny@latest")
+    assert used["requested"] == "tiny@latest" and used["version"] == ref == str(info.ref)
+    assert used["runtime"] == "onnx-cpu" and used["device"] == "cpu" and used["backup"] is None
+    assert used["feature_hash"] == info.spec.hash and used["created_at"] == info.metadata["created_at"]
+
+
+def test_a_live_health_switch_is_a_risk_event_of_the_run():
+    """The engine records the monitor's switch to the backup in the run's audit trail (logged,
+    written to risk_events.parquet, shown in the report), at the timestamp it happened."""
+    import asyncio
+
+    from structlog.testing import capture_logs
+
+    from engine.live import LiveDriver
+
+    root, ref = trained("tiny")
+    series = three_symbols("2013-01-01", "2013-12-31")
+    strategy = ModelSignal(model=ref, registry=root, backup="tiny@v0002", p99_ms=1e-6)  # every call too slow
+    driver = LiveDriver(strategy, [s.symbol for s in series], cash=1_000_000)
+
+    async def bars():
+        for _, _, i, s in sorted(((s.ts[i], s.symbol, i, s) for s in series for i in range(len(s))),
+                                 key=lambda e: e[:2]):
+            yield s.bar(i)
+
+    with capture_logs() as logs:
+        engine = asyncio.run(driver.run(bars()))
+    switches = [e for e in engine.risk.events if e.check == "model_health"]
+    assert [e.action for e in switches] == ["switch", "breach"]   # to the backup; then no backup left
+    assert f"switched {ref} (onnx-cpu) -> tiny@v0002 (onnx-cpu)" in switches[0].reason
+    assert switches[0].value > 1e-6 and switches[0].ts in {int(t) for s in series for t in s.ts}
+    assert "kept tiny@v0002 (onnx-cpu) (no backup left)" in switches[1].reason
+    logged = [e for e in logs if e["event"] == "risk_event" and e["check"] == "model_health"]
+    assert [e["action"] for e in logged] == ["switch", "breach"]
+    assert engine.models[0]["version"] == ref and engine.models[0]["backup"] == "tiny@v0002"
+
+
 def test_model_signal_on_every_core_trades_exactly_as_on_one():
     """batch_workers only spreads the backtest's batch inference over threads; it never changes a fill."""
     root, ref = trained("tiny")
