@@ -1,5 +1,5 @@
 """tradeloop engine: the event loop, the Strategy API, accounting, runners, metrics and the CLI."""
 from .context import Context
-from .strategy import Param, Strategy
+from .strategy import Param, PredictorSpec, Strategy
 
-__all__ = ["Context", "Param", "Strategy"]
+__all__ = ["Context", "Param", "PredictorSpec", "Strategy"]

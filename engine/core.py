@@ -26,7 +26,7 @@ from risk.pipeline import Decision, RiskPipeline
 from .context import Context
 from .market import HistoricalMarket, Market
 from .portfolio import Portfolio
-from .strategy import Strategy
+from .strategy import PredictorSpec, Strategy
 
 
 class Timers:
@@ -98,6 +98,11 @@ class Engine:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
+        declared = getattr(self.strategy, "predictor", None)
+        if declared is not None:
+            spec = PredictorSpec.of(declared, type(self.strategy).__name__)
+            self.use_predictor(spec.model, registry=spec.registry, runtime=spec.runtime, backup=spec.backup,
+                               batch_workers=spec.batch_workers)
         self.strategy.on_start(self.ctx)
         self._route()
 

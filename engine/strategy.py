@@ -1,11 +1,13 @@
 """The ``Strategy`` base class that strategy authors subclass, and its declared parameters.
 
 A strategy declares parameters as class attributes (``fast = Param(10, "fast SMA period")``),
+and the model it reads, if any (``predictor = "qbot@latest"`` or a :class:`PredictorSpec`),
 overrides the callbacks it needs, and places orders through the context it is handed. It
 never sees event plumbing: the same subclass runs in backtests and live trading.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,6 +62,31 @@ class Param:
         return value
 
 
+@dataclass(frozen=True)
+class PredictorSpec:
+    """The registry model a strategy reads at step (4), its runtime and batch policy.
+
+    Declared on the class (``predictor = PredictorSpec("qbot@latest", runtime="onnx-cpu")``; a
+    plain ``"NAME@VERSION"`` string means the defaults), the engine opens it before ``on_start``.
+    A model chosen by a parameter is opened in ``on_start`` with ``ctx.use_predictor`` instead.
+    """
+
+    model: str
+    registry: str = "runs/models"
+    runtime: str = "onnx-cpu"
+    backup: str | None = None
+    batch_workers: int | None = 1   # threads of a backtest's batch precompute (None: every core)
+
+    @classmethod
+    def of(cls, declared: "str | PredictorSpec", owner: str) -> "PredictorSpec":
+        """A strategy's ``predictor`` attribute as a spec, or a ValueError naming the strategy."""
+        if isinstance(declared, cls):
+            return declared
+        if isinstance(declared, str) and declared:
+            return cls(declared)
+        raise ValueError(f"{owner}.predictor must be 'NAME@VERSION' or a PredictorSpec, got {declared!r}")
+
+
 def builtin_type(value: Any) -> type:
     return type(value) if value is not None else object
 
@@ -71,10 +98,11 @@ class Strategy:
     ``on_fill`` for what the venue did with earlier orders, ``on_timer`` for due timers, then
     ``on_bar`` once per symbol with a new bar (or ``on_bars`` once with all of them, if
     overridden), ``on_tick`` for ticks. ``on_start`` runs before the first event (declare
-    indicators there), ``on_stop`` after the last.
+    indicators there; a declared ``predictor`` is already open), ``on_stop`` after the last.
     """
 
     name: str = ""
+    predictor: "str | PredictorSpec | None" = None   # the model step (4) runs for this strategy, if any
 
     def __init__(self, **params: Any) -> None:
         declared = self.declared_params()

@@ -270,6 +270,48 @@ def test_a_live_health_switch_is_a_risk_event_of_the_run():
     assert engine.models[0]["version"] == ref and engine.models[0]["backup"] == "tiny@v0002"
 
 
+def test_a_strategy_can_declare_its_predictor_on_the_class():
+    """``predictor = PredictorSpec(...)`` (or a bare "NAME@VERSION") is opened before on_start and
+    gives the same probabilities as ctx.use_predictor in on_start."""
+    from engine import PredictorSpec, Strategy
+
+    root, ref = trained("tiny")
+    series = three_symbols("2013-01-01", "2013-06-01")
+
+    class Declared(Strategy):
+        predictor = PredictorSpec(ref, registry=root, runtime="onnx-cpu")
+
+        def on_start(self, ctx):
+            self.open_at_start = ctx._engine.predictor is not None
+            self.seen = []
+
+        def on_bars(self, ctx, bars):
+            self.seen += sorted((ctx.now, s, float(p[1])) for s, p in ctx.predictions.items())
+
+    class InOnStart(Declared):
+        predictor = None
+
+        def on_start(self, ctx):
+            super().on_start(ctx)
+            ctx.use_predictor(ref, registry=root, runtime="onnx-cpu")
+
+    declared, explicit = Declared(), InOnStart()
+    run_backtest(declared, series)
+    run_backtest(explicit, series)
+    assert declared.open_at_start and not explicit.open_at_start
+    assert declared.seen and declared.seen == explicit.seen
+
+
+def test_a_bad_predictor_declaration_names_the_strategy():
+    from engine import Strategy
+
+    class Wrong(Strategy):
+        predictor = 42
+
+    with pytest.raises(ValueError, match="Wrong.predictor must be 'NAME@VERSION' or a PredictorSpec, got 42"):
+        run_backtest(Wrong(), three_symbols()[:1])
+
+
 def test_model_signal_on_every_core_trades_exactly_as_on_one():
     """batch_workers only spreads the backtest's batch inference over threads; it never changes a fill."""
     root, ref = trained("tiny")
