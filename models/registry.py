@@ -7,6 +7,7 @@ A version folder holds::
     model.onnx        fp32 ONNX export (onnx-cpu)           model.int8.onnx  its dynamic int8 twin
     features.json     the feature spec (and its hash)       train_config.json  how it was trained
     metadata.json     input shape, label, training window, data file hashes, metrics, created-at
+    engines/          TensorRT engines (and INT8 calibration tables) built for this version, per GPU
 
 ``NAME@VERSION``, ``NAME@latest`` and ``NAME`` (= latest) resolve. ``load`` checks that the
 stored model fits what the caller will feed it (feature spec hash, lookback, input width) and
@@ -330,6 +331,10 @@ class Registry:
         problems = self.check(info, runtime, spec, lookback, n_features)
         if problems:
             raise CompatibilityError(f"model {info.ref} cannot be loaded: " + "; ".join(problems))
+        if runtime == "tensorrt" and options.get("precision") == "int8":
+            from .calibration import training_windows
+
+            options.setdefault("calibration", lambda: training_windows(info))
         rt = open_runtime(runtime, lookback=info.lookback, n_features=info.n_features, folder=info.path,
                           net=info.load_net, threads=threads, **options)
         return LoadedModel(info, rt)

@@ -8,7 +8,8 @@ torch-cpu-bf16  bfloat16 through oneDNN (AMX / AVX-512 BF16 where the CPU has th
 onnx-cpu        ONNX Runtime fp32, 1 intra-op thread                                  onnxruntime
 onnx-cpu-int8   ONNX Runtime, MatMul/Gemm weights dynamically quantized to int8       onnxruntime
 torch-cuda      fp16/bf16 on the GPU, CUDA-graph replay per batch bucket              CUDA torch
-tensorrt        TensorRT engine from the ONNX export, fp16                            tensorrt, CUDA
+tensorrt        TensorRT engine from the ONNX export, fp16 or int8 (calibrated on the   tensorrt, CUDA
+                training windows), serialized into the version's ``engines/``
 ==============  ====================================================================  ==========
 
 Dynamic int8 quantizes each MatMul input with one range per call, so an int8 window's logits
@@ -73,6 +74,7 @@ def open_runtime(name: str, *, lookback: int, n_features: int, folder: str | Pat
         from .tensorrt import TensorRTRuntime, import_tensorrt
 
         import_tensorrt()  # a clear error before anything else is built
+        options.setdefault("engines", Path(folder) / "engines" if folder is not None else None)
         return TensorRTRuntime(net(), lookback, n_features, **options)
     if name == "torch-cuda":
         from .torch_cuda import TorchCUDARuntime
