@@ -139,6 +139,20 @@ def test_the_library_is_built_once_into_the_cache_and_reused(monkeypatch, tmp_pa
     assert second.path == first.path and second.path.stat().st_mtime_ns == mtime
 
 
+@needs_kernels
+def test_a_damaged_cached_library_is_built_again(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    damaged = native.cache_dir() / f"kernels-{native._build_key(native._compiler())}.so"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"not a shared library")  # what a full disk or a killed copy leaves
+    again, why = native._load()
+    assert why is None and again.path == damaged and damaged.stat().st_size > 1000
+    out = torch.empty(1, 16, dtype=BF16)
+    x = torch.ones(1, 16, dtype=BF16)
+    w = torch.ones(16)
+    assert again.layer_norm_bf16(x.data_ptr(), w.data_ptr(), w.data_ptr(), out.data_ptr(), 1, 16, 1e-5)
+
+
 def test_the_runtime_refuses_native_true_where_the_kernels_cannot_run(monkeypatch):
     import models.runtime.bf16_net as bn
 

@@ -81,7 +81,11 @@ def _load() -> tuple[NativeKernels | None, str | None]:
         path = cache_dir() / f"kernels-{_build_key(cc)}.so"
         if not path.exists():
             _build(cc, path)
-        lib = ctypes.CDLL(str(path))
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError:  # a damaged cached build (disk full, killed copy): build it again, once
+            _build(cc, path)
+            lib = ctypes.CDLL(str(path))
     except (OSError, subprocess.SubprocessError) as e:
         return None, f"could not build or load {SOURCE.name}: {e}"
     if not lib.tl_available():
