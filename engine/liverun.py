@@ -191,7 +191,7 @@ class LiveRunner:
         """
         if not self.cfg.data:
             return []
-        series, _ = load_inputs(self.cfg)
+        series, _ = load_inputs(self.cfg, hashes=False)
         unknown = sorted({s.symbol for s in series} - set(self.live.symbols))
         if unknown:
             raise ConfigError(f"--data history for {', '.join(unknown)}: not among live.symbols "

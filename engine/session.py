@@ -75,8 +75,11 @@ def _import(name: str):
         raise ConfigError(f"strategy module {name!r} not found") from None
 
 
-def load_inputs(cfg: RunConfig) -> tuple[list[BarSeries], list[dict[str, Any]]]:
+def load_inputs(cfg: RunConfig, *, hashes: bool = True) -> tuple[list[BarSeries], list[dict[str, Any]]]:
     """Every input of the run as a BarSeries, plus its manifest entry (path, sha256, rows).
+
+    ``hashes=False`` leaves the sha256 out, for runs that write no manifest (sweep points): hashing
+    a large file costs about as much as parsing it.
 
     Files are parsed and hashed in a thread pool (polars and hashlib release the GIL); the
     result does not depend on the order the threads finish in, and the first failing input
@@ -109,9 +112,9 @@ def load_inputs(cfg: RunConfig) -> tuple[list[BarSeries], list[dict[str, Any]]]:
 
     workers = min(len(cfg.data), os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        hashes = [None if catalog is not None else pool.submit(file_sha256, spec.path) for spec in cfg.data]
+        digests = [pool.submit(file_sha256, spec.path) if hashes and catalog is None else None for spec in cfg.data]
         loaded = list(pool.map(one, cfg.data))
-    for (_, entry), h in zip(loaded, hashes):
+    for (_, entry), h in zip(loaded, digests):
         if h is not None:
             entry["sha256"] = h.result()
     return [s for s, _ in loaded], [e for _, e in loaded]
@@ -173,7 +176,7 @@ def backtest(cfg: RunConfig, *, out: Path | None = None, write: bool = True,
         strategy = cls(**cfg.params)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    series, inputs = load_inputs(cfg)
+    series, inputs = load_inputs(cfg, hashes=write)
     bench = (load_benchmark(cfg.run.benchmark, on_bad=cfg.run.on_bad, span=span_of(series))
              if cfg.run.benchmark else None)
     rules = build_rules(cfg)

@@ -169,7 +169,7 @@ def train_window(unit: dict[str, Any]) -> dict[str, Any]:
     from .session import load_inputs
     cfg = RunConfig.from_dict(unit["config"], f"walk-forward window {unit['window']['index'] + 1}")
     w = Window.from_dict(unit["window"])
-    series, _ = load_inputs(cfg)
+    series, _ = load_inputs(cfg, hashes=False)
     cut = [s for s in (s.between(w.train_start, w.train_end) for s in series) if len(s)]
     if not cut:
         raise ValueError(f"no bars in the training span {iso(w.train_start)} .. {iso(w.train_end)}")

@@ -175,3 +175,19 @@ def test_cli_sweep(shared_data, tmp_path, capsys):
     assert "--grid 'fast:5,10'" in capsys.readouterr().err
     assert main(["sweep", "sma_cross", "--data", data, "--grid", "fast=5", "--metric", "sharp"]) == 2
     assert "--metric 'sharp'" in capsys.readouterr().err
+
+
+def test_a_sweep_point_writes_nothing_and_does_not_hash_its_inputs(shared_data, monkeypatch, tmp_path):
+    """sha256 is for a written run's manifest; a sweep point (write=False) skips it."""
+    import engine.session as session
+
+    hashed: list[str] = []
+    real = session.file_sha256
+    monkeypatch.setattr(session, "file_sha256", lambda p: hashed.append(str(p)) or real(p))
+    point, _ = session.backtest(_cfg(shared_data), write=False, progress=False)
+    assert hashed == []
+    written, folder = session.backtest(_cfg(shared_data), out=tmp_path / "run", progress=False)
+    path = _cfg(shared_data).data[0].path
+    assert hashed == [path]
+    assert json.loads((folder / "manifest.json").read_text())["inputs"][0]["sha256"] == real(path)
+    assert point.fills == written.fills
