@@ -65,6 +65,21 @@ def test_attention_with_every_score_far_below_zero_averages_the_values():
 
 
 @needs_kernels
+def test_attention_keeps_nan_in_the_rows_it_reaches():
+    """A NaN query poisons its own rows and nothing else; a NaN key or value every row of its head."""
+    qkv = torch.randn(1, 32, 3, 2, 8)
+    qkv[0, 5, 0, 1, 3] = float("nan")       # query of token 5, head 1
+    ok, got = native_attention(qkv.to(BF16))
+    nan = torch.isnan(got.float())[0]
+    assert ok and nan[5, 8:].all() and nan.sum() == 8
+    qkv[0, 5, 0, 1, 3] = 0.0
+    qkv[0, 9, 2, 0, 0] = float("nan")       # value of token 9, head 0
+    ok, got = native_attention(qkv.to(BF16))
+    nan = torch.isnan(got.float())[0]
+    assert nan[:, 0].all() and not nan[:, 1:].any()
+
+
+@needs_kernels
 def test_attention_refuses_a_head_width_it_was_not_written_for():
     ok, got = native_attention(torch.randn(1, 8, 3, 4, 4).to(BF16))
     assert not ok and torch.isnan(got.float()).all()  # nothing written

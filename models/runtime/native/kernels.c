@@ -21,7 +21,8 @@
 
 int tl_available(void) { return 1; }
 
-static inline __m512 exp_neg(__m512 x) {  /* exp(x) for finite x <= 0: 2^n * p(f), rel. error < 3e-6 */
+static inline __m512 exp_neg(__m512 x) {  /* exp(x) for x <= 0: 2^n * p(f), rel. error < 3e-6; NaN stays NaN */
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);  /* exp(-104) is 0 in fp32; -inf -> 0; NaN (2nd operand) kept */
     const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
     const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 f = _mm512_sub_ps(t, n);  /* in [-0.5, 0.5] */
