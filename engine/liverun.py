@@ -34,12 +34,13 @@ from brokers.fix.client import FixBroker
 from brokers.fix.secrets import SecretError, load_password
 from brokers.fix.session import SessionConfig
 from brokers.fix.store import SQLiteSequenceStore
-from brokers.orders import Order, OrderStatus
+from brokers.orders import Order, OrderStatus, Side
 from brokers.remote import RemoteVenue
 from data.mqtt import Ack, Clock, MqttFeed
 from data.mqtt.conn import Credentials, TlsConfig
 from data.schema import Bar, Tick
 from risk.pipeline import RiskPipeline, reject
+from risk.review import QueueReviewer
 from risk.stale import StaleGuard
 
 from .backtest import BacktestResult
@@ -168,6 +169,7 @@ class LiveRunner:
         self.venue.restore(list(orders.values()))
         if rec.risk:
             self._restore_risk(rec.risk)
+        self._cancel_orphaned_reviews(rec.last_ts or 0)
         self.stats.recovered_orders, self.stats.recovered_fills = len(orders), len(rec.fills)
         self.stats.open_at_start = len(self.venue.open_orders())
         if market is None:
@@ -182,6 +184,19 @@ class LiveRunner:
                           cash=round(engine.portfolio.cash, 6),
                           positions={s: p.qty for s, p in sorted(engine.portfolio.positions.items()) if p.qty})
         return rec
+
+    def _cancel_orphaned_reviews(self, ts: int) -> None:
+        """Reviews a previous process left unfinished: its held orders lived only in that process (held
+        orders are never sent, so never journaled), so no answer can place them now. Each is cancelled
+        in the state file (a late ``tradeloop review approve`` then says so) and recorded as a risk event."""
+        reviewer = getattr(self.risk.review, "reviewer", None)
+        if not isinstance(reviewer, QueueReviewer):
+            return
+        why = "the live runner restarted before acting on it; the held order was not placed"
+        for row in reviewer.store.cancel_unfinished(why):
+            order = Order(row["order_id"], row["symbol"], Side[row["side"]], row["qty"])
+            was = row["status"] if row["status"] == "pending" else f"{row['status']} by {row['answered_by']}"
+            self.risk.record(ts, "review", "cancel", f"{why} (was {was})", order=order)
 
     def _history(self, before: int | None) -> list[Bar]:
         """Bars of ``--data`` (history files of the traded symbols) before ``before``, in timestamp order.

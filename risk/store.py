@@ -104,6 +104,17 @@ class ControlStore:
         self.db.execute("UPDATE reviews SET status = 'cancelled', consumed = 1, answered_at = ?"
                         " WHERE order_id = ? AND status = 'pending'", (_wall(), order_id))
 
+    def cancel_unfinished(self, why: str) -> list[dict[str, Any]]:
+        """Cancel every review the engine has not acted on (pending, or answered but not consumed),
+        noting ``why`` and what it was; returns those rows as they were."""
+        rows = [dict(r) for r in self.db.execute(
+            "SELECT * FROM reviews WHERE consumed = 0 ORDER BY held_ts, order_id").fetchall()]
+        for r in rows:
+            was = "pending" if r["status"] == "pending" else f"{r['status']} by {r['answered_by'] or 'operator'}"
+            self.db.execute("UPDATE reviews SET status = 'cancelled', consumed = 1, note = ?, answered_at = ?"
+                            " WHERE order_id = ? AND consumed = 0", (f"{why} (was {was})", _wall(), r["order_id"]))
+        return rows
+
     # -- reviews: the person's side ---------------------------------------------------------
     def reviews(self, *, pending_only: bool = True) -> list[dict[str, Any]]:
         where = " WHERE status = 'pending'" if pending_only else ""

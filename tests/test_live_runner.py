@@ -136,3 +136,50 @@ def test_history_files_warm_a_fresh_session_up_without_sending_anything(tmp_path
     runner.close()
     with pytest.raises(ConfigError, match="ORCL: not among live.symbols"):
         LiveRunner(config(["MSFT"])).recover()
+
+
+def test_reviews_a_previous_runner_left_unfinished_are_cancelled_on_restart_and_say_so(tmp_path, capsys):
+    """Held orders live only in the process that held them (never sent, never journaled). After a
+    restart an approval could place nothing, so every unfinished review (pending, or answered while
+    the runner was down) is cancelled, recorded as a risk event, and a late answer is refused."""
+    import sqlite3
+
+    from brokers.orders import Order, OrderType, Side
+    from engine.cli import main
+    from engine.config import RunConfig
+    from engine.liverun import LiveRunner
+
+    state = tmp_path / "s.sqlite"
+
+    def runner() -> LiveRunner:
+        cfg = RunConfig()
+        cfg.run.strategy = "sma_cross"
+        cfg.override("risk.review.notional=10000")
+        cfg.override("risk.review.timeout=3600")
+        cfg.live.mqtt, cfg.live.fix, cfg.live.state = "mqtt://x:1", "127.0.0.1:1", str(state)
+        cfg.live.symbols = ["A"]
+        r = LiveRunner(cfg)
+        r.recover()
+        return r
+
+    first = runner()
+    held = [Order("O1", "A", Side.BUY, 1000, OrderType.LIMIT, limit_price=50.0),
+            Order("O2", "A", Side.BUY, 300, OrderType.LIMIT, limit_price=50.0)]
+    assert [d.action for d in first.risk.screen(held, first.engine)] == ["hold", "hold"]
+    first.close()
+    assert main(["review", "approve", "O1", "--state", str(state), "--by", "alice"]) == 0   # while it is down
+
+    second = runner()
+    cancels = [e for e in second.risk.events if e.check == "review" and e.action == "cancel"]
+    assert [e.order_id for e in cancels] == ["O1", "O2"]
+    assert all("restarted before acting on it; the held order was not placed" in e.reason for e in cancels)
+    assert cancels[0].reason.endswith("(was approved by alice)") and cancels[1].reason.endswith("(was pending)")
+    rows = dict(sqlite3.connect(state).execute("SELECT order_id, status FROM reviews").fetchall())
+    assert set(rows.values()) == {"cancelled"}
+    capsys.readouterr()
+    assert main(["review", "approve", "O1", "--state", str(state)]) == 2
+    assert "no longer pending: it was cancelled" in capsys.readouterr().err
+    second.close()
+    third = runner()   # nothing left to cancel
+    assert not [e for e in third.risk.events if e.check == "review"]
+    third.close()
