@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from brokers.orders import Order, OrderType, Side
 
-from .pipeline import BatchState, Verdict, reference_price
+from .pipeline import BatchState, Verdict, reference_price, unpriced
 
 NS_PER_SECOND = 1_000_000_000
 
@@ -96,6 +96,8 @@ class GrossExposureCheck:
         p = state.projected(order.symbol)
         if not _increases(p, order.signed_qty):
             return None
+        if price != price:
+            return unpriced(order, price)
         gross = 0.0
         for sym in sorted(set(acct.exposures()) | set(state.positions)):
             if sym != order.symbol:

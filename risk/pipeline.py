@@ -148,6 +148,15 @@ def reference_price(order: Order, state: BatchState) -> float:
     return order.created_price if order.created_price == order.created_price else state.account.price(order.symbol)
 
 
+def unpriced(order: Order, price: float) -> Verdict | None:
+    """Fail closed: an order with no price to check it against (no bar of its symbol yet, no limit
+    or stop price) is refused rather than waved through by comparisons with NaN."""
+    if price == price:
+        return None
+    return Verdict("reject", f"no price for {order.symbol} yet (no bar, no limit or stop price): "
+                             "its cost cannot be checked")
+
+
 @dataclass(frozen=True)
 class CashCheck:
     """Refuse a buy that, with the buys before it in the batch, would spend more cash than there is."""
@@ -157,6 +166,8 @@ class CashCheck:
 
     def __call__(self, order: Order, state: BatchState) -> Verdict | None:
         price = reference_price(order, state)
+        if price != price:  # no price yet: a buy is refused; a sell adds nothing the batch may spend
+            return unpriced(order, price) if order.side is Side.BUY else None
         fee = self.commission(order.symbol, order.side, order.qty, price)
         if order.side is Side.SELL:
             state.cash += order.qty * price - fee

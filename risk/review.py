@@ -48,6 +48,8 @@ class ReviewGate:
 
     def __call__(self, order: Order, state: BatchState) -> Verdict | None:
         value = order.qty * reference_price(order, state)
+        if value != value:  # no price to size it by: a person decides (fail closed)
+            return Verdict("hold", f"notional unknown: no price for {order.symbol} yet")
         if value >= self.notional:
             return Verdict("hold", f"notional {value:,.2f} is at or above the review threshold {self.notional:,.2f}")
         return None

@@ -107,3 +107,37 @@ def test_bad_limits_are_clear_errors(setting, message):
         return
     with pytest.raises(ConfigError, match=message):
         run({}, setting)
+
+
+def test_an_order_with_no_price_yet_is_refused_not_waved_through():
+    """A market buy of a symbol that has had no bar cannot be sized: comparisons with NaN used to
+    pass it (and leave NaN cash for the rest of the batch). It is refused by the cash check and the
+    gross-exposure check, held by the review gate; a limit order is priced by its limit."""
+    from data.schema import NS_PER_DAY
+
+    from .helpers import DAY0
+
+    late = series("Y", [(100.0, 100.0, 100.0, 100.0, 1e6)] * 3, start=DAY0 + 2 * NS_PER_DAY)   # Y trades from day 3
+
+    def run_xy(script, *settings):
+        cfg = RunConfig()
+        for item in settings:
+            cfg.override(item)
+        rules = build_rules(cfg)
+        risk = build_risk(cfg, rules)
+        return run_backtest(Scripted(script), [series("X", [FLAT] * 5), late], cash=100_000.0, rules=rules,
+                            risk=risk), risk
+
+    early = {0: lambda c: (c.buy("Y", 10), c.buy("X", 100), c.buy("Y", 10, limit=100.0))}
+    res, risk = run_xy(early)
+    assert statuses(res) == [R, F, F]
+    assert res.orders[0].reason == ("cash: no price for Y yet (no bar, no limit or stop price): "
+                                    "its cost cannot be checked")
+    assert [(e.check, e.action, e.order_id) for e in risk.events] == [("cash", "reject", res.orders[0].id)]
+    res, _ = run_xy(early, "risk.max_gross=1000000")
+    assert res.orders[0].reason.startswith("max_gross: no price for Y yet")
+    res, risk = run_xy({0: lambda c: c.sell("Y", 1)}, "run.allow_short=true", "risk.review.notional=1000000",
+                       "risk.review.policy=reject")                      # a short sell reaches the gate
+    assert [(e.check, e.action, e.reason) for e in risk.events][0] == \
+        ("review", "hold", "notional unknown: no price for Y yet")
+    assert statuses(res) == [R]
