@@ -128,6 +128,8 @@ class Context:
         price = self.price(symbol)
         if not price or math.isnan(price):
             raise ValueError(f"order_target_value({symbol!r}): no price yet")
+        if not math.isfinite(value):
+            raise ValueError(f"order_target_value({symbol!r}): the value must be a finite number, got {value!r}")
         target = math.floor(abs(value) / price) * (1 if value >= 0 else -1)
         lot = self._engine.lot_size
         if lot > 0:

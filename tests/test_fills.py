@@ -172,3 +172,13 @@ def test_order_validation_names_the_problem():
         run([FLAT, FLAT], {0: lambda c: c.buy("Y", 1)})
     with pytest.raises(ValueError, match="limit price"):
         run([FLAT, FLAT], {0: lambda c: c.buy("X", 1, limit=-1.0)})
+    with pytest.raises(ValueError, match=r"order_target_value\('X'\): the value must be a finite number, got nan"):
+        run([FLAT, FLAT], {0: lambda c: c.order_target_percent("X", float("nan"))})
+
+
+def test_sizing_by_value_needs_a_price():
+    from .helpers import DAY0
+
+    late = series("Y", [FLAT] * 2, start=DAY0 + NS_PER_DAY)
+    with pytest.raises(ValueError, match=r"order_target_value\('Y'\): no price yet"):
+        run_backtest(Scripted({0: lambda c: c.order_target_value("Y", 1000.0)}), [series("X", [FLAT] * 2), late])
