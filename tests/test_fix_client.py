@@ -210,6 +210,23 @@ def test_a_replayed_execution_report_is_applied_once():
     assert broker.events.qsize() == 2  # one Fill, one FILLED
 
 
+def test_a_fill_beyond_the_order_quantity_is_booked_and_logged_as_an_error():
+    """The venue's word on what traded is booked (positions must match the venue), and an operator
+    is told at once: an overfill means the venue and this side disagree about the order."""
+    from structlog.testing import capture_logs
+
+    broker = FixBroker(SessionConfig("TRADER", "EXCH"), HOST, 1)
+    o = order("O1")
+    broker.orders["O1"], broker._root["O1"], broker._current["O1"] = o, "O1", "O1"
+    fields = [(37, "X1"), (11, "O1"), (17, "E9"), (150, "F"), (39, "2"), (55, "X"), (54, "1"), (38, 10.0),
+              (32, 12.0), (31, 11.0), (151, 0.0), (14, 12.0), (6, 11.0)]
+    with capture_logs() as logs:
+        broker.on_message(broker.session, decode(encode(MsgType.ExecutionReport, "EXCH", "TRADER", 5, fields)))
+    assert [f.qty for f in broker.fills] == [12.0] and o.filled_qty == 12.0
+    (err,) = [e for e in logs if e["event"] == "fix.overfill"]
+    assert err["log_level"] == "error" and (err["order_qty"], err["cum_qty"]) == (10.0, 12.0)
+
+
 # ---------------------------------------------------------------------------------- connections
 def test_the_adapter_keeps_retrying_with_backoff_until_the_venue_is_up():
     async def scenario():

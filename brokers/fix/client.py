@@ -249,6 +249,9 @@ class FixBroker:
         if exec_type == ExecType.TRADE:
             if order.status.is_final:
                 self.log.error("fix.fill_after_final_status", order_id=root, exec_id=msg[Tag.ExecID])
+            if float(msg[Tag.CumQty]) > order.qty + 1e-9:  # booked all the same: the venue says it traded
+                self.log.error("fix.overfill", order_id=root, exec_id=exec_id, order_qty=order.qty,
+                               cum_qty=float(msg[Tag.CumQty]))
             fill = Fill(root, ts, order.symbol, order.side, float(msg[Tag.LastQty]), float(msg[Tag.LastPx]),
                         msg.float(Tag.Commission, 0.0) or 0.0)
             order.filled_qty = float(msg[Tag.CumQty])
