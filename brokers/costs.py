@@ -1,19 +1,23 @@
 """Commission and slippage models for the simulated venue.
 
-Commission models are called once per fill with the fill's symbol, side, quantity and price
-and return the fee in account currency. Slippage models move a fill price against the trader.
+Commission models are called once per fill with the fill's symbol, side, quantity, price and
+timestamp (int64 ns; None where no date applies) and return the fee in account currency.
+Slippage models move a fill price against the trader.
 Both are small frozen dataclasses so a run's configuration can be written to its manifest.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import asdict, dataclass
 from typing import Protocol
+
+import numpy as np
 
 from .orders import Side
 
 
 class CommissionModel(Protocol):
-    def __call__(self, symbol: str, side: Side, qty: float, price: float) -> float: ...
+    def __call__(self, symbol: str, side: Side, qty: float, price: float, ts: int | None = None) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +27,7 @@ class PercentCommission:
     rate: float = 0.0
     minimum: float = 0.0
 
-    def __call__(self, symbol: str, side: Side, qty: float, price: float) -> float:
+    def __call__(self, symbol: str, side: Side, qty: float, price: float, ts: int | None = None) -> float:
         fee = self.rate * abs(qty) * price
         return fee if fee >= self.minimum else self.minimum
 
@@ -35,7 +39,7 @@ class PerShareCommission:
     per_share: float = 0.0
     minimum: float = 0.0
 
-    def __call__(self, symbol: str, side: Side, qty: float, price: float) -> float:
+    def __call__(self, symbol: str, side: Side, qty: float, price: float, ts: int | None = None) -> float:
         fee = self.per_share * abs(qty)
         return fee if fee >= self.minimum else self.minimum
 
@@ -43,25 +47,55 @@ class PerShareCommission:
 @dataclass(frozen=True, slots=True)
 class AShareCommission:
     """China A-share fees: broker commission (``rate``, at least ``minimum`` per fill), stamp duty
-    on sells and the exchange transfer fee on both sides, all as fractions of the traded notional.
+    and the exchange transfer fee on both sides, all as fractions of the traded notional.
 
-    Defaults: 0.025% with a 5 CNY minimum, 0.05% stamp duty (since 2023-08-28), 0.001% transfer fee.
+    Stamp duty follows the official schedule by the fill's date (:data:`CN_STAMP_DUTY`: 0.1% on
+    both sides from 2008-04-24, on sells only from 2008-09-19, 0.05% on sells from 2023-08-28, ...),
+    so a backtest of 2015 pays what 2015 paid; a number for ``stamp_duty`` fixes the rate on sells
+    for every date. Defaults: 0.025% with a 5 CNY minimum, 0.001% transfer fee (today's; it was
+    charged differently before 2015-08-01 and is not dated here).
     """
 
     rate: float = 0.00025
     minimum: float = 5.0
-    stamp_duty: float = 0.0005
+    stamp_duty: float | None = None
     transfer_fee: float = 0.00001
 
-    def __call__(self, symbol: str, side: Side, qty: float, price: float) -> float:
+    def __call__(self, symbol: str, side: Side, qty: float, price: float, ts: int | None = None) -> float:
         notional = abs(qty) * price
         fee = self.rate * notional
         if fee < self.minimum:
             fee = self.minimum
         fee += self.transfer_fee * notional
-        if side is Side.SELL:
-            fee += self.stamp_duty * notional
+        if self.stamp_duty is not None:
+            rate, sells_only = self.stamp_duty, True
+        else:
+            rate, sells_only = cn_stamp_duty(ts)
+        if side is Side.SELL or not sells_only:
+            fee += rate * notional
         return fee
+
+
+# (from date, rate, sells only): China A-share stamp duty since 1997; a date before the first row
+# takes the first row's rate. Dates are compared with the fill's timestamp at UTC midnight, which
+# is before the session opens in Shanghai (09:30 = 01:30 UTC), so a date's fills get its rate.
+CN_STAMP_DUTY = (
+    ("1997-05-12", 0.005, False),
+    ("1998-06-12", 0.004, False),
+    ("2001-11-16", 0.002, False),
+    ("2005-01-24", 0.001, False),
+    ("2007-05-30", 0.003, False),
+    ("2008-04-24", 0.001, False),
+    ("2008-09-19", 0.001, True),
+    ("2023-08-28", 0.0005, True),
+)
+_CN_STAMP_FROM = [int(np.datetime64(d, "ns").astype(np.int64)) for d, _, _ in CN_STAMP_DUTY]
+
+
+def cn_stamp_duty(ts: int | None) -> tuple[float, bool]:
+    """(rate, sells only) of A-share stamp duty on the date of ``ts``; today's without a date."""
+    i = len(CN_STAMP_DUTY) - 1 if ts is None else max(bisect_right(_CN_STAMP_FROM, ts) - 1, 0)
+    return CN_STAMP_DUTY[i][1], CN_STAMP_DUTY[i][2]
 
 
 class SlippageModel(Protocol):

@@ -166,7 +166,7 @@ class SimulatedVenue:
             price = min(max(rules.slippage(side, price, qty, v), l), h)
             if band is not None:
                 price = min(max(price, band[0]), band[1])
-        commission = rules.commission(order.symbol, side, qty, price)
+        commission = rules.commission(order.symbol, side, qty, price, ts)
         problem = sink.affordable(order.symbol, side, qty, price, commission)
         if problem is not None:
             self._finish(order, OrderStatus.REJECTED, ts, problem)

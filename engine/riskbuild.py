@@ -45,7 +45,7 @@ def market_profile(cfg: RunConfig) -> MarketProfile | None:
     try:
         fees = AShareCommission(m.commission_rate, m.commission_min, m.stamp_duty, m.transfer_fee)
         for key in ("commission_rate", "commission_min", "stamp_duty", "transfer_fee"):
-            if getattr(m, key) < 0:
+            if getattr(m, key) is not None and getattr(m, key) < 0:
                 raise ValueError(f"{key} must not be negative, not {getattr(m, key)!r}")
         return ChinaAShares(lot_size=m.lot_size, t_plus_1=m.t_plus_1, tick=m.tick, main_limit=m.main_limit,
                             growth_limit=m.growth_limit, st_limit=m.st_limit, chinext_20pct_from=m.chinext_20pct_from,

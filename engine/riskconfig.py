@@ -67,7 +67,7 @@ class MarketSection:
     st: list[str] = field(default_factory=list)   # symbols (or six-digit codes) under special treatment
     commission_rate: float = 0.00025
     commission_min: float = 5.0
-    stamp_duty: float = 0.0005                 # sells only
+    stamp_duty: float | None = None            # None: the official schedule by date; a number: that rate on sells
     transfer_fee: float = 0.00001
 
 

@@ -161,14 +161,14 @@ def unpriced(order: Order, price: float) -> Verdict | None:
 class CashCheck:
     """Refuse a buy that, with the buys before it in the batch, would spend more cash than there is."""
 
-    commission: Callable[[str, Side, float, float], float]
+    commission: Callable[..., float]   # (symbol, side, qty, price, ts) -> fee
     name: str = "cash"
 
     def __call__(self, order: Order, state: BatchState) -> Verdict | None:
         price = reference_price(order, state)
         if price != price:  # no price yet: a buy is refused; a sell adds nothing the batch may spend
             return unpriced(order, price) if order.side is Side.BUY else None
-        fee = self.commission(order.symbol, order.side, order.qty, price)
+        fee = self.commission(order.symbol, order.side, order.qty, price, state.now)
         if order.side is Side.SELL:
             state.cash += order.qty * price - fee
             return None

@@ -254,6 +254,43 @@ def test_fees_model_by_hand():
     assert custom("600000.SH", Side.SELL, 1000, 10.0) == pytest.approx(3.0 + 10.0)
 
 
+def ns(date: str) -> int:
+    return int(np.datetime64(date, "ns").astype(np.int64))
+
+
+@pytest.mark.parametrize("date, buy_stamp, sell_stamp", [
+    ("2005-06-01", 0.001, 0.001),      # both sides, 0.1%
+    ("2007-06-01", 0.003, 0.003),      # after 2007-05-30: 0.3% both sides
+    ("2008-05-05", 0.001, 0.001),      # after 2008-04-24: 0.1% both sides
+    ("2008-09-19", 0.0, 0.001),        # from 2008-09-19: sells only
+    ("2015-07-08", 0.0, 0.001),
+    ("2023-08-25", 0.0, 0.001),
+    ("2023-08-28", 0.0, 0.0005),       # halved from 2023-08-28
+])
+def test_stamp_duty_follows_the_official_schedule_by_the_fills_date(date, buy_stamp, sell_stamp):
+    fee = AShareCommission(rate=0.0, minimum=0.0, transfer_fee=0.0)
+    ts = ns(date) + 2 * 3_600_000_000_000          # 10:00 in Shanghai
+    assert fee("600000.SH", Side.BUY, 1000, 10.0, ts) == pytest.approx(buy_stamp * 10_000)
+    assert fee("600000.SH", Side.SELL, 1000, 10.0, ts) == pytest.approx(sell_stamp * 10_000)
+    fixed = AShareCommission(rate=0.0, minimum=0.0, transfer_fee=0.0, stamp_duty=0.002)   # a number: sells, every date
+    assert (fixed("600000.SH", Side.BUY, 1000, 10.0, ts), fixed("600000.SH", Side.SELL, 1000, 10.0, ts)) == \
+        pytest.approx((0.0, 20.0))
+
+
+def test_a_2015_backtest_pays_2015_stamp_duty():
+    """A sell on 2015 data pays 0.1% (the 0.05% of today would understate every round trip)."""
+    s = load_bars(QBOT / "600519_unadjusted.csv")
+    s = s.between(ns("2015-06-01"), ns("2015-06-10"))
+    sym = s.symbol
+    rules, risk = cn_parts()
+    res = run_backtest(Scripted({0: lambda c: c.buy(sym, 1000), 3: lambda c: c.sell(sym, 1000)}), [s],
+                       cash=1e7, rules=rules, risk=risk)
+    buy, sell = res.fills
+    notional = sell.qty * sell.price
+    assert sell.commission == pytest.approx(0.00025 * notional + 0.00001 * notional + 0.001 * notional)
+    assert buy.commission == pytest.approx(0.00025 * buy.qty * buy.price + 0.00001 * buy.qty * buy.price)
+
+
 @pytest.mark.parametrize("symbol, ts, expected", [
     ("600519.SH", "2020-01-02", 0.10), ("000002.SZ", "2020-01-02", 0.10), ("XSHG_5min_600977", "2024-06-19", 0.10),
     ("300059.SZ", "2020-08-21", 0.10), ("300059.SZ", "2020-08-24", 0.20), ("688981.SH", "2020-01-02", 0.20),

@@ -98,7 +98,7 @@ def test_bad_keys_and_values_name_the_key(tmp_path, text, message):
     ("risk.review.nope=1", "no key 'risk.review.nope' (known here: notional, policy, timeout)"),
     ("risk.halt=1", "risk.halt is a table; set one of its keys (risk.halt.KEY=VALUE)"),
     ("risk.review.notional=lots", "must be a number, got 'lots'"),
-    ("market.stamp_duty=none", "must be a number, got 'none'"),   # only optional keys can be cleared
+    ("market.transfer_fee=none", "must be a number, got 'none'"),   # only optional keys can be cleared
 ])
 def test_bad_overrides_name_the_key(item, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
