@@ -68,9 +68,10 @@ def cmd_live(a: argparse.Namespace, config_from_args: Any) -> int:
         print(json.dumps({"event": "ready", "fix": cfg.live.fix, "mqtt": cfg.live.mqtt, "state": cfg.live.state,
                           "symbols": cfg.live.symbols, "recovered": vars(runner.stats)}), flush=True)
 
+    from .liverun import LiveFailure
     try:
         result, folder = asyncio.run(main())
-    except ConnectionError as e:
+    except (ConnectionError, LiveFailure) as e:
         print(f"tradeloop live: {e}", file=sys.stderr)
         return 1
     if not a.quiet:

@@ -411,9 +411,27 @@ class LiveRunner:
         self.store.close()
 
 
+class LiveFailure(RuntimeError):
+    """A live session stopped by an error after it started trading (the strategy raised, the feed
+    failed): says what, which orders are still working at the venue, and where the state is."""
+
+    def __init__(self, error: BaseException, open_orders: list[str], state: str, folder: Path | None) -> None:
+        self.open_orders, self.state, self.folder = open_orders, state, folder
+        working = (f"{len(open_orders)} order(s) still working at the venue ({', '.join(open_orders)})"
+                   if open_orders else "no order working at the venue")
+        super().__init__(f"stopped by {type(error).__name__}: {error}; {working}; the session so far is "
+                         f"{f'in {folder}' if folder else 'in the log'}, and a restart with --state {state} "
+                         "resumes it")
+
+
 async def run_live(cfg: RunConfig, *, out: Path | None = None, stop: asyncio.Event | None = None,
                    log: Any = None, on_ready: Any = None) -> tuple[BacktestResult, Path | None]:
-    """Run one live session and write its run folder to ``out`` (if given); ``on_ready(runner)`` once trading."""
+    """Run one live session and write its run folder to ``out`` (if given); ``on_ready(runner)`` once trading.
+
+    An error after trading started (the strategy raising, say) still writes the run folder of the
+    session so far, logs ``live.failed`` with the traceback and the orders left working at the venue
+    (they stay there: the state file resumes the session), and raises :class:`LiveFailure`.
+    """
     runner = LiveRunner(cfg, log=log)
     waiter = None
     if on_ready is not None:
@@ -421,8 +439,14 @@ async def run_live(cfg: RunConfig, *, out: Path | None = None, stop: asyncio.Eve
             await runner.ready.wait()
             on_ready(runner)
         waiter = asyncio.create_task(announce())
+    t0 = time.perf_counter()
+    failure: Exception | None = None
     try:
         result = await runner.run(stop)
+    except Exception as e:
+        if not runner.ready.is_set():   # never traded: the plain error says it all (bad logon, no broker)
+            raise
+        failure, result = e, runner.result(time.perf_counter() - t0)
     finally:
         if waiter is not None:
             waiter.cancel()
@@ -432,6 +456,12 @@ async def run_live(cfg: RunConfig, *, out: Path | None = None, stop: asyncio.Eve
         config = cfg.to_dict()
         config["run"].pop("out", None)
         manifest = {"config": config, "mode": "live", "strategy": {"params": runner.strategy.params},
-                    "symbols": result.symbols, "models": result.models, "versions": package_versions(), "tz": None}
+                    "symbols": result.symbols, "models": result.models, "versions": package_versions(), "tz": None,
+                    **({"failed": f"{type(failure).__name__}: {failure}"} if failure is not None else {})}
         write_run(Path(out), result, manifest)
+    if failure is not None:
+        open_orders = sorted(o.id for o in runner.venue.open_orders())
+        runner.log.error("live.failed", error=f"{type(failure).__name__}: {failure}", open_orders=open_orders,
+                         state=cfg.live.state, exc_info=failure)
+        raise LiveFailure(failure, open_orders, cfg.live.state, Path(out) if out is not None else None) from failure
     return result, Path(out) if out is not None else None

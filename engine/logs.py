@@ -32,6 +32,7 @@ def configure(json: bool = False, level: str = "info") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,  # exc_info= becomes the traceback text, in every sink
             redact_secrets,  # before any sink: passwords never reach a console, a file or JSON
             _tee,
             renderer,

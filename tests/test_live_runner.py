@@ -1,6 +1,7 @@
 """What an operator gets wrong when starting ``tradeloop live`` is refused with a clear message."""
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -183,3 +184,37 @@ def test_reviews_a_previous_runner_left_unfinished_are_cancelled_on_restart_and_
     third = runner()   # nothing left to cancel
     assert not [e for e in third.risk.events if e.check == "review"]
     third.close()
+
+
+def test_a_strategy_that_raises_mid_session_stops_the_runner_and_says_what_is_left_working(mosquitto, tmp_path):
+    """The error, the traceback and the orders still working at the venue go to the log
+    (``live.failed``), the run folder of the session so far is written, and the exit says how to resume."""
+    from tests import live_procs
+    from tests.live_procs import SHARED
+
+    orcl = SHARED / "backtrader" / "orcl-1995-2014.txt"
+    if not orcl.exists():
+        pytest.skip("../shared/data is not beside the checkout")
+    exch, port = live_procs.exchange(tmp_path, mosquitto.url, venue="k", interval="1d")
+    state, out = tmp_path / "live.sqlite", tmp_path / "run"
+    feed = None
+    try:
+        runner = live_procs.live(tmp_path, ["tests.live_strategies:BuggyAfter", "--mqtt", mosquitto.url,
+                                            "--fix", f"127.0.0.1:{port}", "--state", str(state), "--symbols", "ORCL",
+                                            "--venue", "k", "--interval", "1d", "--out", str(out)])
+        feed = live_procs.replay(tmp_path, ["--data", f"ORCL={orcl}", "--mqtt", mosquitto.url, "--venue", "k",
+                                            "--interval", "1d", "--speed", str(86400 * 20), "--no-eos"])
+        assert runner.wait(60) == 1
+    finally:
+        if feed is not None:
+            feed.stop()
+        exch.stop()
+    log = runner.tail(100_000)
+    failed = [json.loads(line) for line in log.splitlines() if '"live.failed"' in line]
+    assert len(failed) == 1
+    assert failed[0]["error"] == "ZeroDivisionError: the strategy divided by zero"
+    assert failed[0]["open_orders"] == ["O00000001"] and "Traceback" in failed[0]["exception"]
+    assert "tradeloop live: stopped by ZeroDivisionError: the strategy divided by zero; 1 order(s) still working " \
+           "at the venue (O00000001)" in log and f"--state {state} resumes it" in log
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["failed"] == "ZeroDivisionError: the strategy divided by zero"
