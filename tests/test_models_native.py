@@ -131,6 +131,16 @@ def test_without_a_compiler_the_kernels_are_unavailable_and_say_why(monkeypatch,
     assert not (tmp_path / "tradeloop").exists()
 
 
+def test_a_cache_folder_that_cannot_be_written_is_reported(monkeypatch, tmp_path):
+    if native._compiler() is None:
+        pytest.skip("no C compiler here")
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))   # the cache folder would have to live under a file
+    kernels, why = native._load()
+    assert kernels is None and why.startswith("could not build or load kernels.c")
+
+
 def test_a_source_that_does_not_compile_is_reported_and_leaves_no_library(monkeypatch, tmp_path):
     if native._compiler() is None:
         pytest.skip("no C compiler here")

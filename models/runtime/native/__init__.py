@@ -86,7 +86,7 @@ def _load() -> tuple[NativeKernels | None, str | None]:
         except OSError:  # a damaged cached build (disk full, killed copy): build it again, once
             _build(cc, path)
             lib = ctypes.CDLL(str(path))
-    except (OSError, subprocess.SubprocessError) as e:
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:  # RuntimeError: no home folder to cache in
         return None, f"could not build or load {SOURCE.name}: {e}"
     if not lib.tl_available():
         return None, "this CPU has no AVX-512"
