@@ -72,14 +72,7 @@ class LiveStats:
     open_at_start: int = 0       # recovered orders still working at the broker as far as the journal knows
     reconciled: int = 0          # open orders whose status changed when asked at start
     old_bars_dropped: int = 0    # bars at or before the last processed timestamp (resent after a restart)
-    future_dropped: int = 0      # bars/ticks stamped more than FUTURE_TOLERANCE_NS ahead of the wall clock
     ticks: int = 0
-
-
-# A bar or tick stamped further ahead of this machine's clock than this is refused: one bad stamp
-# (year 2100) would otherwise become the last processed timestamp, and every real bar after it would
-# be dropped as old, silently ending the session's trading.
-FUTURE_TOLERANCE_NS = 86_400 * 1_000_000_000
 
 
 class _WarmUpGate:
@@ -306,11 +299,6 @@ class LiveRunner:
         exchange_ts = -1
         lag, stamps = self.tick_lag_ns, self._tick_ts
         async for ev in feed:
-            if isinstance(ev, (Bar, Tick)) and ev.ts > time.time_ns() + FUTURE_TOLERANCE_NS:
-                self.stats.future_dropped += 1
-                self.log.warning("live.future_event_dropped", kind=type(ev).__name__.lower(), symbol=ev.symbol,
-                                 ts=ev.ts, detail="stamped more than a day ahead of this machine's clock")
-                continue
             if isinstance(ev, Bar):
                 if self.last_ts is not None and ev.ts <= self.last_ts:
                     self.stats.old_bars_dropped += 1

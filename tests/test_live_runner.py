@@ -219,36 +219,3 @@ def test_a_strategy_that_raises_mid_session_stops_the_runner_and_says_what_is_le
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["failed"] == "ZeroDivisionError: the strategy divided by zero"
 
-
-def test_a_bar_stamped_in_the_future_is_dropped_and_does_not_end_the_session(tmp_path):
-    """One bad timestamp (year 2100) must not become the last processed bar: every real bar after it
-    would be dropped as old and the session would stop trading without a word."""
-    import asyncio
-
-    from structlog.testing import capture_logs
-
-    from data.schema import Bar, Tick
-    from engine.config import RunConfig
-    from engine.liverun import LiveRunner
-
-    cfg = RunConfig()
-    cfg.run.strategy = "sma_cross"
-    cfg.live.mqtt, cfg.live.fix, cfg.live.state = "mqtt://x:1", "127.0.0.1:1", str(tmp_path / "s.sqlite")
-    cfg.live.symbols = ["A"]
-    runner = LiveRunner(cfg)
-    runner.recover()
-    now = time.time_ns()
-    future = int(np.datetime64("2100-01-04", "ns").astype(np.int64))
-
-    async def feed():
-        yield Bar("A", now - 3 * 86_400 * 10**9, 10.0, 10.0, 10.0, 10.0, 1.0)
-        yield Bar("A", future, 10.0, 10.0, 10.0, 10.0, 1.0)
-        yield Tick("A", future, 10.0, 1.0)
-        yield Bar("A", now - 2 * 86_400 * 10**9, 11.0, 11.0, 11.0, 11.0, 1.0)
-
-    with capture_logs() as logs:
-        asyncio.run(runner._consume(feed()))
-    assert runner.stats.future_dropped == 2 and runner.stats.old_bars_dropped == 0
-    assert runner.stats.bars == 2 and runner.driver.market.price("A") == 11.0
-    assert [e["kind"] for e in logs if e["event"] == "live.future_event_dropped"] == ["bar", "tick"]
-    runner.close()

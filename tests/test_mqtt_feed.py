@@ -172,6 +172,31 @@ def test_out_of_order_and_duplicate_bars_are_dropped_and_counted(mosquitto):
     assert stats.dropped == {"duplicate": 1, "out_of_order": 1}
 
 
+def test_a_bar_or_tick_stamped_in_the_future_is_dropped_and_later_bars_still_flow(mosquitto):
+    """One bad stamp (year 2100) must not become the symbol's last timestamp: every real bar after it
+    would be dropped as out of order and the session's data would end without a word."""
+    import time as _time
+
+    now = _time.time_ns()
+    future = now + 400 * 86_400 * 10**9
+    topic = bar_topic("sim", "X", "1m")
+
+    def bar(ts: int) -> tuple[str, bytes]:
+        return topic, encode_bar_values(ts, 10.0, 11.0, 9.0, 10.5, 100.0)
+
+    async def scenario():
+        async with MqttFeed(mosquitto.url, ["X"], interval="1m", ticks=True) as feed:
+            await feed.wait_ready()
+            await publish_raw(mosquitto.url, [bar(now - 120), bar(future),
+                                              (tick_topic("sim", "X"), encode_tick(Tick("X", future, 10.0, 1.0))),
+                                              bar(now - 60), (eos_topic("sim"), b'{"v":1}')])
+            return [(type(e).__name__, e.ts) for e in await collect(feed)], feed.stats
+
+    got, stats = run(scenario())
+    assert got == [("Bar", now - 120), ("Bar", now - 60)]
+    assert stats.dropped == {"future": 2}
+
+
 def test_ticks_flow_with_quotes_and_may_share_a_timestamp(mosquitto):
     topic = tick_topic("sim", "BTC/USDT")
     sent = [Tick("BTC/USDT", 1, 100.0, 0.5), Tick("BTC/USDT", 2, 100.5, 0.0, 100.4, 100.6, 3.0, 4.0),

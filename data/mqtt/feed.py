@@ -6,9 +6,10 @@
                         stale_after=30, on_stale=risk.halt, on_fresh=risk.resume) as feed:
         await LiveDriver(strategy, ["ORCL"]).run(feed)
 
-- Events come out in arrival order. Malformed messages (see the wire schema) and messages whose
-  ts does not advance for their symbol are dropped: counted in ``feed.stats.dropped[reason]`` and
-  logged (``mqtt.drop``, rate-limited per reason), never raised.
+- Events come out in arrival order. Malformed messages (see the wire schema), messages whose
+  ts does not advance for their symbol, and bars/ticks stamped more than a day ahead of this
+  machine's clock (``future``) are dropped: counted in ``feed.stats.dropped[reason]`` and logged
+  (``mqtt.drop``, rate-limited per reason), never raised.
 - When the broker goes away the feed reconnects with exponential backoff (with jitter) and
   subscribes again; ``feed.stats.connects`` counts the connections. Bad credentials on the very
   first connection raise :class:`MqttFeedError` (fail fast at start-up); later they are retried.
@@ -55,6 +56,10 @@ _AUTH_CODES = {4, 5, 134, 135}  # MQTT 3.1.1 / 5 CONNACK: bad user name or passw
 LOG_BURST = 20                  # drop lines per reason per LOG_WINDOW seconds before they are summarised
 LOG_WINDOW = 10.0
 SUBSCRIBE_CHUNK = 100
+# A bar or tick stamped further ahead of this machine's clock than this is dropped ("future"): one
+# bad stamp (year 2100) would otherwise become the symbol's last timestamp, and every real bar after
+# it would be dropped as out of order, silently ending the session's data.
+FUTURE_TOLERANCE_NS = 86_400 * 1_000_000_000
 
 
 class MqttFeedError(RuntimeError):
@@ -390,6 +395,9 @@ class MqttFeed:
                 return False
             if kind == "bar":
                 event: Bar | Tick = decode_bar(symbol, payload)
+                if event.ts > time.time_ns() + FUTURE_TOLERANCE_NS:
+                    self._drop("future", topic, f"ts {event.ts} is more than a day ahead of this clock", payload)
+                    return False
                 last = self._last_bar.get(symbol)
                 if last is not None and event.ts <= last:
                     self._drop("duplicate" if event.ts == last else "out_of_order", topic,
@@ -398,6 +406,9 @@ class MqttFeed:
                 self._last_bar[symbol] = event.ts
             elif kind == "tick":
                 event = decode_tick(symbol, payload)
+                if event.ts > time.time_ns() + FUTURE_TOLERANCE_NS:
+                    self._drop("future", topic, f"ts {event.ts} is more than a day ahead of this clock", payload)
+                    return False
                 last = self._last_tick.get(symbol)
                 if last is not None and event.ts < last:
                     self._drop("out_of_order", topic, f"ts {event.ts} after {last}", payload)
