@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import time
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import structlog
@@ -75,6 +76,27 @@ class LiveStats:
     ticks: int = 0
 
 
+def lock_state(state: str) -> IO[str]:
+    """An exclusive lock on the state file for this runner, held until :meth:`LiveRunner.close` or
+    the process ends (a killed runner releases it). Two runners on one state file would send
+    orders with the same ClOrdIDs under one FIX sequence: the second is refused, naming the first."""
+    path = Path(f"{state}.lock")
+    f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the runner's lifetime
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise ConfigError(f"live.state {state} is in use by another runner ({holder}); stop it before starting "
+                          "this one") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}")
+    f.flush()
+    return f
+
+
 class _WarmUpGate:
     """Refuses every order while history or journaled bars are replayed (history is past; journaled bars were acted on)."""
 
@@ -105,7 +127,12 @@ class LiveRunner:
         self._tick_ts = array("q")
         self.ready = asyncio.Event()   # set once logged on, reconciled and subscribed to market data
         self._saved_risk: dict[str, Any] = {}
-        self._build()
+        self._lock = lock_state(live.state)
+        try:
+            self._build()
+        except BaseException:
+            self._lock.close()
+            raise
 
     # ------------------------------------------------------------------ assembly
     def _build(self) -> None:
@@ -409,6 +436,7 @@ class LiveRunner:
 
     def close(self) -> None:
         self.store.close()
+        self._lock.close()   # releases the state file for the next runner
 
 
 class LiveFailure(RuntimeError):

@@ -219,3 +219,27 @@ def test_a_strategy_that_raises_mid_session_stops_the_runner_and_says_what_is_le
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["failed"] == "ZeroDivisionError: the strategy divided by zero"
 
+
+
+def test_a_second_runner_on_the_same_state_file_is_refused_naming_the_first(tmp_path):
+    """Two runners on one state file would send the same ClOrdIDs under one FIX sequence."""
+    import subprocess
+    import sys
+
+    from engine.config import RunConfig
+    from engine.liverun import LiveRunner
+
+    state = tmp_path / "s.sqlite"
+    cfg = RunConfig()
+    cfg.run.strategy = "sma_cross"
+    cfg.live.mqtt, cfg.live.fix, cfg.live.state, cfg.live.symbols = "mqtt://x:1", "127.0.0.1:1", str(state), ["A"]
+    first = LiveRunner(cfg)
+    with pytest.raises(ConfigError, match=rf"live.state {state} is in use by another runner \(pid {os.getpid()}\)"):
+        LiveRunner(cfg)
+    code = ("import sys; from engine.cli import main; sys.exit(main(['live', 'sma_cross', '--mqtt', 'mqtt://x:1', "
+            f"'--fix', '127.0.0.1:1', '--state', {str(state)!r}, '--symbols', 'A']))")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=live_procs.ROOT,
+                           env=live_procs.ENV, timeout=60)
+    assert other.returncode == 2 and f"is in use by another runner (pid {os.getpid()})" in other.stderr
+    first.close()
+    LiveRunner(cfg).close()   # released: the next runner starts
