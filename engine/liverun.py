@@ -23,7 +23,6 @@ import contextlib
 import fcntl
 import os
 import time
-from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -47,6 +46,7 @@ from risk.stale import StaleGuard
 from .backtest import BacktestResult
 from .config import ConfigError, RunConfig
 from .journal import Journal, Recovered
+from .lagstats import LagStats
 from .live import LiveDriver
 from .metrics import compute_metrics
 from .riskrun import risk_metrics
@@ -123,8 +123,7 @@ class LiveRunner:
         self.connect_timeout_s = connect_timeout_s
         self.stats = LiveStats()
         self.last_ts: int | None = None
-        self.tick_lag_ns = array("q")   # arrival (after on_tick and its orders) minus each tick's ts
-        self._tick_ts = array("q")
+        self.tick_lag = LagStats()   # arrival (after on_tick and its orders) minus each tick's ts
         self.ready = asyncio.Event()   # set once logged on, reconciled and subscribed to market data
         self._saved_risk: dict[str, Any] = {}
         self._lock = lock_state(live.state)
@@ -324,7 +323,7 @@ class LiveRunner:
         pending: list[Bar] = []
         clock_ts: int | None = None
         exchange_ts = -1
-        lag, stamps = self.tick_lag_ns, self._tick_ts
+        lag = self.tick_lag
         async for ev in feed:
             if isinstance(ev, Bar):
                 if self.last_ts is not None and ev.ts <= self.last_ts:
@@ -358,8 +357,7 @@ class LiveRunner:
                     pending = []
                 self.driver.feed(ev)
                 self.stats.ticks += 1
-                lag.append(time.time_ns() - ev.ts)   # market-data timestamps are wall-clock times live
-                stamps.append(ev.ts)
+                lag.add(time.time_ns() - ev.ts, ev.ts)   # market-data timestamps are wall-clock times live
         if pending:
             await self._step(pending)
 
@@ -424,14 +422,9 @@ class LiveRunner:
             res.metrics = compute_metrics(ts, equity, res.start_cash, res.fills, gross_exposure=res.gross_exposure)
             res.metrics.update(risk_metrics(res.risk_events, None))
         res.metrics["live"] = dict(vars(self.stats))
-        if self.tick_lag_ns:
-            ms = np.frombuffer(self.tick_lag_ns, dtype=np.int64) / 1e6
-            stamps = np.frombuffer(self._tick_ts, dtype=np.int64)
-            res.metrics["live"]["tick_lag_ms"] = {q: round(float(np.percentile(ms, p)), 3)
-                                                  for q, p in (("p50", 50), ("p99", 99), ("max", 100))}
-            second = (stamps - stamps[0]) // 1_000_000_000   # does the lag grow over the session?
-            res.metrics["live"]["tick_lag_p99_ms_by_second"] = [
-                round(float(np.percentile(ms[second == k], 99)), 3) for k in np.unique(second)]
+        lags = self.tick_lag.summary()   # does the lag grow over the session? (p99 per second)
+        if lags is not None:
+            res.metrics["live"].update(lags)
         return res
 
     def close(self) -> None:
