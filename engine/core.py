@@ -240,8 +240,9 @@ class Engine:
         return step
 
     def tick(self, tick: Tick) -> None:
-        """Process one tick: match working orders at its price, then ``on_tick``."""
+        """Process one tick: its price becomes the symbol's price, working orders match at it, then ``on_tick``."""
         self.now = self.market.now = tick.ts
+        self.market.trade(tick.symbol, tick.ts, tick.price)
         self.step_index += 1
         if tick.symbol in self.venue.book:
             p = tick.price

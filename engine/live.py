@@ -26,18 +26,38 @@ from .portfolio import Portfolio
 from .strategy import Strategy
 
 
+NS_PER_SECOND = 1_000_000_000
+
+
 @dataclass
 class EquityLog:
-    """Cash and equity after every step, recorded as the live engine goes."""
+    """Cash and equity after every bar step, and after the last tick of each second of tick time.
+
+    Ticks are coalesced per second: a tick-driven session sees thousands of ticks a second, and an
+    entry per tick (four Python numbers) would grow by gigabytes over a trading day.
+    """
 
     ts: list[int] = field(default_factory=list)
     cash: list[float] = field(default_factory=list)
     equity: list[float] = field(default_factory=list)
     gross: list[float] = field(default_factory=list)   # sum of |position| x price: exposure metrics
+    tick_second: int | None = None   # second of the last entry when a tick made it (it may be replaced)
+
+    def record(self, ts: int, cash: float, equity: float, gross: float, *, tick: bool = False) -> None:
+        second = ts // NS_PER_SECOND
+        if tick and self.tick_second == second:   # a later tick of the same second: replace its entry
+            self.ts[-1], self.cash[-1], self.equity[-1], self.gross[-1] = ts, cash, equity, gross
+            return
+        self.ts.append(ts)
+        self.cash.append(cash)
+        self.equity.append(equity)
+        self.gross.append(gross)
+        self.tick_second = second if tick else None
 
     def clear(self) -> None:
         for column in (self.ts, self.cash, self.equity, self.gross):
             column.clear()
+        self.tick_second = None
 
 
 class LiveDriver:
@@ -83,7 +103,7 @@ class LiveDriver:
                 self._next_poll = now + 0.05
                 self.engine.poll_risk(event.ts)
             self.engine.tick(event)
-            self._record(event.ts)
+            self._record(event.ts, tick=True)
             return
         if event.symbol not in self.market.rows:
             raise ValueError(f"bar for unknown symbol {event.symbol!r}")
@@ -111,10 +131,8 @@ class LiveDriver:
         self.flush()
         self.engine.stop()
 
-    def _record(self, ts: int) -> None:
+    def _record(self, ts: int, tick: bool = False) -> None:
         e = self.engine
-        self.equity.ts.append(ts)
-        self.equity.cash.append(e.portfolio.cash)
-        self.equity.equity.append(e.equity)
         price = e.market.price
-        self.equity.gross.append(sum(abs(p.qty) * price(s) for s, p in e.portfolio.positions.items() if p.qty))
+        self.equity.record(ts, e.portfolio.cash, e.equity,
+                           sum(abs(p.qty) * price(s) for s, p in e.portfolio.positions.items() if p.qty), tick=tick)

@@ -209,7 +209,13 @@ class _Buffer:
 
 
 class StreamingMarket(Market):
-    """Bars arrive one by one; indicators update incrementally (live trading)."""
+    """Bars arrive one by one; indicators update incrementally (live trading).
+
+    Ticks move the price too: :meth:`trade` records each tick's price, and :meth:`price` is the
+    latest of the last bar's close and the last trade, so a tick-driven session marks positions,
+    sizes orders and checks risk at the market's price rather than at NaN (no bar yet) or at a
+    close minutes old.
+    """
 
     def __init__(self, symbols: Iterable[str], fields: Iterable[str] = BAR_FIELDS) -> None:
         super().__init__(symbols)
@@ -222,6 +228,7 @@ class StreamingMarket(Market):
         self._keys: dict[int, str] = {}
         self._last_ts: dict[str, int] = {}
         self._day: dict[str, tuple[int, float, float]] = {}  # symbol -> (day, prior day's close, last close)
+        self._trades: dict[str, tuple[int, float]] = {}     # symbol -> (ts, price) of its last tick
 
     def _new_buffer(self, key: str, sym: str) -> None:
         buf = self._bufs[(key, sym)] = _Buffer()
@@ -258,6 +265,17 @@ class StreamingMarket(Market):
         day = bar.ts // NS_PER_DAY
         d = self._day.get(sym)
         self._day[sym] = (day, d[1] if d is not None and d[0] == day else (d[2] if d is not None else _NAN), bar.close)
+
+    def trade(self, symbol: str, ts: int, price: float) -> None:
+        """A tick: ``price`` traded in ``symbol`` at ``ts``."""
+        self._trades[symbol] = (ts, price)
+
+    def price(self, symbol: str) -> float:
+        """The latest known price: the last trade if it is not older than the last bar, else the last close."""
+        t = self._trades.get(symbol)
+        if t is not None and t[0] >= self._last_ts.get(symbol, t[0]):
+            return t[1]
+        return super().price(symbol)
 
     def prev_close(self, symbol: str) -> float:
         """The last close of the prior day (NaN on the first day seen); bars carry no pre_close."""

@@ -63,3 +63,39 @@ def test_limit_orders_live_equal_backtest_on_intraday_bars():
     bt, engine, _ = both(lambda: MeanReversion(size=100), [s])
     assert len(bt.fills) > 4
     assert fills_of(engine.fills) == fills_of(bt.fills)
+
+
+def test_a_tick_driven_session_keeps_one_equity_entry_per_second_of_ticks():
+    """Thousands of ticks a second for a trading day would otherwise keep gigabytes of entries;
+    each second keeps the state after its last tick, and bar steps keep one entry each. Ticks are
+    the price: positions are marked, and a market order passes the cash check, at the last trade."""
+    from data.schema import Bar, Tick
+    from engine import Strategy
+
+    class BuyOnce(Strategy):
+        def on_start(self, ctx):
+            self.prices = []
+
+        def on_tick(self, ctx, tick):
+            self.prices.append(ctx.price("X"))
+            if not ctx.position("X") and not ctx.open_orders("X"):
+                ctx.buy("X", 10)
+
+    t0 = 1_700_000_000 * 10**9
+    events = [Tick("X", t0 + i * 1_000_000, 100.0 + i * 0.001, 1.0) for i in range(5_000)]   # 1,000 a second
+    events.append(Bar("X", t0 + 6 * 10**9, 105.0, 105.0, 105.0, 105.0, 1.0))
+
+    async def source():
+        for e in events:
+            yield e
+
+    strategy = BuyOnce()
+    driver = LiveDriver(strategy, ["X"], cash=100_000.0, risk=RiskPipeline([CashCheck(PercentCommission(0.001))]))
+    engine = asyncio.run(driver.run(source()))
+    assert strategy.prices == [e.price for e in events[:-1]]
+    log = driver.equity
+    assert [t // 10**9 for t in log.ts] == [1_700_000_000 + k for k in range(5)] + [1_700_000_006]
+    assert log.ts[:5] == [t0 + k * 10**9 + 999_000_000 for k in range(5)]   # the last tick of each second
+    held = engine.portfolio.positions["X"].qty
+    assert held == 10 and log.equity[4] == pytest.approx(engine.portfolio.cash + held * events[4_999].price)
+    assert log.equity[-1] == pytest.approx(engine.portfolio.cash + held * 105.0)
