@@ -67,6 +67,8 @@ class DrawdownGuard:
 
     def on_step(self, ts: int, bars: list[Bar]) -> None:
         equity = self._mark()
+        if equity != equity:   # a held symbol has no price yet (e.g. just restarted on ticks): nothing to judge,
+            return             # and a NaN must not become the peak or a day's start (no stop could fire after)
         if ts >= self._day_end or ts < self._day_end - NS_PER_DAY:
             self._new_day(ts, equity)
         self.last = equity

@@ -134,3 +134,30 @@ def test_bad_drawdown_settings_are_clear_errors(key, value, message):
     cfg = sma_config(**{key: value})
     with pytest.raises(ConfigError, match=message):
         backtest(cfg, write=False, progress=False)
+
+
+def test_an_equity_that_cannot_be_marked_is_skipped_not_taken_as_the_days_start():
+    """A NaN mark (a held symbol with no price yet) at the end of a day used to become the next
+    day's starting equity, after which no daily-loss stop could fire that day."""
+    day = 86_400 * 10**9
+
+    class Desk:
+        equity = 20_000.0
+        marks = iter([20_000.0, 20_000.0, float("nan"), 18_000.0])
+
+        def mark(self):
+            return next(self.marks)
+
+        def cancel_open(self, symbol, reason):
+            return []
+
+        def flatten(self, reason):
+            return []
+
+    guard = DrawdownGuard(daily_loss=0.04)
+    pipe = RiskPipeline([guard])
+    pipe.attach(Desk())
+    for ts in (0, day, day + 1, 2 * day):   # day 1; day 2 ends on a NaN mark; day 3 opens 10% down
+        guard.on_step(ts, [])
+    assert guard.stopped == "daily" and [e.action for e in pipe.events] == ["stop"]
+    assert "below the day's start 20,000.00" in guard.why
