@@ -6,10 +6,10 @@
 
    tl_attention_bf16: multi-head softmax attention for a batch of windows: qkv [B, T, 3, H, hd] bf16
    in (the query already scaled by 1/sqrt(hd)), out [B, T, H*hd] bf16, ready for the output
-   projection. Each block of 16 queries of a head keeps its queries and its 8 output accumulators in
-   registers: scores against every key and their maximum, then exp(score - max) by a polynomial and
-   `scalef`, the row sums and the weighted sum of values, in a second pass over the keys. The
-   softmax is exact (max subtracted) and in fp32.
+   projection. A pass takes two blocks of 16 queries of a head and keeps their queries and output
+   accumulators in registers: scores against every key and their maximum, then exp(score - max) by
+   a polynomial and `scalef`, the row sums and the weighted sum of values, in a second pass over the
+   keys. The softmax is exact (max subtracted) and in fp32.
 
    tl_layernorm_bf16: LayerNorm over the last axis of [N, D] bf16 rows, fp32 statistics, fp32
    weight and bias. */
