@@ -268,6 +268,8 @@ def fit(cfg: TrainConfig, series: list[BarSeries] | None = None) -> FitResult:
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # torch's RNG, thread count and determinism flags are process-wide: trainings are reproducible
+        # one per process (every executor's default); two on threads of one process would share them
         torch.manual_seed(cfg.seed)
         device = _device(cfg)
         from .nets import build_net
