@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from brokers.orders import Fill, Order, OrderEvent, Side
+from brokers.orders import Fill, Side
 from data.schema import BarSeries
-from risk.events import RiskEvent
 
 from .backtest import BacktestResult
 from .metrics import compute_metrics
@@ -32,29 +31,21 @@ HANDOFF = "HANDOFF"
 
 @dataclass
 class Span:
-    """One window's test span of a backtest: the rows and records a stitched run keeps."""
+    """One window's test span: its backtest cut to the span, the warm-up orders refused, the hand-off fills."""
 
     window: Window
-    start_cash: float
-    ts: np.ndarray
-    cash: np.ndarray
-    equity: np.ndarray
-    gross_exposure: np.ndarray
-    fills: list[Fill]
-    orders: list[Order]
-    order_events: list[OrderEvent]
-    risk_events: list[RiskEvent]
-    refused: int                                   # orders placed during the warm-up, refused
+    result: BacktestResult            # rows and records stamped in the test span; the window's start cash
+    refused: int                      # orders placed during the warm-up, refused
     handoff: list[Fill] = field(default_factory=list)
 
     @property
     def final_value(self) -> float:
-        return float(self.equity[-1]) if len(self.equity) else self.start_cash
+        return self.result.final_value
 
     def metrics(self) -> dict[str, Any]:
         """This span's metrics alone, from its own starting cash (hand-off fills included)."""
-        return compute_metrics(self.ts, self.equity, self.start_cash, self.fills + self.handoff,
-                               gross_exposure=self.gross_exposure)
+        r = self.result
+        return compute_metrics(r.ts, r.equity, r.start_cash, r.fills + self.handoff, gross_exposure=r.gross_exposure)
 
 
 def cut_span(result: BacktestResult, window: Window) -> Span:
@@ -66,18 +57,21 @@ def cut_span(result: BacktestResult, window: Window) -> Span:
     refused = sum(o.created_ts < t0 for o in result.orders)
     if any(f.ts < t0 for f in result.fills):  # the engine refuses warm-up orders; this cannot happen
         raise AssertionError(f"window {window.index + 1}: a fill before the test span")
-    return Span(window, result.start_cash, result.ts[keep], result.cash[keep], result.equity[keep],
-                result.gross_exposure[keep], list(result.fills), [o for o in result.orders if o.created_ts >= t0],
-                [e for e in result.order_events if e.ts >= t0], [e for e in result.risk_events if e.ts >= t0],
-                int(refused))
+    cut = BacktestResult(
+        symbols=result.symbols, tz=result.tz, start_cash=result.start_cash, ts=result.ts[keep],
+        cash=result.cash[keep], equity=result.equity[keep], gross_exposure=result.gross_exposure[keep],
+        fills=list(result.fills), orders=[o for o in result.orders if o.created_ts >= t0],
+        order_events=[e for e in result.order_events if e.ts >= t0], bars=int(keep.sum()),
+        elapsed_s=result.elapsed_s, risk_events=[e for e in result.risk_events if e.ts >= t0], models=result.models)
+    return Span(window, cut, int(refused))
 
 
 def handoff_fills(span: Span, series: list[BarSeries]) -> list[Fill]:
     """Fills that turn the positions open at the span's last bar into cash at that bar's closes (no costs)."""
     held: dict[str, float] = {}
-    for f in span.fills:
+    for f in span.result.fills:
         held[f.symbol] = held.get(f.symbol, 0.0) + f.signed_qty
-    last = int(span.ts[-1])
+    last = int(span.result.ts[-1])
     closes = {s.symbol: s for s in series}
     out = []
     for symbol in sorted(held):
@@ -93,16 +87,18 @@ def handoff_fills(span: Span, series: list[BarSeries]) -> list[Fill]:
 
 def stitch(spans: list[Span], start_cash: float, symbols: list[str], tz: str | None) -> BacktestResult:
     """The spans (in time order, non-overlapping) as one backtest result starting from ``start_cash``."""
+    results = [s.result for s in spans]
+
     def cat(name: str, dtype: Any) -> np.ndarray:
-        parts = [getattr(s, name) for s in spans]
+        parts = [getattr(r, name) for r in results]
         return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
 
     ts = cat("ts", np.int64)
     if len(ts) > 1 and not np.all(np.diff(ts) > 0):
         raise AssertionError("stitched test spans overlap")
-    fills = [f for s in spans for f in (s.fills + s.handoff)]
     return BacktestResult(
         symbols=symbols, tz=tz, start_cash=float(start_cash), ts=ts, cash=cat("cash", np.float64),
-        equity=cat("equity", np.float64), gross_exposure=cat("gross_exposure", np.float64), fills=fills,
-        orders=[o for s in spans for o in s.orders], order_events=[e for s in spans for e in s.order_events],
-        bars=len(ts), elapsed_s=0.0, risk_events=[e for s in spans for e in s.risk_events])
+        equity=cat("equity", np.float64), gross_exposure=cat("gross_exposure", np.float64),
+        fills=[f for s in spans for f in (s.result.fills + s.handoff)], orders=[o for r in results for o in r.orders],
+        order_events=[e for r in results for e in r.order_events], bars=len(ts), elapsed_s=0.0,
+        risk_events=[e for r in results for e in r.risk_events], models=[m for r in results for m in r.models])

@@ -356,6 +356,7 @@ def write_walkforward(target: Path, wf: WalkForwardResult, cfg: RunConfig, spec:
         "fill_rules": _fill_rules(build_rules(cfg)),
         "inputs": inputs + ([bench.entry] if bench is not None else []),
         "windows": [{**o.window.describe(), "model": o.model} for o in wf.windows],
+        "models": result.models,
         "seed": cfg.run.seed,
         "versions": _versions(train is not None),
         "symbols": result.symbols,

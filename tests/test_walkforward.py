@@ -132,28 +132,28 @@ def test_sma_cross_walks_forward_with_each_window_starting_from_the_last_ones_eq
     wf, out = run_walkforward(cfg, spec, executor="serial", out=tmp_path / "wf", progress=False)
     assert len(wf.windows) == 20 and all(o.ok for o in wf.windows)
     spans = [o.span for o in wf.windows]
-    assert spans[0].start_cash == 1_000_000.0
+    assert spans[0].result.start_cash == 1_000_000.0
     for a, b in itertools.pairwise(spans):
-        assert b.start_cash == a.final_value                      # carried exactly
-        assert b.equity[0] == b.start_cash                        # flat on its first bar: no orders before it
-        assert {f.symbol for f in a.handoff} == {s for s, q in _held(a.fills).items() if q}
+        assert b.result.start_cash == a.final_value                       # carried exactly
+        assert b.result.equity[0] == b.result.start_cash                  # flat on its first bar: no orders before it
+        assert {f.symbol for f in a.handoff} == {s for s, q in _held(a.result.fills).items() if q}
     # each window is exactly a standalone backtest from its warm-up start, trading from its test start
     for o in (wf.windows[3], wf.windows[11]):
         w = o.window
-        alone, _ = backtest(_sma_config(cash=o.span.start_cash, start=iso(w.warmup_start), end=iso(w.test_end),
+        alone, _ = backtest(_sma_config(cash=o.span.result.start_cash, start=iso(w.warmup_start), end=iso(w.test_end),
                                         trade_from=iso(w.test_start), order_prefix=f"W{w.index + 1:03d}O"),
                             write=False, progress=False)
-        assert alone.fills == o.span.fills
-        assert alone.equity[alone.ts >= w.test_start].tolist() == o.span.equity.tolist()
+        assert alone.fills == o.span.result.fills
+        assert alone.equity[alone.ts >= w.test_start].tolist() == o.span.result.equity.tolist()
     # the run folder: one stitched run, per-window and combined metrics, one report
     m = json.loads((out / "metrics.json").read_text())
     assert m["final_value"] == spans[-1].final_value and m["start_cash"] == 1_000_000.0
     assert [w["window"] for w in m["windows"]] == list(range(1, 21))
-    assert m["windows"][5]["metrics"]["start_cash"] == spans[5].start_cash and m["walkforward"]["failed"] == 0
+    assert m["windows"][5]["metrics"]["start_cash"] == spans[5].result.start_cash and m["walkforward"]["failed"] == 0
     eq = pl.read_parquet(out / "equity.parquet")
-    assert eq.height == sum(len(s.ts) for s in spans) and eq["ts"].is_sorted()
+    assert eq.height == sum(len(s.result.ts) for s in spans) and eq["ts"].is_sorted()
     fills = pl.read_parquet(out / "fills.parquet")
-    assert fills.height == sum(len(s.fills) + len(s.handoff) for s in spans)
+    assert fills.height == sum(len(s.result.fills) + len(s.handoff) for s in spans)
     assert fills.filter(pl.col("order_id").str.ends_with("HANDOFF"))["commission"].sum() == 0.0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "walkforward" and manifest["walkforward"]["train"] == "1y"
@@ -258,7 +258,7 @@ def test_a_failing_backtest_window_is_reported_and_the_others_finish(tmp_path):
                               progress=False)
     assert [o.ok for o in wf.windows] == [True, False, True, True]
     assert wf.windows[1].error == "backtest: RuntimeError: boom in the summer of 2011"
-    assert wf.windows[2].span.start_cash == wf.windows[0].span.final_value   # the failed window is skipped
+    assert wf.windows[2].span.result.start_cash == wf.windows[0].span.final_value   # the failed window is skipped
     m = json.loads((out / "metrics.json").read_text())
     assert m["walkforward"]["failed"] == 1 and m["windows"][1]["status"] == "error" and "metrics" not in m["windows"][1]
     assert "boom in the summer of 2011" in (out / "report.html").read_text()
@@ -277,7 +277,7 @@ def test_a_failing_training_window_is_reported_and_the_others_finish(tmp_path):
     assert not first.ok and first.error.startswith("training: TrainingError: the training split has")
     assert first.model is None and first.span is None
     assert all(o.ok and o.model and o.span is not None for o in wf.windows[1:])
-    assert wf.windows[1].span.start_cash == 1_000_000.0
+    assert wf.windows[1].span.result.start_cash == 1_000_000.0
     assert wf.result.metrics["walkforward"] == {"windows": 3, "ok": 2, "failed": 1,
                                                 "warmup_orders_refused": wf.result.metrics["walkforward"][
                                                     "warmup_orders_refused"]}

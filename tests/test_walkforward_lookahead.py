@@ -40,7 +40,7 @@ def _same_weights(a: dict, b: dict) -> bool:
 
 def _fills(wf: WalkForwardResult, k: int) -> list:
     span = wf.windows[k].span
-    return list(span.fills) + list(span.handoff)
+    return list(span.result.fills) + list(span.handoff)
 
 
 @pytest.fixture(scope="module")
