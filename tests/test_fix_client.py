@@ -56,6 +56,20 @@ async def trader(port: int, store=None) -> AsyncIterator[FixBroker]:
         await broker.stop()
 
 
+@contextlib.asynccontextmanager
+async def connected(**venue_options) -> AsyncIterator[tuple[ExchangeSimulator, FixBroker]]:
+    """A venue and a trader logged on to it."""
+    async with venue(**venue_options) as ex, trader(ex.port) as broker:
+        assert await broker.wait_logged_on(3)
+        yield ex, broker
+
+
+async def accepted(broker: FixBroker, o: Order) -> list:
+    """Submit ``o`` and wait for the venue's acknowledgement; the events up to it."""
+    broker.submit(o)
+    return await until(broker, lambda evs: statuses(evs) == [OrderStatus.ACCEPTED])
+
+
 def bar(i: int, o: float, h: float, l: float, c: float, v: float = 1_000.0, symbol: str = "X") -> Bar:
     return Bar(symbol, T0 + i * MIN, o, h, l, c, v)
 
@@ -92,12 +106,10 @@ def final_seen(oid: str):
 # ---------------------------------------------------------------------------------- round trips
 def test_market_order_is_acknowledged_then_filled_at_the_next_bar_open():
     async def scenario():
-        async with venue() as ex, trader(ex.port) as broker:
-            assert await broker.wait_logged_on(3)
+        async with connected() as (ex, broker):
             ex.on_bar(bar(0, 10, 10, 10, 10))
             o = order("O1")
-            broker.submit(o)
-            ack = await until(broker, lambda evs: statuses(evs) == [OrderStatus.ACCEPTED])
+            ack = await accepted(broker, o)
             assert ack[0].ts == o.created_ts
             ex.on_bar(bar(1, 11, 12, 10.5, 11.5))
             evs = await until(broker, final_seen("O1"))
@@ -111,11 +123,9 @@ def test_market_order_is_acknowledged_then_filled_at_the_next_bar_open():
 
 def test_partial_fills_follow_the_participation_cap_and_carry_cum_qty_and_avg_price():
     async def scenario():
-        async with venue(rules=FillRules(participation=0.5)) as ex, trader(ex.port) as broker:
-            await broker.wait_logged_on(3)
+        async with connected(rules=FillRules(participation=0.5)) as (ex, broker):
             o = order("O1", qty=10)
-            broker.submit(o)
-            evs = await until(broker, lambda evs: statuses(evs) == [OrderStatus.ACCEPTED])
+            evs = await accepted(broker, o)
             ex.on_bar(bar(1, 10, 10, 10, 10, v=12))
             ex.on_bar(bar(2, 12, 12, 12, 12, v=100))
             evs += await until(broker, final_seen("O1"))
@@ -127,11 +137,9 @@ def test_partial_fills_follow_the_participation_cap_and_carry_cum_qty_and_avg_pr
 
 def test_cancel_ends_a_working_order_once_and_a_second_cancel_is_refused_locally():
     async def scenario():
-        async with venue() as ex, trader(ex.port) as broker:
-            await broker.wait_logged_on(3)
+        async with connected() as (ex, broker):
             o = order("O1", limit=5.0)
-            broker.submit(o)
-            await until(broker, lambda evs: statuses(evs) == [OrderStatus.ACCEPTED])
+            await accepted(broker, o)
             assert broker.cancel(o)
             evs = await until(broker, final_seen("O1"))
             assert statuses(evs) == [OrderStatus.CANCELLED]
@@ -142,11 +150,9 @@ def test_cancel_ends_a_working_order_once_and_a_second_cancel_is_refused_locally
 
 def test_cancel_that_arrives_after_the_fill_is_rejected_as_too_late():
     async def scenario():
-        async with venue() as ex, trader(ex.port) as broker:
-            await broker.wait_logged_on(3)
+        async with connected() as (ex, broker):
             o = order("O1")
-            broker.submit(o)
-            await until(broker, lambda evs: statuses(evs) == [OrderStatus.ACCEPTED])
+            await accepted(broker, o)
             ex.on_bar(bar(1, 10, 10, 10, 10))   # fills at the exchange; the trader has not heard yet
             assert broker.cancel(o)
             evs = await until(broker, lambda evs: any(isinstance(e, CancelRejected) for e in evs))
@@ -158,11 +164,9 @@ def test_cancel_that_arrives_after_the_fill_is_rejected_as_too_late():
 
 def test_replace_changes_quantity_and_limit_and_the_new_terms_are_what_fills():
     async def scenario():
-        async with venue() as ex, trader(ex.port) as broker:
-            await broker.wait_logged_on(3)
+        async with connected() as (ex, broker):
             o = order("O1", qty=10, limit=9.0)
-            broker.submit(o)
-            await until(broker, lambda evs: statuses(evs) == [OrderStatus.ACCEPTED])
+            await accepted(broker, o)
             new_id = broker.replace(o, qty=20, limit_price=9.5)
             evs = await until(broker, lambda evs: any(getattr(e, "reason", "") == "replaced" for e in evs))
             assert new_id == "O1.R1" and (o.qty, o.limit_price) == (20.0, 9.5)
@@ -174,11 +178,9 @@ def test_replace_changes_quantity_and_limit_and_the_new_terms_are_what_fills():
 
 def test_status_request_answers_with_the_current_state():
     async def scenario():
-        async with venue(rules=FillRules(participation=0.5)) as ex, trader(ex.port) as broker:
-            await broker.wait_logged_on(3)
+        async with connected(rules=FillRules(participation=0.5)) as (ex, broker):
             o = order("O1", qty=10)
-            broker.submit(o)
-            await until(broker, lambda evs: statuses(evs) == [OrderStatus.ACCEPTED])
+            await accepted(broker, o)
             ex.on_bar(bar(1, 10, 10, 10, 10, v=10))
             await until(broker, lambda evs: OrderStatus.PARTIALLY_FILLED in statuses(evs))
             assert await broker.status(o, timeout=2) is OrderStatus.PARTIALLY_FILLED
@@ -188,8 +190,7 @@ def test_status_request_answers_with_the_current_state():
 
 def test_an_order_the_venue_cannot_take_is_rejected_with_the_reason():
     async def scenario():
-        async with venue() as ex, trader(ex.port) as broker:
-            await broker.wait_logged_on(3)
+        async with connected() as (ex, broker):
             o = order("O1", qty=0.0)
             broker.submit(o)
             evs = await until(broker, final_seen("O1"))
@@ -241,11 +242,9 @@ def test_the_adapter_keeps_retrying_with_backoff_until_the_venue_is_up():
 
 def test_reports_made_while_the_trader_is_disconnected_arrive_after_reconnect_exactly_once():
     async def scenario():
-        async with venue() as ex, trader(ex.port) as broker:
-            await broker.wait_logged_on(3)
+        async with connected() as (ex, broker):
             o = order("O1", limit=10.0)
-            broker.submit(o)
-            await until(broker, lambda evs: statuses(evs) == [OrderStatus.ACCEPTED])
+            await accepted(broker, o)
             ex.session.drop("simulated network failure")
             ex.on_bar(bar(1, 9.8, 10, 9.5, 9.9))  # fills while nobody is connected
             evs = await until(broker, final_seen("O1"), timeout=5)
