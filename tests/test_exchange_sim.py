@@ -199,31 +199,34 @@ def test_a_partly_filled_order_survives_a_restart_with_its_filled_quantity(tmp_p
     run(scenario())
 
 
+@contextlib.asynccontextmanager
+async def raw_session() -> AsyncIterator[tuple[ExchangeSimulator, RawPeer]]:
+    """The simulator and a raw FIX peer logged on to it (messages built by hand)."""
+    ex = ExchangeSimulator(SessionConfig("EXCH", "TRADER"), host=HOST)
+    await ex.start()
+    try:
+        peer = await RawPeer().connect(HOST, ex.port)
+        await peer.logon()
+        yield ex, peer
+        await peer.close()
+    finally:
+        await ex.stop()
+
+
 def test_cancel_of_an_unknown_order_gets_an_order_cancel_reject():
     async def scenario():
-        ex = ExchangeSimulator(SessionConfig("EXCH", "TRADER"), host=HOST)
-        await ex.start()
-        try:
-            peer = await RawPeer().connect(HOST, ex.port)
-            await peer.logon()
+        async with raw_session() as (_, peer):
             await peer.send(MsgType.OrderCancelRequest, [(41, "NOPE"), (11, "C1"), (55, "X"), (54, "1"),
                                                          (60, "20240102-10:00:00.000"), (38, 1)])
             rej = await peer.expect(MsgType.OrderCancelReject)
             assert (rej[Tag.OrderID], rej[Tag.ClOrdID], rej[Tag.OrigClOrdID], rej[Tag.CxlRejResponseTo],
                     rej[Tag.CxlRejReason]) == ("NONE", "C1", "NOPE", "1", "1")
-            await peer.close()
-        finally:
-            await ex.stop()
     run(scenario())
 
 
 def test_a_reused_client_order_id_is_rejected_as_a_duplicate_order():
     async def scenario():
-        ex = ExchangeSimulator(SessionConfig("EXCH", "TRADER"), host=HOST)
-        await ex.start()
-        try:
-            peer = await RawPeer().connect(HOST, ex.port)
-            await peer.logon()
+        async with raw_session() as (ex, peer):
             body = [(11, "O1"), (55, "X"), (54, "1"), (60, "20240102-10:00:00.000"), (38, 1), (40, "1")]
             await peer.send(MsgType.NewOrderSingle, body)
             assert (await peer.expect(MsgType.ExecutionReport))[Tag.ExecType] == "0"
@@ -231,9 +234,6 @@ def test_a_reused_client_order_id_is_rejected_as_a_duplicate_order():
             rej = await peer.expect(MsgType.ExecutionReport)
             assert (rej[Tag.ExecType], rej[Tag.OrdStatus], rej[Tag.OrdRejReason]) == ("8", "8", "6")
             assert len(ex.venue.open_orders()) == 1
-            await peer.close()
-        finally:
-            await ex.stop()
     run(scenario())
 
 
