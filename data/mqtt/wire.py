@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -290,14 +290,20 @@ def _check_ts(ts: int) -> None:
         raise PayloadError("value", f"ts {ts} does not fit int64 ns")
 
 
-def decode_bar(symbol: str, payload: bytes) -> Bar:
-    """A checked :class:`Bar` from a v1 bar payload; raises :class:`PayloadError`."""
+def _decode(decoder: Any, payload: bytes, versions: tuple[int, ...] = (VERSION,)) -> Any:
+    """``payload`` decoded by ``decoder``, its schema version one of ``versions``; PayloadError otherwise."""
     try:
-        m = _BAR_DEC.decode(payload)
+        m = decoder.decode(payload)
     except msgspec.DecodeError as e:
         raise _fail(payload, e) from None
-    if m.v != VERSION and m.v != BAR_V2:
+    if m.v not in versions:
         raise PayloadError("version", f"unknown schema version {m.v!r}")
+    return m
+
+
+def decode_bar(symbol: str, payload: bytes) -> Bar:
+    """A checked :class:`Bar` from a v1 bar payload; raises :class:`PayloadError`."""
+    m = _decode(_BAR_DEC, payload, (VERSION, BAR_V2))
     if (m.amt is None) != (m.v == VERSION):
         raise PayloadError("schema", "amt is required in a v2 bar and unknown in v1")
     _check_ts(m.ts)
@@ -315,12 +321,7 @@ def decode_bar(symbol: str, payload: bytes) -> Bar:
 
 def decode_tick(symbol: str, payload: bytes) -> Tick:
     """A checked :class:`Tick` from a v1 tick payload; raises :class:`PayloadError`."""
-    try:
-        m = _TICK_DEC.decode(payload)
-    except msgspec.DecodeError as e:
-        raise _fail(payload, e) from None
-    if m.v != VERSION:
-        raise PayloadError("version", f"unknown schema version {m.v!r}")
+    m = _decode(_TICK_DEC, payload)
     _check_ts(m.ts)
     b = math.nan if m.b is None else m.b
     a = math.nan if m.a is None else m.a
@@ -335,22 +336,12 @@ def decode_tick(symbol: str, payload: bytes) -> Tick:
 
 def decode_eos(payload: bytes) -> EosV1:
     """The end-of-stream payload; raises :class:`PayloadError`."""
-    try:
-        m = _EOS_DEC.decode(payload)
-    except msgspec.DecodeError as e:
-        raise _fail(payload, e) from None
-    if m.v != VERSION:
-        raise PayloadError("version", f"unknown schema version {m.v!r}")
+    m = _decode(_EOS_DEC, payload)
     return m
 
 
 def decode_mark(payload: bytes) -> int:
     """The ts of a v1 ``$clock`` / ``$ack`` payload; raises :class:`PayloadError`."""
-    try:
-        m = _MARK_DEC.decode(payload)
-    except msgspec.DecodeError as e:
-        raise _fail(payload, e) from None
-    if m.v != VERSION:
-        raise PayloadError("version", f"unknown schema version {m.v!r}")
+    m = _decode(_MARK_DEC, payload)
     _check_ts(m.ts)
     return m.ts
