@@ -34,13 +34,11 @@ class SequenceStore(Protocol):
         """A block whose changes are kept together or not at all (nested blocks join the outer one)."""
 
 
-class MemoryStore:
-    """A store that lives as long as the process (tests, throw-away sessions)."""
+class _Sequences:
+    """The two next sequence numbers, as a store keeps them in memory (its own writes persist them)."""
 
-    def __init__(self) -> None:
-        self._sender = 1
-        self._target = 1
-        self._messages: dict[int, bytes] = {}
+    _sender: int
+    _target: int
 
     @property
     def next_sender_seq(self) -> int:
@@ -49,6 +47,15 @@ class MemoryStore:
     @property
     def next_target_seq(self) -> int:
         return self._target
+
+
+class MemoryStore(_Sequences):
+    """A store that lives as long as the process (tests, throw-away sessions)."""
+
+    def __init__(self) -> None:
+        self._sender = 1
+        self._target = 1
+        self._messages: dict[int, bytes] = {}
 
     def set_next_sender_seq(self, seq: int) -> None:
         self._sender = seq
@@ -76,7 +83,7 @@ class MemoryStore:
             raise
 
 
-class SQLiteSequenceStore:
+class SQLiteSequenceStore(_Sequences):
     """A session's sequence numbers and sent messages in a SQLite file (WAL journal).
 
     Every change is committed before the message it belongs to is written to the socket, so
@@ -107,14 +114,6 @@ class SQLiteSequenceStore:
         row = self.db.execute("SELECT sender_seq, target_seq FROM fix_session WHERE id=?",
                               (self.session_id,)).fetchone()
         self._sender, self._target = int(row[0]), int(row[1])
-
-    @property
-    def next_sender_seq(self) -> int:
-        return self._sender
-
-    @property
-    def next_target_seq(self) -> int:
-        return self._target
 
     def set_next_sender_seq(self, seq: int) -> None:
         with self.atomic():
