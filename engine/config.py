@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .riskconfig import LiveSection, MarketSection, RiskSection, parse_section, set_key
+from .riskconfig import LiveSection, MarketSection, RiskSection, check_table, parse_section, set_key
 
 
 class ConfigError(ValueError):
@@ -140,12 +140,7 @@ def parse_value(text: str) -> Any:
 
 
 def _section(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a table, got {raw!r}")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    check_table(cls, raw, where)
     return cls(**{k: _coerce(cls, k, v, where) for k, v in raw.items()})
 
 

@@ -106,14 +106,19 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def parse_section(cls: type, raw: Any, where: str) -> Any:
-    """A section dataclass from a TOML/JSON table, nested tables included."""
+def check_table(cls: type, raw: Any, where: str) -> None:
+    """ConfigError unless ``raw`` is a table whose keys are all fields of the section ``cls``."""
     if not isinstance(raw, dict):
         raise _error(f"{where}: expected a table, got {raw!r}")
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
         raise _error(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+
+
+def parse_section(cls: type, raw: Any, where: str) -> Any:
+    """A section dataclass from a TOML/JSON table, nested tables included."""
+    check_table(cls, raw, where)
     obj = cls()
     hints = _hints(cls)
     for key, value in raw.items():
