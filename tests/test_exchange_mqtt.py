@@ -20,12 +20,10 @@ import pytest
 
 from brokers.costs import PercentCommission
 from brokers.exchange import ExchangeSimulator
-from brokers.fix.client import Backoff, FixBroker
 from brokers.fix.codec import decode, encode
 from brokers.fix.mapping import new_order_single
 from brokers.fix.session import SessionConfig
 from brokers.fix.spec import MsgType
-from brokers.fix.store import SQLiteSequenceStore
 from brokers.orders import Fill, Order, OrderStatus, OrderType, Side
 from brokers.sim import FillRules, SimulatedVenue
 from data.loaders import load_bars
@@ -33,7 +31,7 @@ from data.mqtt import Ack, Clock, MqttFeed
 from data.replay import replay
 from data.schema import Bar, BarSeries
 from tests.mosquitto import mosquitto  # noqa: F401  (the fixture, used by name)
-from tests.test_exchange_process import wait_for
+from tests.test_exchange_process import trader, wait_for
 
 HOST = "127.0.0.1"
 PASSWORD = "lockstep pass phrase"
@@ -71,11 +69,6 @@ async def exchange_process(tmp: Path, url: str) -> AsyncIterator[tuple[dict, Pat
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-
-
-def trader(port: int, store_path: Path) -> FixBroker:
-    config = SessionConfig("TRADER", "EXCH", heartbeat_s=2, password=PASSWORD, logout_timeout_s=1.0)
-    return FixBroker(config, HOST, port, SQLiteSequenceStore(store_path, "TRADER->EXCH"), backoff=Backoff(0.05, 0.25))
 
 
 def plan_orders(bars: BarSeries) -> dict[int, list[Order]]:
@@ -137,7 +130,7 @@ def test_exchange_over_mqtt_fills_like_the_backtest_venue_and_acks_each_clock_af
     async def scenario():
         async with exchange_process(tmp_path, mosquitto.url) as (ready, log):
             assert ready["mqtt"] == mosquitto.url
-            broker = trader(ready["fix_port"], tmp_path / "trader.sqlite")
+            broker = trader(ready["fix_port"], tmp_path / "trader.sqlite", PASSWORD)
             await broker.start()
             assert await broker.wait_logged_on(5)
             plan = plan_orders(orcl)

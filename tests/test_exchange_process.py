@@ -80,8 +80,9 @@ async def simulator(tmp: Path, *, fix_port: int = 0, bars_port: int = 0, name: s
             await proc.wait()
 
 
-def trader(port: int, store_path: Path) -> FixBroker:
-    config = SessionConfig("TRADER", "EXCH", heartbeat_s=2, password=PASSWORD, logout_timeout_s=1.0)
+def trader(port: int, store_path: Path, password: str = PASSWORD) -> FixBroker:
+    """The trader's FIX adapter for the simulator process, its sequence numbers in ``store_path``."""
+    config = SessionConfig("TRADER", "EXCH", heartbeat_s=2, password=password, logout_timeout_s=1.0)
     return FixBroker(config, HOST, port, SQLiteSequenceStore(store_path, "TRADER->EXCH"), backoff=Backoff(0.05, 0.25))
 
 
