@@ -129,6 +129,8 @@ class Engine:
                                    limits=limits, batch_workers=batch_workers, on_switch=self._model_breach)
         if isinstance(self.market, HistoricalMarket):
             predictor.precompute(self.market.series[s] for s in self.market.symbols)
+        else:
+            predictor.warm_up()   # live: no first-call kernel builds inside the timed calls
         self.predictor = predictor
         active = predictor.model.active
         detail = runtime_detail(active.runtime)

@@ -77,6 +77,11 @@ class HealthMonitor:
 
     # -- what the predictor calls ----------------------------------------------------------
     @property
+    def models(self) -> list[Any]:
+        """The active model and the backups it may switch to."""
+        return [self.active, *self._backups]
+
+    @property
     def spec(self) -> Any:
         """The active model's feature spec."""
         return self.active.spec

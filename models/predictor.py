@@ -49,6 +49,16 @@ from .features import (
 
 MAX_BATCH = 4096
 BATCH_TASK = 512  # windows per precompute task: several tasks per thread balance the load
+# Live calls are padded up to one of these batch sizes (repeating the first window), and
+# ``warm_up`` runs each size once before trading: a runtime's first call at a new batch size
+# builds kernels for it (oneDNN: ~10 ms vs ~2 ms after), and timestamps with 1..N symbols would
+# otherwise bring up to N such first calls into the health monitor's latency window.
+BUCKETS = tuple(2 ** k for k in range(13))   # 1 .. 4096
+
+
+def bucket(n: int) -> int:
+    """The smallest bucket batch size holding ``n`` windows (n itself beyond the largest)."""
+    return next((b for b in BUCKETS if b >= n), n)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -190,9 +200,12 @@ class Predictor:
         else:
             windows = self.bank.windows(syms)
             fn = self.model.predict
+            n = len(windows)
+            if n < self.max_batch and bucket(n) > n:   # pad to a warmed-up batch size (module docs)
+                windows = np.concatenate([windows, np.repeat(windows[:1], bucket(n) - n, axis=0)])
         parts = [fn(windows[a:a + self.max_batch], ts) if monitored else fn(windows[a:a + self.max_batch])
                  for a in range(0, len(windows), self.max_batch)]
-        logits = np.concatenate(parts)
+        logits = np.concatenate(parts)[:len(syms)]
         self.calls += 1
         self.windows_run += len(syms)
         return self._emit(syms, softmax(logits), made_by)
@@ -227,6 +240,19 @@ class Predictor:
         for s in wanted:
             self.request(s)
         return self.run(bars[0].ts if bars else None)
+
+    def warm_up(self) -> int:
+        """Run every model the predictor may use (the active one and its backups) once at each
+        batch size a live call can take, untimed; returns the calls made. Call it before trading."""
+        models = getattr(self.model, "models", [self.model])
+        sizes = [b for b in BUCKETS if b <= bucket(min(len(self.symbols), self.max_batch))]
+        L = self.spec.lookback
+        for m in models:
+            if getattr(m, "on_device", False) and self.device_ring is not None:
+                continue   # device runtimes capture their own batch buckets
+            for b in sizes:
+                m.predict(np.zeros((b, L, N_FEATURES), np.float32))
+        return len(models) * len(sizes)
 
     # -- backtests -------------------------------------------------------------------------
     def precompute(self, series: Iterable[BarSeries]) -> dict[str, np.ndarray]:

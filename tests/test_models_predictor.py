@@ -16,7 +16,7 @@ from data.loaders import load_bars
 from data.schema import Bar
 from engine.backtest import run_backtest
 from models.errors import ModelError
-from models.predictor import Predictor, predict_series, softmax
+from models.predictor import BUCKETS, Predictor, bucket, predict_series, softmax
 from models.registry import Registry
 from strategies.model_signal import ModelSignal, train_and_backtest
 from tests.test_models_support import TINY_NET, needs_models_extra, qbot, trained
@@ -71,10 +71,62 @@ def test_one_batched_call_per_timestamp_over_the_symbols_with_full_windows():
         assert sorted(out) == ready                                   # warming-up symbols are left out
         assert len(model.batches) - before == (1 if ready else 0)     # one call for all of them
         if ready:
-            assert model.batches[-1] == len(ready)
+            assert model.batches[-1] == bucket(len(ready))            # padded to a warmed-up batch size
         for p in out.values():
             assert p.shape == (2,) and abs(p.sum() - 1.0) < 1e-9
     assert pred.calls == len(model.batches)
+
+
+def test_live_batches_are_padded_to_bucket_sizes_without_changing_any_prediction():
+    root, ref = trained("tiny")
+    model = Counting(Registry(root).load(ref, "onnx-cpu"))
+    series = three_symbols("2012-01-01", "2012-09-01")
+    padded, plain = Predictor(model, [s.symbol for s in series]), Predictor(model, [s.symbol for s in series])
+    plain.max_batch = 1   # one window per call: nothing to pad
+    for bars in timeline(series):
+        a, b = padded.step(bars), plain.step(bars)
+        assert a.keys() == b.keys()
+        for sym in a:
+            np.testing.assert_allclose(a[sym], b[sym], atol=1e-6)
+    assert set(model.batches) <= set(BUCKETS) and 4 in model.batches       # 3 symbols ran as 4
+    assert [bucket(n) for n in (1, 3, 5, 64, 65, 4096, 5000)] == [1, 4, 8, 64, 128, 4096, 5000]
+
+
+def test_warm_up_runs_every_model_at_every_live_batch_size_untimed():
+    """A runtime's first call at a new batch size builds its kernels (~10 ms for oneDNN bf16 vs ~2
+    after): live, those first calls would land in the latency window and could trip the p99 limit."""
+    from models.health import HealthLimits, HealthMonitor
+
+    root, _ = trained("tiny")
+    reg = Registry(root)
+    primary, backup = Counting(reg.load("tiny@v0001", "onnx-cpu")), Counting(reg.load("tiny@v0002", "onnx-cpu"))
+    monitor = HealthMonitor(primary, backup, HealthLimits())
+    pred = Predictor(monitor, [f"S{i}" for i in range(5)], primary.spec)
+    assert pred.warm_up() == 2 * 4
+    assert primary.batches == backup.batches == [1, 2, 4, 8]
+    assert np.isnan(monitor.p99_ms)   # nothing was timed
+
+
+def test_the_engine_warms_the_predictor_up_live_and_precomputes_in_backtests(monkeypatch):
+    import asyncio
+
+    from engine.live import LiveDriver
+
+    root, ref = trained("tiny")
+    warmed: list[int] = []
+    real = Predictor.warm_up
+    monkeypatch.setattr(Predictor, "warm_up", lambda self: warmed.append(real(self)) or warmed[-1])
+    series = three_symbols("2013-01-01", "2013-03-01")
+    run_backtest(ModelSignal(model=ref, registry=root), series)
+    assert warmed == []
+    driver = LiveDriver(ModelSignal(model=ref, registry=root), [s.symbol for s in series])
+
+    async def bars():
+        for s in series:
+            yield s.bar(0)
+
+    asyncio.run(driver.run(bars()))
+    assert warmed == [len([1, 2, 4])]   # 3 symbols: batch sizes 1, 2 and 4, no backup
 
 
 def test_streaming_predictions_equal_the_batch_path():
