@@ -228,6 +228,22 @@ def test_a_fill_beyond_the_order_quantity_is_booked_and_logged_as_an_error():
     assert err["log_level"] == "error" and (err["order_qty"], err["cum_qty"]) == (10.0, 12.0)
 
 
+def test_a_fill_of_an_order_this_side_does_not_know_is_an_error_saying_positions_now_differ():
+    """A manual trade on the same account, or another session's order: not booked (no order to book
+    it to), but the operator must hear that the venue's position no longer matches this one."""
+    from structlog.testing import capture_logs
+
+    broker = FixBroker(SessionConfig("TRADER", "EXCH"), HOST, 1)
+    fields = [(37, "X7"), (11, "MANUAL-1"), (17, "E7"), (150, "F"), (39, "2"), (55, "X"), (54, "1"), (38, 5.0),
+              (32, 5.0), (31, 11.0), (151, 0.0), (14, 5.0), (6, 11.0)]
+    with capture_logs() as logs:
+        broker.on_message(broker.session, decode(encode(MsgType.ExecutionReport, "EXCH", "TRADER", 5, fields)))
+    assert broker.fills == []
+    (err,) = [e for e in logs if e["event"] == "fix.unknown_order_report"]
+    assert err["log_level"] == "error" and (err["clordid"], err["symbol"], err["last_qty"]) == ("MANUAL-1", "X", "5")
+    assert "positions here no longer match" in err["detail"]
+
+
 # ---------------------------------------------------------------------------------- connections
 def test_the_adapter_keeps_retrying_with_backoff_until_the_venue_is_up():
     async def scenario():

@@ -230,8 +230,12 @@ class FixBroker:
         exec_type = msg[Tag.ExecType]
         clordid, orig = msg.get(Tag.ClOrdID), msg.get(Tag.OrigClOrdID)
         root = self._root.get(clordid or "") or self._root.get(orig or "")
-        if root is None:
-            self.log.warning("fix.unknown_order_report", clordid=clordid, exec_id=msg.get(Tag.ExecID))
+        if root is None:   # not an order of this session: a fill here means the venue's position differs from ours
+            level = self.log.error if exec_type == ExecType.TRADE else self.log.warning
+            level("fix.unknown_order_report", clordid=clordid, exec_id=msg.get(Tag.ExecID), exec_type=exec_type,
+                  symbol=msg.get(Tag.Symbol), last_qty=msg.get(Tag.LastQty), last_px=msg.get(Tag.LastPx),
+                  detail="not booked: positions here no longer match the venue's" if exec_type == ExecType.TRADE
+                  else "ignored")
             return
         exec_id = msg.get(Tag.ExecID, "")
         if exec_type != ExecType.ORDER_STATUS:
