@@ -393,11 +393,12 @@ class MqttFeed:
                 self.stats.delivered += 1
                 self._put(Clock(ts) if kind == "clock" else Ack(symbol, ts))
                 return False
-            if kind == "bar":
-                event: Bar | Tick = decode_bar(symbol, payload)
+            if kind == "bar" or kind == "tick":
+                event: Bar | Tick = decode_bar(symbol, payload) if kind == "bar" else decode_tick(symbol, payload)
                 if event.ts > time.time_ns() + FUTURE_TOLERANCE_NS:
                     self._drop("future", topic, f"ts {event.ts} is more than a day ahead of this clock", payload)
                     return False
+            if kind == "bar":
                 last = self._last_bar.get(symbol)
                 if last is not None and event.ts <= last:
                     self._drop("duplicate" if event.ts == last else "out_of_order", topic,
@@ -405,10 +406,6 @@ class MqttFeed:
                     return False
                 self._last_bar[symbol] = event.ts
             elif kind == "tick":
-                event = decode_tick(symbol, payload)
-                if event.ts > time.time_ns() + FUTURE_TOLERANCE_NS:
-                    self._drop("future", topic, f"ts {event.ts} is more than a day ahead of this clock", payload)
-                    return False
                 last = self._last_tick.get(symbol)
                 if last is not None and event.ts < last:
                     self._drop("out_of_order", topic, f"ts {event.ts} after {last}", payload)
