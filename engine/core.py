@@ -143,8 +143,8 @@ class Engine:
         """The predictor's health monitor saw a limit breached (and switched to the backup, if any):
         an event of the run's risk audit trail, so it is logged, written and shown in the report."""
         ts = event.ts if event.ts is not None else self.now
-        self.risk.trail.record(int(ts), "model_health", "switch" if event.to_model else "breach", str(event),
-                               value=float(event.value))
+        self.risk.record(int(ts), "model_health", "switch" if event.to_model else "breach", str(event),
+                         value=float(event.value))
 
     def _predict(self, bars: list[Bar]) -> None:
         """Step (4): the predictor's outputs for this timestamp's symbols, as ``ctx.predictions``."""
