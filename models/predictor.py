@@ -244,15 +244,15 @@ class Predictor:
     def warm_up(self) -> int:
         """Run every model the predictor may use (the active one and its backups) once at each
         batch size a live call can take, untimed; returns the calls made. Call it before trading."""
-        models = getattr(self.model, "models", [self.model])
         sizes = [b for b in BUCKETS if b <= bucket(min(len(self.symbols), self.max_batch))]
-        L = self.spec.lookback
-        for m in models:
+        calls = 0
+        for m in getattr(self.model, "models", [self.model]):
             if getattr(m, "on_device", False) and self.device_ring is not None:
                 continue   # device runtimes capture their own batch buckets
             for b in sizes:
-                m.predict(np.zeros((b, L, N_FEATURES), np.float32))
-        return len(models) * len(sizes)
+                m.predict(np.zeros((b, self.spec.lookback, N_FEATURES), np.float32))
+            calls += len(sizes)
+        return calls
 
     # -- backtests -------------------------------------------------------------------------
     def precompute(self, series: Iterable[BarSeries]) -> dict[str, np.ndarray]:
