@@ -138,7 +138,7 @@ def test_a_cache_folder_that_cannot_be_written_is_reported(monkeypatch, tmp_path
     blocked.write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))   # the cache folder would have to live under a file
     kernels, why = native._load()
-    assert kernels is None and why.startswith("could not build or load kernels.c")
+    assert kernels is None and why.startswith("could not build or load the native kernels")
 
 
 def test_a_source_that_does_not_compile_is_reported_and_leaves_no_library(monkeypatch, tmp_path):
@@ -147,7 +147,7 @@ def test_a_source_that_does_not_compile_is_reported_and_leaves_no_library(monkey
     bad = tmp_path / "kernels.c"
     bad.write_text("int tl_available(void) { return 1 }\n")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(native, "SOURCE", bad)
+    monkeypatch.setattr(native, "SOURCES", (bad,))
     kernels, why = native._load()
     assert kernels is None and "failed on kernels.c" in why
     assert list((tmp_path / "cache" / "tradeloop" / "native").iterdir()) == []

@@ -19,7 +19,7 @@ class Runtime(Protocol):
     def predict(self, windows: np.ndarray) -> np.ndarray: ...
 
 
-DETAIL_ATTRS = ("device", "threads", "chunk", "native_bf16", "fused", "native")
+DETAIL_ATTRS = ("device", "threads", "chunk", "native_bf16", "fused", "native", "amx")
 
 
 def runtime_detail(runtime: object) -> dict:

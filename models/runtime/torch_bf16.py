@@ -1,8 +1,11 @@
-"""torch-cpu-bf16: the network in bfloat16 on the CPU (oneDNN; AMX / AVX-512 BF16 where present).
+"""torch-cpu-bf16: the network in bfloat16 on the CPU (AMX / AVX-512 BF16 where present).
 
-The Conv1d+Transformer runs as ``bf16_net.BF16ConvTransformer`` (fused oneDNN linears; attention
-and LayerNorm in the AVX-512 kernels of ``native/`` where they build, ``native = True``); other
-networks run under CPU bf16 autocast. On a CPU without native
+The Conv1d+Transformer takes the fastest of three paths this machine offers (``runtime_detail``
+says which): the whole forward pass in the native library on AMX tiles (``native/amx_net.c``,
+``amx = True``; ~13k windows/s on one Sapphire Rapids core); else ``bf16_net.BF16ConvTransformer``
+with fused oneDNN linears and attention and LayerNorm in the AVX-512 kernels of ``native/``
+(``native = True``, ~6k); else the same on torch ops. ``native=False`` keeps torch ops only.
+Other networks run under CPU bf16 autocast. On a CPU without native
 bf16 units torch emulates bf16 (correct, slower than fp32): the runtime still works, says so in
 a warning log, and reports ``native_bf16 = False``. Big batches run in chunks of ``chunk``
 windows: by default 256 with the native kernels and 64 without (the best of 16-1024 measured on
@@ -17,6 +20,7 @@ import structlog
 
 from .base import as_windows
 from .cpu import native_bf16
+from .native.net import whole_net
 
 
 class TorchBF16Runtime:
@@ -35,12 +39,17 @@ class TorchBF16Runtime:
             torch.set_num_threads(int(threads))
         self.threads = torch.get_num_threads()
         self._torch = torch
-        self.forward = bf16_forward(net.to("cpu", torch.float32).eval(), fused, native)
-        self.fused, self.native = self.forward.fused, self.forward.native
+        net = net.to("cpu", torch.float32).eval()
+        log = structlog.get_logger("tradeloop.models")
+        # the whole forward on AMX where it can run (amx = False in the runtime detail otherwise: no
+        # AMX here, or a shape amx_net.c does not take)
+        self._whole = whole_net(net)[0] if native is not False and fused is not False else None
+        self.amx = self._whole is not None
+        self.forward = None if self.amx else bf16_forward(net, fused, native)
+        self.fused, self.native = (False, True) if self.amx else (self.forward.fused, self.forward.native)
         self.native_bf16 = native_bf16()
         self.lookback, self.n_features = lookback, n_features
         self.chunk = max(1, int(chunk)) if chunk else (256 if self.native else 64)
-        log = structlog.get_logger("tradeloop.models")
         if native is None and not self.native and hasattr(self.forward, "blocks"):  # the rewrite, kernels missing
             from .native import unavailable_reason
 
@@ -53,6 +62,8 @@ class TorchBF16Runtime:
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
         """Logits float32 [batch, classes]."""
+        if self._whole is not None:  # releases the GIL; no torch
+            return self._whole(as_windows(windows, self.lookback, self.n_features))
         x = self._torch.from_numpy(as_windows(windows, self.lookback, self.n_features))
         f, c = self.forward, self.chunk
         with self._torch.inference_mode():

@@ -1,6 +1,8 @@
-"""AVX-512 kernels for the bf16 runtime's attention and LayerNorm, compiled on first use.
+"""Native kernels for the bf16 runtime, compiled on first use: AVX-512 attention and LayerNorm
+(``kernels.c``) and the whole Conv1d+Transformer forward pass on AMX tiles (``amx_net.c``, used
+through ``net.py``).
 
-``kernels.c`` is built with the system C compiler (``$CC``, else ``cc``) and ``-march=native`` into
+The sources are built with the system C compiler (``$CC``, else ``cc``) and ``-march=native`` into
 ``$XDG_CACHE_HOME/tradeloop/native/`` (``~/.cache`` without it), keyed by the source, the compiler's
 version and this CPU's flags, then loaded with ctypes (calls release the GIL, so batch threads run
 in parallel). A build is written to a temporary name and renamed, so processes that start at once
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from ..cpu import cpu_flags
 
-SOURCE = Path(__file__).with_name("kernels.c")
+SOURCES = tuple(Path(__file__).with_name(n) for n in ("kernels.c", "amx_net.c"))
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared")
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 
@@ -52,8 +54,9 @@ def _compiler() -> str | None:
 
 
 def _build_key(cc: str) -> str:
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    h = hashlib.sha256(SOURCE.read_bytes())
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30,
+                             check=False).stdout
+    h = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES))
     for part in (version, " ".join(FLAGS), " ".join(sorted(cpu_flags()))):
         h.update(part.encode())
     return h.hexdigest()[:16]
@@ -64,9 +67,10 @@ def _build(cc: str, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=120)
+        done = subprocess.run([cc, *FLAGS, "-o", tmp, *map(str, SOURCES), "-lm"], capture_output=True, text=True,
+                              timeout=120, check=False)
         if done.returncode:
-            raise OSError(f"{cc} failed on {SOURCE.name}: {done.stderr.strip()[-400:]}")
+            raise OSError(f"{cc} failed on {', '.join(s.name for s in SOURCES)}: {done.stderr.strip()[-400:]}")
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -87,11 +91,15 @@ def _load() -> tuple[NativeKernels | None, str | None]:
             _build(cc, path)
             lib = ctypes.CDLL(str(path))
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:  # RuntimeError: no home folder to cache in
-        return None, f"could not build or load {SOURCE.name}: {e}"
+        return None, f"could not build or load the native kernels: {e}"
     if not lib.tl_available():
         return None, "this CPU has no AVX-512"
     lib.tl_attention_bf16.argtypes = [_PTR, _PTR, _I64, _I64, _I64, _I64]
     lib.tl_layernorm_bf16.argtypes = [_PTR, _PTR, _PTR, _PTR, _I64, _I64, ctypes.c_float]
+    lib.tl_net_new.argtypes = [_PTR, _PTR, _PTR, _PTR]
+    lib.tl_net_forward.argtypes = [_PTR, _PTR, _I64, _PTR]
+    lib.tl_net_free.argtypes = [_PTR]
+    lib.tl_net_free.restype = None
     return NativeKernels(lib, path), None
 
 
