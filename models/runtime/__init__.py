@@ -4,7 +4,7 @@
 name            what                                                                  needs
 ==============  ====================================================================  ==========
 torch-cpu       eager PyTorch fp32: the reference every other runtime is checked on   torch
-torch-cpu-bf16  bfloat16 through oneDNN (AMX / AVX-512 BF16 where the CPU has them)    torch
+torch-cpu-bf16  bfloat16: the whole network in native AMX code, else oneDNN + AVX-512   torch
 onnx-cpu        ONNX Runtime fp32, 1 intra-op thread                                  onnxruntime
 onnx-cpu-int8   ONNX Runtime, MatMul/Gemm weights dynamically quantized to int8       onnxruntime
 torch-cuda      fp16/bf16 on the GPU, CUDA-graph replay per batch bucket              CUDA torch
