@@ -2,11 +2,12 @@
 
 A version folder holds::
 
-    weights.pt        state_dict of the network (torch runtimes)
+    weights.pt        state_dict of the network (torch runtimes; read without torch by the AMX one)
     net.json          network kind and sizes
     model.onnx        fp32 ONNX export (onnx-cpu)           model.int8.onnx  its dynamic int8 twin
     features.json     the feature spec (and its hash)       train_config.json  how it was trained
-    metadata.json     input shape, label, training window, data file hashes, metrics, created-at
+    metadata.json     input shape, label, training window, data file hashes, metrics, created-at,
+                      net_settings (what the native runtime needs beside the weights)
     engines/          TensorRT engines (and INT8 calibration tables) built for this version, per GPU
 
 ``NAME@VERSION``, ``NAME@latest`` and ``NAME`` (= latest) resolve. ``load`` checks that the
@@ -89,6 +90,16 @@ class ModelInfo:
     def n_features(self) -> int:
         """Input width the network takes."""
         return int(self.metadata["input"]["n_features"])
+
+    def load_state(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(numpy weights, net settings) for the native runtime, read without torch; None for a
+        version saved without ``net_settings`` (before they were recorded, or not a ConvTransformer)."""
+        settings = self.metadata.get("net_settings")
+        if settings is None:
+            return None
+        from .state_file import read_state_dict
+
+        return read_state_dict(self.path / "weights.pt"), settings
 
     def load_net(self) -> Any:
         """The torch network with its trained weights (imports torch)."""
@@ -251,6 +262,12 @@ class Registry:
                 if int8:
                     quantize_int8(tmp / ONNX_FILES["onnx-cpu"], tmp / ONNX_FILES["onnx-cpu-int8"])
                     files.append(ONNX_FILES["onnx-cpu-int8"])
+            from .nets.conv_transformer import ConvTransformer
+
+            if isinstance(net, ConvTransformer):  # what the native runtime needs beside the weights
+                from .runtime.native.net import state_of
+
+                metadata = {**(metadata or {}), "net_settings": state_of(net)[1]}
             meta = {"created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                     "input": {"lookback": spec.lookback, "n_features": N_FEATURES}, "classes": 2,
                     "feature_hash": spec.hash, "files": files, "torch": torch.__version__,
@@ -336,5 +353,5 @@ class Registry:
 
             options.setdefault("calibration", lambda: training_windows(info))
         rt = open_runtime(runtime, lookback=info.lookback, n_features=info.n_features, folder=info.path,
-                          net=info.load_net, threads=threads, **options)
+                          net=info.load_net, state=info.load_state, threads=threads, **options)
         return LoadedModel(info, rt)

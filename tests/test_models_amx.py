@@ -4,16 +4,25 @@ function as the fp32 network to bf16 accuracy on real windows, each window's log
 on the other windows of the call, it is safe to call from several threads, NaN stays in the window
 it came from, scores that overflow or underflow the fast softmax get the exact one, and a network
 it cannot take (or a machine without AMX) leaves the runtime on its other paths, which still agree.
+A registry version opens on it without importing torch: its weights are read from ``weights.pt``
+by ``models/state_file.py``, which gives torch's own arrays and refuses anything else.
 Tests skip only where AMX cannot run here, and say why."""
 from __future__ import annotations
 
 import copy
+import json
+import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from models.errors import RegistryError
 from models.registry import Registry
+from models.state_file import read_state_dict
 from tests.test_models_runtime import reference
 from tests.test_models_support import trained
 
@@ -44,15 +53,74 @@ def test_the_whole_forward_matches_fp32_to_bf16_accuracy_on_real_windows():
 
 
 def test_the_runtime_takes_the_amx_path_and_agrees_with_its_torch_path():
-    from models.runtime.torch_bf16 import TorchBF16Runtime
-
     amx_or_skip(default_net())
     root, ref = trained("default")
     x = reference("default")[0]
     m = Registry(root).load(ref, "torch-cpu-bf16")
-    plain = TorchBF16Runtime(default_net(), m.info.lookback, m.info.n_features, native=False)
-    assert m.runtime.amx is True and plain.amx is False
+    plain = Registry(root).load(ref, "torch-cpu-bf16", native=False)
+    assert m.runtime.amx is True and plain.runtime.amx is False
     assert np.abs(m.predict(x) - plain.predict(x)).max() <= 1e-2
+
+
+def test_a_registry_version_opens_on_amx_without_importing_torch():
+    amx_or_skip(default_net())
+    root, ref = trained("default")
+    code = ("import sys, numpy as np; from models.registry import Registry; "
+            f"m = Registry({root!r}).load({ref!r}, 'torch-cpu-bf16'); "
+            "m.predict(np.zeros((3, m.info.lookback, m.info.n_features), np.float32)); "
+            "print(m.runtime.amx, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.split()[-2:] == ["True", "False"]
+
+
+def test_a_version_saved_before_net_settings_were_recorded_runs_on_amx_through_torch(tmp_path):
+    amx_or_skip(default_net())
+    root, ref = trained("default")
+    info = Registry(root).info(ref)
+    old = tmp_path / "reg"
+    shutil.copytree(Path(root) / info.ref.name, old / info.ref.name)
+    meta_file = old / info.ref.name / info.ref.version / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["net_settings"]
+    meta_file.write_text(json.dumps(meta))
+    x, want = reference("default")
+    m = Registry(old).load(str(info.ref), "torch-cpu-bf16")
+    assert m.runtime.amx is True
+    np.testing.assert_array_equal(m.predict(x[:50]), Registry(root).load(ref, "torch-cpu-bf16").predict(x[:50]))
+
+
+@pytest.mark.parametrize("key", ["tiny", "lstm", "default"])
+def test_weights_read_without_torch_are_torchs_own(key):
+    root, ref = trained(key)
+    path = Registry(root).info(ref).path / "weights.pt"
+    want = torch.load(path, map_location="cpu", weights_only=True)
+    got = read_state_dict(path)
+    assert list(got) == list(want)
+    for k, t in want.items():
+        assert got[k].dtype == t.numpy().dtype and got[k].shape == tuple(t.shape)
+        np.testing.assert_array_equal(got[k], t.numpy())
+
+
+def test_weights_of_a_strided_tensor_come_out_in_torchs_order(tmp_path):
+    path = tmp_path / "w.pt"
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    torch.save({"t": base.t(), "slice": base[1:, 2:5], "long": torch.tensor([3, -1])}, path)
+    got = read_state_dict(path)
+    np.testing.assert_array_equal(got["t"], base.t().numpy())
+    np.testing.assert_array_equal(got["slice"], base[1:, 2:5].numpy())
+    assert got["long"].dtype == np.int64 and list(got["long"]) == [3, -1]
+
+
+def test_a_weights_file_holding_anything_but_tensors_is_refused_by_name(tmp_path):
+    other = tmp_path / "other.pt"
+    torch.save({"w": torch.ones(2), "when": Path("/etc")}, other)
+    with pytest.raises(RegistryError, match=r"other\.pt: pathlib.*PosixPath is not part of a tensor state dict"):
+        read_state_dict(other)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(RegistryError, match=r"broken\.pt: cannot read the weights without torch"):
+        read_state_dict(broken)
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 23])
@@ -122,12 +190,12 @@ def test_other_networks_have_no_whole_forward():
 
 
 def test_without_amx_the_runtime_runs_the_avx512_kernels_and_still_agrees(monkeypatch):
-    import models.runtime.torch_bf16 as tb
+    import models.runtime.amx_cpu as amx_cpu
     from models.runtime.native import load_kernels
 
     if load_kernels() is None:
         pytest.skip("the native kernels cannot build here")
-    monkeypatch.setattr(tb, "whole_net", lambda net: (None, "this CPU or kernel offers no AMX-BF16 tiles"))
+    monkeypatch.setattr(amx_cpu, "open_amx", lambda *a, **k: (None, None))   # as on a CPU without AMX
     root, ref = trained("default")
     x, want = reference("default")
     m = Registry(root).load(ref, "torch-cpu-bf16")

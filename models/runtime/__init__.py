@@ -55,8 +55,10 @@ def unavailable_reason(name: str) -> str | None:
 
 
 def open_runtime(name: str, *, lookback: int, n_features: int, folder: str | Path | None = None,
-                 net: Callable[[], Any] | None = None, threads: int = 1, **options: Any) -> Runtime:
-    """Open runtime ``name`` over a model: ONNX files from ``folder``, or the torch net from ``net()``."""
+                 net: Callable[[], Any] | None = None, state: Callable[[], Any] | None = None, threads: int = 1,
+                 **options: Any) -> Runtime:
+    """Open runtime ``name`` over a model: ONNX files from ``folder``, or the torch net from ``net()``;
+    ``state()``: (numpy weights, settings) or None, which lets torch-cpu-bf16 on AMX skip torch."""
     if name not in RUNTIMES:
         raise ModelError(f"unknown runtime {name!r}; choose one of {', '.join(RUNTIMES)}")
     if name in ONNX_FILES:
@@ -81,9 +83,15 @@ def open_runtime(name: str, *, lookback: int, n_features: int, folder: str | Pat
 
         return TorchCUDARuntime(net(), lookback, n_features, **options)
     if name == "torch-cpu-bf16":
+        from .amx_cpu import open_amx
+
+        fast, loaded = open_amx(lookback, n_features, state=state, net=net, options=options)
+        if fast is not None:
+            return fast
         from .torch_bf16 import TorchBF16Runtime
 
-        return TorchBF16Runtime(net(), lookback, n_features, threads=threads, **options)
+        return TorchBF16Runtime(loaded if loaded is not None else net(), lookback, n_features, threads=threads,
+                                **options)
     from .torch_cpu import TorchCPURuntime
 
     return TorchCPURuntime(net(), lookback, n_features, threads=threads, **options)

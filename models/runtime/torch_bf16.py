@@ -1,11 +1,10 @@
-"""torch-cpu-bf16: the network in bfloat16 on the CPU (AMX / AVX-512 BF16 where present).
+"""torch-cpu-bf16 on torch: the network in bfloat16 on the CPU (oneDNN; AVX-512 BF16 / AMX).
 
-The Conv1d+Transformer takes the fastest of three paths this machine offers (``runtime_detail``
-says which): the whole forward pass in the native library on AMX tiles (``native/amx_net.c``,
-``amx = True``; ~13k windows/s on one Sapphire Rapids core); else ``bf16_net.BF16ConvTransformer``
-with fused oneDNN linears and attention and LayerNorm in the AVX-512 kernels of ``native/``
-(``native = True``, ~6k); else the same on torch ops. ``native=False`` keeps torch ops only.
-Other networks run under CPU bf16 autocast. On a CPU without native
+Where the CPU has AMX, ``open_runtime`` runs the Conv1d+Transformer as ``amx_cpu.AMXRuntime``
+instead (the whole forward in native code, ~2.5x faster). Here the Conv1d+Transformer runs as
+``bf16_net.BF16ConvTransformer``: fused oneDNN linears, attention and LayerNorm in the AVX-512
+kernels of ``native/`` where they build (``native = True``), else on torch ops; ``native=False``
+keeps torch ops only. Other networks run under CPU bf16 autocast. On a CPU without native
 bf16 units torch emulates bf16 (correct, slower than fp32): the runtime still works, says so in
 a warning log, and reports ``native_bf16 = False``. Big batches run in chunks of ``chunk``
 windows: by default 256 with the native kernels and 64 without (the best of 16-1024 measured on
@@ -20,7 +19,6 @@ import structlog
 
 from .base import as_windows
 from .cpu import native_bf16
-from .native.net import whole_net
 
 
 class TorchBF16Runtime:
@@ -28,6 +26,7 @@ class TorchBF16Runtime:
 
     name = "torch-cpu-bf16"
     device = "cpu"
+    amx = False
 
     def __init__(self, net: Any, lookback: int, n_features: int, threads: int | None = 1, chunk: int | None = None,
                  fused: bool | None = None, native: bool | None = None) -> None:
@@ -39,14 +38,9 @@ class TorchBF16Runtime:
             torch.set_num_threads(int(threads))
         self.threads = torch.get_num_threads()
         self._torch = torch
-        net = net.to("cpu", torch.float32).eval()
         log = structlog.get_logger("tradeloop.models")
-        # the whole forward on AMX where it can run (amx = False in the runtime detail otherwise: no
-        # AMX here, or a shape amx_net.c does not take)
-        self._whole = whole_net(net)[0] if native is not False and fused is not False else None
-        self.amx = self._whole is not None
-        self.forward = None if self.amx else bf16_forward(net, fused, native)
-        self.fused, self.native = (False, True) if self.amx else (self.forward.fused, self.forward.native)
+        self.forward = bf16_forward(net.to("cpu", torch.float32).eval(), fused, native)
+        self.fused, self.native = self.forward.fused, self.forward.native
         self.native_bf16 = native_bf16()
         self.lookback, self.n_features = lookback, n_features
         self.chunk = max(1, int(chunk)) if chunk else (256 if self.native else 64)
@@ -62,8 +56,6 @@ class TorchBF16Runtime:
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
         """Logits float32 [batch, classes]."""
-        if self._whole is not None:  # releases the GIL; no torch
-            return self._whole(as_windows(windows, self.lookback, self.n_features))
         x = self._torch.from_numpy(as_windows(windows, self.lookback, self.n_features))
         f, c = self.forward, self.chunk
         with self._torch.inference_mode():

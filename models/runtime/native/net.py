@@ -50,11 +50,13 @@ class AMXNet:
 
 
 def state_of(net: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """A ``ConvTransformer``'s weights as numpy arrays, and the settings not in its state dict."""
+    """A ``ConvTransformer``'s weights as numpy arrays, and the settings not in its state dict
+    (JSON-ready: the registry records them, so the runtime can start without torch)."""
     state = {k: v.detach().to("cpu").float().numpy() for k, v in net.state_dict().items()}
     blocks = list(net.blocks)
-    settings = {"heads": blocks[0].heads if blocks else 1, "clip": net.norm_in.clip, "out_eps": net.norm_out.eps,
-                "eps": [(b.ln1.eps, b.ln2.eps) for b in blocks], "padding": net.conv.padding[0]}
+    settings = {"heads": blocks[0].heads if blocks else 1, "clip": float(net.norm_in.clip),
+                "out_eps": float(net.norm_out.eps), "eps": [[float(b.ln1.eps), float(b.ln2.eps)] for b in blocks],
+                "padding": int(net.conv.padding[0])}
     return state, settings
 
 
