@@ -265,9 +265,9 @@ class Registry:
             from .nets.conv_transformer import ConvTransformer
 
             if isinstance(net, ConvTransformer):  # what the native runtime needs beside the weights
-                from .runtime.native.net import state_of
+                from .runtime.native.net import settings_of
 
-                metadata = {**(metadata or {}), "net_settings": state_of(net)[1]}
+                metadata = {**(metadata or {}), "net_settings": settings_of(net)}
             meta = {"created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                     "input": {"lookback": spec.lookback, "n_features": N_FEATURES}, "classes": 2,
                     "feature_hash": spec.hash, "files": files, "torch": torch.__version__,

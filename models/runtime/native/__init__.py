@@ -3,7 +3,7 @@
 through ``net.py``).
 
 The sources are built with the system C compiler (``$CC``, else ``cc``) and ``-march=native`` into
-``$XDG_CACHE_HOME/tradeloop/native/`` (``~/.cache`` without it), keyed by the source, the compiler's
+``$XDG_CACHE_HOME/tradeloop/native/`` (``~/.cache`` without it), keyed by the sources, the compiler's
 version and this CPU's flags, then loaded with ctypes (calls release the GIL, so batch threads run
 in parallel). A build is written to a temporary name and renamed, so processes that start at once
 never load a half-written library. Without a compiler or without AVX-512, :func:`load_kernels`

@@ -1,10 +1,10 @@
 """The whole Conv1d+Transformer forward pass in the native library (``amx_net.c``): AMX tiles.
 
-``AMXNet.from_torch(net)`` copies a ``ConvTransformer``'s weights (numpy, fp32) into the library,
-which packs them as bf16 tiles; ``net(windows)`` returns fp32 logits and releases the GIL, so
-several threads can each run a batch. Needs a CPU with AMX-BF16 and a Linux kernel that grants
-the tile state; :func:`open_amx_net` returns None with the reason otherwise (or for a shape the
-kernels do not take), and the caller keeps its other path.
+:func:`build` copies a ``ConvTransformer``'s weights (numpy, fp32, from a registry file or from
+the module: :func:`whole_net`) into the library, which packs them as bf16 tiles; ``net(windows)``
+returns fp32 logits and releases the GIL, so several threads can each run a batch. Needs a CPU
+with AMX-BF16 and a Linux kernel that grants the tile state; both return None with the reason
+otherwise (or for a shape the kernels do not take), and the caller keeps its other path.
 """
 from __future__ import annotations
 
@@ -49,15 +49,13 @@ class AMXNet:
             self._handle = None
 
 
-def state_of(net: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """A ``ConvTransformer``'s weights as numpy arrays, and the settings not in its state dict
-    (JSON-ready: the registry records them, so the runtime can start without torch)."""
-    state = {k: v.detach().to("cpu").float().numpy() for k, v in net.state_dict().items()}
+def settings_of(net: Any) -> dict[str, Any]:
+    """What :func:`build` needs of a ``ConvTransformer`` beside its state dict (JSON-ready: the
+    registry records it, so the runtime can start without torch)."""
     blocks = list(net.blocks)
-    settings = {"heads": blocks[0].heads if blocks else 1, "clip": float(net.norm_in.clip),
-                "out_eps": float(net.norm_out.eps), "eps": [[float(b.ln1.eps), float(b.ln2.eps)] for b in blocks],
-                "padding": int(net.conv.padding[0])}
-    return state, settings
+    return {"heads": blocks[0].heads if blocks else 1, "clip": float(net.norm_in.clip),
+            "out_eps": float(net.norm_out.eps), "eps": [[float(b.ln1.eps), float(b.ln2.eps)] for b in blocks],
+            "padding": int(net.conv.padding[0])}
 
 
 def build(state: Mapping[str, np.ndarray], settings: Mapping[str, Any]) -> tuple[AMXNet | None, str | None]:
@@ -73,11 +71,11 @@ def build(state: Mapping[str, np.ndarray], settings: Mapping[str, Any]) -> tuple
     T = state["pos"].shape[1]
     L = len(settings["eps"])
     H = int(settings["heads"])
-    FF = state["blocks.0.ff1.weight"].shape[0] if L else 32
+    FF = state["blocks.0.ff1.weight"].shape[0] if L else 0      # no blocks: tl_net_new refuses
     C = state["head.weight"].shape[0]
     arrays = [state["norm_in.mean"], state["norm_in.inv_std"], conv.transpose(0, 2, 1).reshape(D, ks * F),
               state["conv.bias"], state["pos"].reshape(T, D)]
-    q_scale = LOG2E / math.sqrt(D // H) if D % H == 0 else 1.0  # scores in base 2 (amx_net.c)
+    q_scale = LOG2E / math.sqrt(D / H)  # scores in base 2 (amx_net.c)
     for i in range(L):
         p = f"blocks.{i}."
         qkv_w, qkv_b = state[p + "qkv.weight"].copy(), state[p + "qkv.bias"].copy()
@@ -104,4 +102,4 @@ def whole_net(net: Any) -> tuple[AMXNet | None, str | None]:
 
     if not isinstance(net, ConvTransformer):
         return None, None
-    return build(*state_of(net))
+    return build({k: v.detach().to("cpu").float().numpy() for k, v in net.state_dict().items()}, settings_of(net))
