@@ -123,7 +123,8 @@ void tl_net_free(void *handle) {
    layouts): mean, inv_std, stem_w [D][ks*F] (tap-major), stem_b, pos [T][D], then per layer ln1_w,
    ln1_b, qkv_w [3D][D] (query rows already scaled), qkv_b, proj_w, proj_b, ln2_w, ln2_b, ff1_w,
    ff1_b, ff2_w, ff2_b; then out_w, out_b, head_w [C][D], head_b.
-   Returns 0 and the net in *out; -1 unsupported shape, -2 no AMX here, -3 out of memory. */
+   Returns 0 and the net in *out; -1 unsupported shape, -2 the kernel grants no AMX tile state,
+   -3 out of memory (-4: this library was built without AMX). */
 int tl_net_new(const int64_t *dims, const float *scalars, const float *const *arrays, void **out) {
     const int64_t T = dims[0], F = dims[1], D = dims[2], H = dims[3], FF = dims[4], L = dims[5], ks = dims[6],
                   C = dims[7];
@@ -631,7 +632,7 @@ int tl_amx_available(void) { return 0; }
 int tl_net_new(const int64_t *dims, const float *scalars, const float *const *arrays, void **out) {
     (void)dims; (void)scalars; (void)arrays;
     *out = 0;
-    return -2;
+    return -4;  /* built without AMX: the CPU or the compiler lacks it */
 }
 void tl_net_free(void *handle) { (void)handle; }
 int tl_net_forward(const void *handle, const float *x, int64_t B, float *logits) {

@@ -20,7 +20,8 @@ from . import load_kernels, unavailable_reason
 LOG2E = 1.4426950408889634
 _REASONS = {-1: "shape not supported (lookback 32 or 64, width and feed-forward width multiples of 32; head width 2, 4, 8 "
                 "or 16; at most 12 layers)",
-            -2: "this CPU or kernel offers no AMX-BF16 tiles", -3: "out of memory"}
+            -2: "this CPU or kernel offers no AMX-BF16 tiles", -3: "out of memory",
+            -4: "the native library was built without AMX (this CPU or the C compiler lacks it)"}
 
 
 def _f32(a: Any) -> np.ndarray:
