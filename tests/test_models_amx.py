@@ -203,3 +203,42 @@ def test_without_amx_the_runtime_runs_the_avx512_kernels_and_still_agrees(monkey
     got = m.predict(x)
     assert np.abs(got - want).max() <= 1e-2
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.99
+
+
+@pytest.mark.parametrize("sizes", [
+    {"lookback": 32, "d_model": 64, "heads": 4, "ff": 128, "layers": 2, "kernel": 3},    # head width 16: two value tiles
+    {"lookback": 64, "d_model": 32, "heads": 8, "ff": 64, "layers": 1, "kernel": 1},     # head width 4, no stem taps
+    {"lookback": 64, "d_model": 96, "heads": 6, "ff": 192, "layers": 2, "kernel": 5},    # 96 wide: K split over 3 tiles
+    {"lookback": 32, "d_model": 32, "heads": 16, "ff": 32, "layers": 3, "kernel": 5},    # head width 2
+    {"lookback": 64, "d_model": 128, "heads": 8, "ff": 512, "layers": 2, "kernel": 3, "n_features": 7},
+], ids=["hd16-T32", "hd4-k1", "d96-k5", "hd2-T32", "d128-f7"])
+def test_every_shape_the_kernels_take_computes_the_network(sizes):
+    """Random weights (LayerNorm and standardization too): the generic paths agree with fp32."""
+    from models.nets.conv_transformer import ConvTransformer
+
+    sizes = dict(sizes)
+    nf = sizes.pop("n_features", 16)
+    torch.manual_seed(0)
+    net = ConvTransformer(n_features=nf, dropout=0.0, **sizes).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+        net.norm_in.mean.uniform_(-0.5, 0.5)
+        net.norm_in.inv_std.uniform_(0.5, 2.0)
+    amx = amx_or_skip(net)
+    x = np.random.default_rng(1).standard_normal((37, sizes["lookback"], nf)).astype(np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    assert np.abs(amx(x) - want).max() <= 1e-2
+
+
+@pytest.mark.parametrize("sizes", [{"lookback": 128}, {"lookback": 48}, {"d_model": 64, "heads": 2},
+                                   {"d_model": 48, "heads": 6}, {"ff": 48}], ids=str)
+def test_a_shape_the_kernels_do_not_take_is_refused(sizes):
+    from models.nets.conv_transformer import ConvTransformer
+
+    amx_or_skip(default_net())                  # AMX is here: the refusal is the shape's
+    amx, why = whole_net(ConvTransformer(**sizes).eval())
+    assert amx is None and why.startswith("shape not supported")
