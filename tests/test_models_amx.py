@@ -211,7 +211,8 @@ def test_without_amx_the_runtime_runs_the_avx512_kernels_and_still_agrees(monkey
     {"lookback": 64, "d_model": 96, "heads": 6, "ff": 192, "layers": 2, "kernel": 5},    # 96 wide: K split over 3 tiles
     {"lookback": 32, "d_model": 32, "heads": 16, "ff": 32, "layers": 3, "kernel": 5},    # head width 2
     {"lookback": 64, "d_model": 128, "heads": 8, "ff": 512, "layers": 2, "kernel": 3, "n_features": 7},
-], ids=["hd16-T32", "hd4-k1", "d96-k5", "hd2-T32", "d128-f7"])
+    {"lookback": 32, "d_model": 32, "heads": 4, "ff": 32, "layers": 12, "kernel": 3},    # the deepest it takes
+], ids=["hd16-T32", "hd4-k1", "d96-k5", "hd2-T32", "d128-f7", "12-layers"])
 def test_every_shape_the_kernels_take_computes_the_network(sizes):
     """Random weights (LayerNorm and standardization too): the generic paths agree with fp32."""
     from models.nets.conv_transformer import ConvTransformer
@@ -227,7 +228,9 @@ def test_every_shape_the_kernels_take_computes_the_network(sizes):
                 m.bias.uniform_(-0.2, 0.2)
         net.norm_in.mean.uniform_(-0.5, 0.5)
         net.norm_in.inv_std.uniform_(0.5, 2.0)
-    amx = amx_or_skip(net)
+    amx_or_skip(default_net())                  # AMX is here: this shape must be taken
+    amx, why = whole_net(net)
+    assert amx is not None, why
     x = np.random.default_rng(1).standard_normal((37, sizes["lookback"], nf)).astype(np.float32)
     with torch.no_grad():
         want = net(torch.from_numpy(x)).numpy()
@@ -235,7 +238,7 @@ def test_every_shape_the_kernels_take_computes_the_network(sizes):
 
 
 @pytest.mark.parametrize("sizes", [{"lookback": 128}, {"lookback": 48}, {"d_model": 64, "heads": 2},
-                                   {"d_model": 48, "heads": 6}, {"ff": 48}], ids=str)
+                                   {"d_model": 48, "heads": 6}, {"ff": 48}, {"layers": 13}], ids=str)
 def test_a_shape_the_kernels_do_not_take_is_refused(sizes):
     from models.nets.conv_transformer import ConvTransformer
 

@@ -39,6 +39,7 @@
 #define XFEATURE_XTILEDATA 18
 #define G 8        /* windows per stage group */
 #define GELU_R 4.5f
+#define MAX_LAYERS 12
 
 typedef uint16_t bf16;
 
@@ -55,7 +56,7 @@ typedef struct {
     bf16 *stem_w;
     layer_t *layers;
     float gelu[4][32];   /* cubic coefficients c0..c3 (in x) per interval */
-    void *blocks[64];    /* every allocation, for tl_net_free */
+    void *blocks[16 + 12 * MAX_LAYERS];  /* every allocation, for tl_net_free: 12 per layer, 10 besides */
     int nblocks;
 } net_t;
 
@@ -66,7 +67,7 @@ static inline bf16 to_bf16(float f) {  /* round to nearest even; NaN stays NaN *
 }
 
 static void *take(net_t *n, size_t bytes) {
-    if (n->nblocks >= 64) return NULL;
+    if (n->nblocks >= (int)(sizeof n->blocks / sizeof n->blocks[0])) return NULL;
     void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (p) { memset(p, 0, (bytes + 63) / 64 * 64); n->blocks[n->nblocks++] = p; }
     return p;
@@ -129,7 +130,7 @@ int tl_net_new(const int64_t *dims, const float *scalars, const float *const *ar
     const int64_t T = dims[0], F = dims[1], D = dims[2], H = dims[3], FF = dims[4], L = dims[5], ks = dims[6],
                   C = dims[7];
     *out = NULL;
-    if ((T != 32 && T != 64) || D % 32 || FF % 32 || H < 1 || D % H || L < 1 || L > 12 || ks < 1 || ks % 2 == 0 ||
+    if ((T != 32 && T != 64) || D % 32 || FF % 32 || H < 1 || D % H || L < 1 || L > MAX_LAYERS || ks < 1 || ks % 2 == 0 ||
         C < 1 || F < 1 || D > 1024 || FF > 4096)
         return -1;
     const int64_t hd = D / H;
