@@ -154,11 +154,12 @@ def test_nan_in_a_window_makes_its_logits_nan_and_leaves_the_others():
     np.testing.assert_array_equal(np.delete(got, 5, axis=0), np.delete(clean, 5, axis=0))
 
 
-@pytest.mark.parametrize("query_bias", [60.0, -60.0])
-def test_scores_the_fast_softmax_cannot_hold_get_the_exact_one(query_bias):
-    """Every key equal and every query +-60 along it: scores of +-480 (base e) overflow exp to inf,
-    or underflow every row's sum to 0, without the row maximum subtracted. The exact softmax gives
-    each key the same weight, as the fp32 network does."""
+@pytest.mark.parametrize("query_bias, value_bias", [(60.0, None), (-60.0, None), (24.5, 1e9)])
+def test_scores_the_fast_softmax_cannot_hold_get_the_exact_one(query_bias, value_bias):
+    """Every key equal and every query along it: scores of +-480 (base e) overflow exp to inf, or
+    underflow every row's sum to 0, without the row maximum subtracted; scores of ~69 keep the sums
+    finite (2^100) but overflow fp32 once weighted by values of 1e9. The exact softmax gives each
+    key the same weight, as the fp32 network does."""
     net = copy.deepcopy(default_net())
     D = net.blocks[0].qkv.in_features
     with torch.no_grad():
@@ -166,6 +167,9 @@ def test_scores_the_fast_softmax_cannot_hold_get_the_exact_one(query_bias):
             b.qkv.weight[:2 * D] = 0.0          # queries and keys: their biases alone
             b.qkv.bias[:D] = query_bias
             b.qkv.bias[D:2 * D] = 1.0
+            if value_bias is not None:
+                b.qkv.weight[2 * D:] = 0.0
+                b.qkv.bias[2 * D:] = value_bias
     amx = amx_or_skip(net)
     x = reference("default")[0][:64]
     with torch.no_grad():

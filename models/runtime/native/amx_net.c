@@ -17,7 +17,7 @@
      query weights), exp2 by a degree-3 polynomial and `scalef` (relative error 8e-5, below the
      bf16 rounding of the probabilities), and the row sums come from the same tile product as the
      weighted values (a column of ones next to v). The row maximum is not subtracted; a block where
-     that fails (a row sum infinite, or under 2^-60) is recomputed exactly in scalar fp32;
+     that fails (a row sum over 2^64 or under 2^-60) is recomputed exactly in scalar fp32;
    - GELU (the erf form) is a cubic per 1/32 of [-4.5, 4.5] (Hermite on erf's values and slopes,
      max abs error 2e-5, far below the bf16 rounding of its output), x above, ~0 below;
    - subnormals are flushed to zero during the call (MXCSR restored after).
@@ -411,9 +411,10 @@ static void softmax_block(const float *S, bf16 *P, int64_t T) {
             store2_bf16(P + r * T + j, exp2_ps(_mm512_loadu_ps(S + r * T + j)), exp2_ps(_mm512_loadu_ps(S + r * T + j + 16)));
 }
 
-/* A block whose row sums came out unusable (a sum under 2^-60: every score far below 0; or
-   infinite: a score above ~120): the exact softmax in scalar fp32 with each row's maximum
-   subtracted. Never seen on real windows; there for correctness. */
+/* A block whose row sums came out unusable (a sum under 2^-60: every score far below 0; or over
+   2^64: a score above ~58, where the weighted values could overflow fp32 before the division):
+   the exact softmax in scalar fp32 with each row's maximum subtracted. Never seen on real
+   windows; there for correctness. */
 __attribute__((cold, noinline)) static void attend_exact(const net_t *n, const bf16 *qkv, const bf16 *kp, const bf16 *vp,
                                                         int64_t h, int64_t q0, bf16 *att) {
     const int64_t T = n->T, D = n->D, hd = n->hd, D3 = 3 * D, W = n->NV * 16;
@@ -480,9 +481,10 @@ static inline void normalize(const net_t *n, const float *O, const bf16 *qkv, co
     const __m512i sum_at = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                                                _mm512_set1_epi32((int)W)), _mm512_set1_epi32((int)hd));
     const __m512 sums = _mm512_i32gather_ps(sum_at, O, 4);
-    /* NaN passes: it propagates, as in torch */
-    if (_mm512_cmp_ps_mask(sums, _mm512_set1_ps(8.67e-19f), _CMP_LT_OQ) |
-        _mm512_cmp_ps_mask(sums, _mm512_set1_ps(INFINITY), _CMP_EQ_OQ)) {
+    /* a row sum outside [2^-60, 2^64]: weights that underflow, or that (times the values) may
+       overflow fp32; NaN passes: it propagates, as in torch */
+    if (_mm512_cmp_ps_mask(sums, _mm512_set1_ps(8.67361738e-19f), _CMP_LT_OQ) |
+        _mm512_cmp_ps_mask(sums, _mm512_set1_ps(1.84467441e19f), _CMP_GT_OQ)) {
         attend_exact(n, qkv, kp, vp, h, q0, att);
         return;
     }
