@@ -36,15 +36,16 @@ def resolve_workers(workers: int | None) -> int:
 def run_tasks(fn: Callable[[T], None], tasks: Iterable[T], workers: int | None = 1) -> None:
     """Call ``fn`` on every task, on ``workers`` threads (inline for one); the first error is raised.
 
+    ``tasks`` may be a generator: the worker threads start on its first tasks while this thread
+    produces the rest (the predictor's precompute computes features series by series meanwhile).
     Each task runs in a copy of the caller's context, so its log events carry the caller's bound
     context and reach the caller's run event file (``engine.logs``)."""
     n = resolve_workers(workers)
-    items = list(tasks)
-    if n == 1 or len(items) <= 1:
-        for t in items:
+    if n == 1:
+        for t in tasks:
             fn(t)
         return
-    with ThreadPoolExecutor(max_workers=min(n, len(items)), thread_name_prefix="tradeloop-batch") as pool:
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="tradeloop-batch") as pool:
         parent = contextvars.copy_context()
-        for _ in pool.map(lambda t: parent.copy().run(fn, t), items):
+        for _ in pool.map(lambda t: parent.copy().run(fn, t), tasks):
             pass

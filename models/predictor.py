@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -260,18 +260,20 @@ class Predictor:
         model = getattr(self.model, "active", self.model)  # the monitor's model, untimed (module docs)
         L = self.spec.lookback
         pre: dict[str, np.ndarray] = {}
-        tasks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        for s in series:
-            feats = compute_features(s, self.spec)
-            ends = window_ends(len(s), self.spec)
-            out = pre[s.symbol] = np.full((len(s), 2), np.nan)
-            tasks += [(out, feats, ends[a:a + self.batch_task]) for a in range(0, len(ends), self.batch_task)]
+
+        def tasks() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+            # features series by series, each series' windows handed out as soon as they exist
+            for s in series:
+                feats = compute_features(s, self.spec)
+                ends = window_ends(len(s), self.spec)
+                out = pre[s.symbol] = np.full((len(s), 2), np.nan)
+                yield from ((out, feats, ends[a:a + self.batch_task]) for a in range(0, len(ends), self.batch_task))
 
         def work(task: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
             out, feats, ends = task
             out[ends] = softmax(model.predict(windows_at(feats, ends, L)))
 
-        run_tasks(work, tasks, self.batch_workers if _thread_safe(model) else 1)
+        run_tasks(work, tasks(), self.batch_workers if _thread_safe(model) else 1)
         self._pre = pre
         return pre
 

@@ -5,6 +5,7 @@ trains on one period and backtests the next; importing engine/models/the strateg
 torch."""
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from data.loaders import load_bars
 from data.schema import Bar
 from engine.backtest import run_backtest
-from models.errors import ModelError
+from models.errors import FeatureError, ModelError
 from models.predictor import BUCKETS, Predictor, bucket, predict_series, softmax
 from models.registry import Registry
 from strategies.model_signal import ModelSignal, train_and_backtest
@@ -450,3 +451,14 @@ def test_engine_runs_the_model_at_step_4_the_same_in_backtest_and_live():
         assert (t1, s1) == (t2, s2) and p1 == pytest.approx(p2, abs=1e-5)
     assert [(f.ts, f.symbol, f.side, f.qty, f.price) for f in engine.fills] == \
         [(f.ts, f.symbol, f.side, f.qty, f.price) for f in bt.fills]
+
+
+def test_a_bad_bar_met_while_workers_already_predict_stops_the_precompute_naming_it():
+    """Features are computed series by series while the worker threads predict the earlier ones:
+    a bad bar in a later series is still the precompute's error, naming symbol and bar."""
+    root, ref = trained("tiny")
+    model = Registry(root).load(ref, "onnx-cpu")
+    series = three_symbols()
+    series[-1].close[40] = math.nan
+    with pytest.raises(FeatureError, match=rf"{series[-1].symbol}.*bar 40.*finite and positive"):
+        Predictor(model, [s.symbol for s in series], batch_workers=2).precompute(series)
