@@ -7,8 +7,8 @@ cached between runs; it reports
 
 - ``bars_per_s``: the backtest's bars / ``run_backtest`` wall time, which includes opening the
   model (registry checks, runtime session), the predictor's precompute over every window, and the
-  event loop, in a fresh process: the first call also pays for importing torch and loading numba's
-  compiled feature kernels (~0.4 s of numba alone, more than the whole run at 20k bars/s);
+  event loop, in a fresh process: the first call also pays for numba's first call (~0.27 s with
+  scipy installed, more than half a 20k bars/s run) and, for runtimes that need it, importing torch;
 - ``warm_bars_per_s`` (and ``warm_precompute_s``): the same backtest run again in that process, as
   the next run of a research session or a sweep is: the model opened, features and every prediction
   computed afresh, only imports and compiled code already loaded (the run must end equal);
@@ -95,20 +95,24 @@ def child(a: argparse.Namespace) -> dict:
 
         native._loaded = lambda: (None, "--no-native")
     trade_from = int(np.datetime64(a.trade_from, "ns").astype(np.int64))
+
+    def backtest():
+        return run_backtest(ModelSignal(model=a.model, registry=a.registry, runtime=a.runtime_one), series,
+                            cash=1_000_000.0, trade_from=trade_from)
+
     c0 = time.process_time()
-    result = run_backtest(ModelSignal(model=a.model, registry=a.registry, runtime=a.runtime_one), series,
-                          cash=1_000_000.0, trade_from=trade_from)
+    result = backtest()
     cpu = time.process_time() - c0
     t_end = time.perf_counter()
     cold_precompute = sum(spent)
     # the same backtest again in this process: what a research session's next run costs (imports and
     # compiled kernels loaded; model opened, features and every prediction computed afresh)
-    warm = run_backtest(ModelSignal(model=a.model, registry=a.registry, runtime=a.runtime_one), series,
-                        cash=1_000_000.0, trade_from=trade_from)
+    warm = backtest()
     if warm.final_value != result.final_value:
         raise SystemExit(f"the second run ended at {warm.final_value}, the first at {result.final_value}")
-    return {"warm_bars_per_s": warm.bars / warm.elapsed_s, "warm_precompute_s": spent[-1],"runtime": a.runtime_one, "bars": result.bars, "backtest_s": result.elapsed_s,
+    return {"runtime": a.runtime_one, "bars": result.bars, "backtest_s": result.elapsed_s,
             "bars_per_s": result.bars / result.elapsed_s, "precompute_s": cold_precompute,
+            "warm_bars_per_s": warm.bars / warm.elapsed_s, "warm_precompute_s": spent[-1],
             "backtest_cpu_s": cpu, "bars_per_cpu_s": result.bars / cpu,
             "import_s": t_import - T_START, "load_s": t_load - t_import,
             "process_bars_per_s": result.bars / (t_end - T_START), "fills": len(result.fills),
@@ -147,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             if p.returncode:
                 raise SystemExit(f"{rt}: child failed:\n{p.stderr[-3000:]}")
             done.append(json.loads(p.stdout.strip().splitlines()[-1]))
-    keys = ("bars_per_s", "warm_bars_per_s", "warm_precompute_s", "backtest_s", "precompute_s", "import_s", "load_s", "process_bars_per_s",
-            "backtest_cpu_s", "bars_per_cpu_s")
+    keys = ("bars_per_s", "warm_bars_per_s", "warm_precompute_s", "backtest_s", "precompute_s", "import_s", "load_s",
+            "process_bars_per_s", "backtest_cpu_s", "bars_per_cpu_s")
     report = {"model": a.model, "symbols": list(SYMBOLS), "period": [a.warmup_from, a.test_end],
               "trade_from": a.trade_from, "repeat": a.repeat, "native_kernels": not a.no_native, "cpu_count": os.cpu_count(),
               "python": platform.python_version(), "load_avg_1m": [load_before, round(os.getloadavg()[0], 2)],
