@@ -188,6 +188,14 @@ def test_a_network_the_kernels_do_not_take_is_refused_with_the_reason():
     assert m.runtime.amx is False
 
 
+def test_windows_of_another_shape_are_refused_before_the_native_code_reads_them():
+    from models.errors import ModelError
+
+    amx = amx_or_skip(default_net())
+    with pytest.raises(ModelError, match=r"windows must have shape \[batch, 64, 16\], got \[2, 32, 16\]"):
+        amx(np.zeros((2, 32, 16), np.float32))
+
+
 def test_other_networks_have_no_whole_forward():
     root, ref = trained("lstm")
     assert whole_net(Registry(root).info(ref).load_net()) == (None, None)

@@ -85,7 +85,7 @@ def open_runtime(name: str, *, lookback: int, n_features: int, folder: str | Pat
     if name == "torch-cpu-bf16":
         from .amx_cpu import open_amx
 
-        fast, loaded = open_amx(lookback, n_features, state=state, net=net, options=options)
+        fast, loaded = open_amx(state=state, net=net, options=options)
         if fast is not None:
             return fast
         from .torch_bf16 import TorchBF16Runtime

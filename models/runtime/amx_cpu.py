@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from .base import as_windows
 from .native.net import AMXNet, build, whole_net
 
 
@@ -28,15 +27,15 @@ class AMXRuntime:
     native_bf16 = True
     fused, native, amx = False, True, True
 
-    def __init__(self, net: AMXNet, lookback: int, n_features: int) -> None:
-        self._net, self.lookback, self.n_features = net, lookback, n_features
+    def __init__(self, net: AMXNet) -> None:
+        self._net, self.lookback, self.n_features = net, net.lookback, net.n_features
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
-        """Logits float32 [batch, classes]."""
-        return self._net(as_windows(windows, self.lookback, self.n_features))
+        """Logits float32 [batch, classes] (a ModelError for windows of another shape)."""
+        return self._net(windows)
 
 
-def open_amx(lookback: int, n_features: int, *, state: Callable[[], Any] | None, net: Callable[[], Any],
+def open_amx(*, state: Callable[[], Any] | None, net: Callable[[], Any],
              options: dict[str, Any]) -> tuple[AMXRuntime | None, Any]:
     """The AMX runtime, or (None, the torch network if this had to load it, else None)."""
     if options.get("native") is False or options.get("fused") is False:
@@ -44,7 +43,7 @@ def open_amx(lookback: int, n_features: int, *, state: Callable[[], Any] | None,
     found = state() if state is not None else None
     if found is not None:                       # torch-free: weights and settings from the registry
         amx, _ = build(*found)
-        return (AMXRuntime(amx, lookback, n_features), None) if amx is not None else (None, None)
+        return (AMXRuntime(amx), None) if amx is not None else (None, None)
     module = net()
     amx, _ = whole_net(module)
-    return (AMXRuntime(amx, lookback, n_features), None) if amx is not None else (None, module)
+    return (AMXRuntime(amx), None) if amx is not None else (None, module)

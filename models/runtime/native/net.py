@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..base import as_windows
 from . import load_kernels, unavailable_reason
 
 LOG2E = 1.4426950408889634
@@ -36,7 +37,7 @@ class AMXNet:
         self.lookback, self.n_features, self.classes = lookback, n_features, classes
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(windows, dtype=np.float32)
+        x = as_windows(windows, self.lookback, self.n_features)   # the C side trusts this shape
         out = np.empty((len(x), self.classes), np.float32)
         if len(x):
             rc = self._lib.tl_net_forward(self._handle, x.ctypes.data, len(x), out.ctypes.data)
