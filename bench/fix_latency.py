@@ -17,11 +17,11 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from brokers.exchange import ExchangeSimulator  # noqa: E402
-from brokers.fix.client import FixBroker  # noqa: E402
-from brokers.fix.session import SessionConfig  # noqa: E402
-from brokers.fix.store import SQLiteSequenceStore  # noqa: E402
-from brokers.orders import Order, OrderStatus, OrderType, Side  # noqa: E402
+from tradeloop.brokers.exchange import ExchangeSimulator  # noqa: E402
+from tradeloop.brokers.fix.client import FixBroker  # noqa: E402
+from tradeloop.brokers.fix.session import SessionConfig  # noqa: E402
+from tradeloop.brokers.fix.store import SQLiteSequenceStore  # noqa: E402
+from tradeloop.brokers.orders import Order, OrderStatus, OrderType, Side  # noqa: E402
 
 
 async def bench(n: int, sqlite: bool) -> dict:

@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np
 
-from data.schema import Tick
-from engine import Context, Param, Strategy
+from tradeloop.data.schema import Tick
+from tradeloop import Context, Param, Strategy
 
 VENUE = "lat"
 SLICE = 0.002
@@ -70,15 +70,15 @@ def trigger_ticks(i: int, n_ticks: int, every: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ publisher
 async def publish(url: str, symbols: list[str], rate: float, seconds: float) -> dict:
-    from data.mqtt import encode_eos, eos_topic
-    from data.mqtt.conn import Broker
-    from data.mqtt.wire import encode_tick, tick_topic
-    from data.replay import Publisher
+    from tradeloop.data.mqtt import encode_eos, eos_topic
+    from tradeloop.data.mqtt.conn import MqttServer
+    from tradeloop.data.mqtt.wire import encode_tick, tick_topic
+    from tradeloop.data.replay import Publisher
     topics = [tick_topic(VENUE, s) for s in symbols]
     total = int(rate * seconds)
     stamps = np.zeros(total, np.int64)
     sent = 0
-    async with Broker.from_url(url).client(max_inflight=20) as client:
+    async with MqttServer.from_url(url).client(max_inflight=20) as client:
         out = Publisher(client, qos=0, max_inflight=20)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -105,8 +105,8 @@ def _publisher_main(conn, url: str, symbols: list[str], rate: float, seconds: fl
 
 # ------------------------------------------------------------------------------------------ one phase
 async def phase(folder: Path, url: str, symbols: list[str], rate: float, seconds: float, every: int) -> dict:
-    from brokers.exchange import ExchangeSimulator
-    from brokers.fix.session import SessionConfig
+    from tradeloop.brokers.exchange import ExchangeSimulator
+    from tradeloop.brokers.fix.session import SessionConfig
 
     arrivals: dict[str, list[int]] = {s: [] for s in symbols}
 
@@ -128,7 +128,7 @@ async def phase(folder: Path, url: str, symbols: list[str], rate: float, seconds
     profile = ["-m", "cProfile", "-o", str(folder / "live.prof")] if os.environ.get("BENCH_PROFILE") else []
     log = open(folder / "live.log", "wb")  # noqa: SIM115, ASYNC230 (the child writes it; closed below)
     runner = await asyncio.create_subprocess_exec(
-        sys.executable, *profile, "-m", "engine.cli", "live", f"{Path(__file__).resolve()}:TickOrders", "--param",
+        sys.executable, *profile, "-m", "tradeloop", "live", f"{Path(__file__).resolve()}:TickOrders", "--param",
         f"every={every}", "--cash", "1e12", "--mqtt", url, "--fix", f"127.0.0.1:{exch.port}", "--state",
         str(folder / "live.sqlite"), "--symbols", ",".join(symbols), "--venue", VENUE, "--interval", "1s", "--ticks",
         "--out", str(out), "--quiet", "--log-json", cwd=ROOT, stdout=asyncio.subprocess.PIPE,
@@ -180,15 +180,15 @@ def main() -> None:
     ap.add_argument("--phase", choices=("latency", "load", "all"), default="all")
     ap.add_argument("--keep", metavar="DIR", help="keep the processes' logs and state files here")
     a = ap.parse_args()
-    from engine.logs import configure
-    from engine.paper import LocalBroker
+    from tradeloop.engine.telemetry.logs import configure
+    from tradeloop.engine.live.paper import LocalMosquitto
     configure(level="warning")   # the exchange in this process must not spend its time rendering debug lines
     symbols = [f"S{i:03d}" for i in range(a.symbols)]
     out: dict = {"machine": f"{os.cpu_count()} cores", "python": sys.version.split()[0]}
     with tempfile.TemporaryDirectory() as scratch:
         tmp = a.keep or scratch
         Path(tmp).mkdir(parents=True, exist_ok=True)
-        broker = LocalBroker(Path(tmp))
+        broker = LocalMosquitto(Path(tmp))
         try:
             if a.phase in ("latency", "all"):
                 d = Path(tmp) / "latency"

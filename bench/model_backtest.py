@@ -47,8 +47,8 @@ def files(data: Path) -> list[str]:
 def ensure_model(a: argparse.Namespace) -> None:
     """Train a short default-network model if ``--model`` is not in the registry (with --train)."""
     sys.path.insert(0, str(ROOT))
-    from models.errors import RegistryError
-    from models.registry import Registry
+    from tradeloop.models.errors import RegistryError
+    from tradeloop.models.registry import Registry
 
     try:
         Registry(a.registry).resolve(a.model)
@@ -56,7 +56,7 @@ def ensure_model(a: argparse.Namespace) -> None:
     except RegistryError:
         if not a.train:
             raise SystemExit(f"model {a.model} is not in {a.registry}: pass --train to train a short one") from None
-    from models.train import train
+    from tradeloop.models.train import train
 
     name = a.model.partition("@")[0]
     train({"name": name, "data": files(Path(a.data)), "registry": a.registry, "train_start": "2010-01-01",
@@ -69,10 +69,10 @@ def child(a: argparse.Namespace) -> dict:
     sys.path.insert(0, str(ROOT))
     import numpy as np
 
-    from data.loaders import load_bars
-    from engine.backtest import run_backtest
-    from models import predictor as predictor_mod
-    from strategies.model_signal import ModelSignal
+    from tradeloop.data.loaders import load_bars
+    from tradeloop.engine.drivers.backtest import run_backtest
+    from tradeloop.models import predictor as predictor_mod
+    from tradeloop.strategies.model_signal import ModelSignal
 
     t_import = time.perf_counter()
     lo, hi = (int(np.datetime64(d, "ns").astype(np.int64)) for d in (a.warmup_from, a.test_end))
@@ -91,7 +91,7 @@ def child(a: argparse.Namespace) -> dict:
 
     predictor_mod.Predictor.precompute = timed
     if a.no_native:  # the comparison run: torch-cpu-bf16 without the AVX-512 kernels
-        from models.runtime import native
+        from tradeloop.models.runtime import native
 
         native._loaded = lambda: (None, "--no-native")
     trade_from = int(np.datetime64(a.trade_from, "ns").astype(np.int64))

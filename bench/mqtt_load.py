@@ -32,9 +32,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data.mqtt import MqttFeed, bar_topic, encode_bar_values, encode_eos, eos_topic
-from data.mqtt.conn import Broker
-from data.replay import Publisher
+from tradeloop.data.mqtt import MqttFeed, bar_topic, encode_bar_values, encode_eos, eos_topic
+from tradeloop.data.mqtt.conn import MqttServer
+from tradeloop.data.replay import Publisher
 
 SLICE = 0.005  # publisher pacing slice, seconds
 
@@ -71,7 +71,7 @@ def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen, str]:
 async def publish(url: str, venue: str, symbols: list[str], rate: float, seconds: float) -> dict:
     """Send ``rate`` bars/s round-robin over ``symbols`` for ``seconds``, then the end marker."""
     topics = [bar_topic(venue, s, "1s") for s in symbols]
-    broker = Broker.from_url(url)
+    broker = MqttServer.from_url(url)
     sent = 0
     total = int(rate * seconds)
     behind = 0.0

@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
-from engine.config import DataSpec, RunConfig  # noqa: E402
-from engine.logs import configure  # noqa: E402
-from engine.session import backtest  # noqa: E402
+from tradeloop.engine.config.run import DataSpec, RunConfig  # noqa: E402
+from tradeloop.engine.telemetry.logs import configure  # noqa: E402
+from tradeloop.engine.assembly.backtest import backtest  # noqa: E402
 from tests.browser import Chromium, chromium_binary  # noqa: E402
 
 CASES = {  # name: (data file, run.on_bad, benchmark)

@@ -24,7 +24,7 @@ SAMPLE = ROOT / "data" / "samples" / "orcl-1995-2014.txt"
 
 def once(out: Path) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "engine.cli", "backtest", "sma_cross", "--data", str(SAMPLE),
+    subprocess.run([sys.executable, "-m", "tradeloop", "backtest", "sma_cross", "--data", str(SAMPLE),
                     "--param", "size=1000", "--cash", "100000", "--commission", "0.001", "--out", str(out),
                     "--quiet"], check=True, cwd=ROOT, capture_output=True)
     return time.perf_counter() - t0

@@ -30,8 +30,8 @@ TMP = Path(tempfile.gettempdir()) / "bench_data"
 OURS = r"""
 import json, sys, time, resource, hashlib
 t0 = time.perf_counter()
-from engine.config import RunConfig, DataSpec
-from engine.session import backtest
+from tradeloop.engine.config.run import RunConfig, DataSpec
+from tradeloop.engine.assembly.backtest import backtest
 cfg = RunConfig()
 cfg.run.strategy = "sma_cross"
 cfg.run.cash = 100000.0

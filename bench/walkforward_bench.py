@@ -36,9 +36,9 @@ def _cpu() -> float:
 
 def run(executor: str, tmp: Path, a: argparse.Namespace) -> tuple[float, float, dict, bytes]:
     """One walk-forward on ``executor``: (wall seconds, CPU seconds, metrics, fills.parquet bytes)."""
-    from engine.cli import build_parser
-    from engine.walkforward import run_walkforward
-    from engine.wfcli import settings_from_args
+    from tradeloop.engine.cli.main import build_parser
+    from tradeloop.engine.research.walkforward import run_walkforward
+    from tradeloop.engine.cli.walkforward import settings_from_args
     args = build_parser().parse_args(["walkforward", "--config", str(CONFIG), "--set", f"run.end=\"{a.end}\"",
                                       "--set", f"train.epochs={a.epochs}", "--set", f"train.patience={a.epochs}",
                                       "--set", f"train.registry=\"{tmp / executor / 'models'}\""])
@@ -60,7 +60,7 @@ def main() -> None:
     a = ap.parse_args()
     os.chdir(ROOT)  # the config's data paths are relative to the repository root
     sys.path.insert(0, str(ROOT))
-    from engine.logs import configure
+    from tradeloop.engine.telemetry.logs import configure
     configure(level="warning")
     times: dict[str, list[float]] = {"serial": [], "process": []}
     cores: dict[str, list[float]] = {"serial": [], "process": []}

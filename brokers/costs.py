@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .orders import Side
+from tradeloop.brokers.orders import Side
 
 
 class CommissionModel(Protocol):

@@ -31,17 +31,17 @@ from typing import Any, Protocol
 import msgspec
 import structlog
 
-from data.schema import NS_PER_DAY, Bar, Tick
+from tradeloop.data.schema import NS_PER_DAY, Bar, Tick
 
-from .costs import FixedBpsSlippage, PercentCommission
-from .fix.codec import Msg
-from .fix.mapping import ExecType, ORD_STATUS_TO_FIX, execution_report, order_from_message
-from .fix.secrets import SecretError, load_password
-from .fix.session import FixSession, SessionConfig
-from .fix.spec import MsgType, Tag
-from .fix.store import SQLiteSequenceStore
-from .orders import Fill, Order, OrderEvent, OrderStatus, Side
-from .sim import FillRules, SimulatedVenue
+from tradeloop.brokers.costs import FixedBpsSlippage, PercentCommission
+from tradeloop.brokers.fix.codec import Msg
+from tradeloop.brokers.fix.mapping import ExecType, ORD_STATUS_TO_FIX, execution_report, order_from_message
+from tradeloop.brokers.fix.secrets import SecretError, load_password
+from tradeloop.brokers.fix.session import FixSession, SessionConfig
+from tradeloop.brokers.fix.spec import MsgType, Tag
+from tradeloop.brokers.fix.store import SQLiteSequenceStore
+from tradeloop.brokers.orders import Fill, Order, OrderEvent, OrderStatus, Side
+from tradeloop.brokers.sim import FillRules, SimulatedVenue
 
 _EPS = 1e-9
 
@@ -568,7 +568,7 @@ def rules_from_args(args: argparse.Namespace) -> FillRules:
     commission = PercentCommission(args.commission_rate, args.commission_min)
     market, lot_size = None, args.lot_size
     if args.market:
-        from .profiles import PROFILES  # the market profiles the simulated venue knows
+        from tradeloop.brokers.profiles import PROFILES  # the market profiles the simulated venue knows
         if args.market not in PROFILES:
             raise ValueError(f"unknown market {args.market!r}; choose one of {', '.join(PROFILES)}")
         market = PROFILES[args.market]()
@@ -584,9 +584,9 @@ def mqtt_feed_from_args(args: argparse.Namespace) -> BarFeed | None:
     """The MQTT market-data feed the command line asks for (None without ``--mqtt``); ValueError on bad settings."""
     if not args.mqtt:
         return None
-    from data.mqtt import TlsConfig
+    from tradeloop.data.mqtt import TlsConfig
 
-    from .exchange_feed import MqttBarFeed
+    from tradeloop.brokers.exchange_feed import MqttBarFeed
     tls = TlsConfig(args.tls_ca, args.tls_cert, args.tls_key) if (args.tls_ca or args.tls_cert) else None
     try:
         return MqttBarFeed(args.mqtt, venue=args.venue, interval=args.interval, tls=tls)

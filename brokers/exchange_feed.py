@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from data.mqtt import Ack, Clock, Credentials, MqttFeed, TlsConfig
-from data.mqtt.feed import FeedStatus
-from data.schema import Bar, Tick
+from tradeloop.data.mqtt import Ack, ClockMark, Credentials, MqttFeed, TlsConfig
+from tradeloop.data.mqtt.feed import FeedStatus
+from tradeloop.data.schema import Bar, Tick
 
 if TYPE_CHECKING:
-    from .exchange import MarketSink
+    from tradeloop.brokers.exchange import MarketSink
 
 LOG = structlog.get_logger("exchange.mqtt")
 COMPONENT = "exchange"
@@ -72,7 +72,7 @@ class MqttBarFeed:
                     sink.on_bar(event)
                 elif isinstance(event, Tick):
                     sink.on_tick(event)
-                elif isinstance(event, Clock):
+                elif isinstance(event, ClockMark):
                     await self._ack(event.ts)
                 elif not isinstance(event, (Ack, FeedStatus)):
                     LOG.warning("exchange.mqtt_unexpected_event", event=repr(event))

@@ -13,7 +13,7 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from .costs import AShareCommission
+from tradeloop.brokers.costs import AShareCommission
 
 _CODE = re.compile(r"(?<!\d)(\d{6})(?!\d)")
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import structlog
 
-from .fix.client import FixBroker
-from .orders import Fill, Order, OrderEvent, OrderStatus
+from tradeloop.brokers.fix.client import FixBroker
+from tradeloop.brokers.orders import Fill, Order, OrderEvent, OrderStatus
 
 
 class RemoteVenue:

@@ -27,11 +27,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from data.schema import NS_PER_DAY
+from tradeloop.data.schema import NS_PER_DAY
 
-from .costs import CommissionModel, PercentCommission, SlippageModel
-from .orders import Fill, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
-from .profiles import MarketProfile
+from tradeloop.brokers.costs import CommissionModel, PercentCommission, SlippageModel
+from tradeloop.brokers.orders import Fill, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
+from tradeloop.brokers.profiles import MarketProfile
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import DataError
-from .loaders import file_sha256, load_bars
-from .schema import BAR_FIELDS, BarSeries
+from tradeloop.data.errors import DataError
+from tradeloop.data.loaders import file_sha256, load_bars
+from tradeloop.data.schema import BAR_FIELDS, BarSeries
 
 META_KEY = b"tradeloop"
 FILE = "bars.parquet"

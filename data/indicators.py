@@ -47,7 +47,7 @@ _SPLIT = 40  # as data.kernels._SPLIT: fixed-point sums split at 2**40
 
 def _nb():
     """data.kernels (numba), imported on first use."""
-    from . import kernels
+    from tradeloop.data import kernels
     return kernels
 
 

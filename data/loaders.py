@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .errors import DataError
-from .schema import BAR_FIELDS, BarSeries
-from .validate import OnBad, RawBars, clean
+from tradeloop.data.errors import DataError
+from tradeloop.data.schema import BAR_FIELDS, BarSeries
+from tradeloop.data.validate import OnBad, RawBars, clean
 
 # Header aliases, matched case-insensitively on stripped names; earlier entries win.
 ALIASES: dict[str, tuple[str, ...]] = {

@@ -38,11 +38,11 @@ import aiomqtt
 import numpy as np
 import structlog
 
-from data.loaders import load_bars
-from data.mqtt.conn import Broker, Credentials, TlsConfig, install_redaction
-from data.mqtt.wire import (PayloadError, ack_topic, bar_topic, clock_topic, decode_mark, encode_bar_values,
+from tradeloop.data.loaders import load_bars
+from tradeloop.data.mqtt.conn import MqttServer, Credentials, TlsConfig, install_redaction
+from tradeloop.data.mqtt.wire import (PayloadError, ack_topic, bar_topic, clock_topic, decode_mark, encode_bar_values,
                             encode_eos, encode_mark, eos_topic, interval_name)
-from data.schema import BarSeries
+from tradeloop.data.schema import BarSeries
 
 LOG = structlog.get_logger("tradeloop.replay")
 DataInput = str | Path | BarSeries
@@ -212,7 +212,7 @@ async def replay(data: Iterable[DataInput], url: str, *, speed: float | None = N
         qos = max(qos, 1)
     install_redaction()
     series = load_inputs(data)
-    broker = Broker.from_url(url, tls=tls, credentials=credentials)
+    broker = MqttServer.from_url(url, tls=tls, credentials=credentials)
     topics = [bar_topic(venue, s.symbol, interval or infer_interval(s)) for s in series]
     # a series with an amount column publishes v2 bars (with ``amt``), one without it v1
     cols = [(s.ts, s.open, s.high, s.low, s.close, s.volume, s.extra.get("amount")) for s in series]

@@ -14,8 +14,8 @@ from typing import Literal
 import numpy as np
 import structlog
 
-from .errors import DataError
-from .schema import BAR_FIELDS, PRICE_FIELDS, BarSeries
+from tradeloop.data.errors import DataError
+from tradeloop.data.schema import BAR_FIELDS, PRICE_FIELDS, BarSeries
 
 OnBad = Literal["raise", "drop", "repair"]
 LOG = structlog.get_logger("tradeloop.data")

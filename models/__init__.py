@@ -4,7 +4,7 @@ Importing ``models`` (or ``models.features``, ``models.registry``, ``models.pred
 imports torch: a backtest without a model does not pay torch's import. torch is imported
 inside the functions that train or run a torch network; ONNX runtimes need no torch at all.
 """
-from .errors import (CompatibilityError, FeatureError, ModelError, RegistryError, RuntimeUnavailable,
+from tradeloop.models.errors import (CompatibilityError, FeatureError, ModelError, RegistryError, RuntimeUnavailable,
                      TrainingError)
 
 __all__ = ["CompatibilityError", "FeatureError", "ModelError", "RegistryError", "RuntimeUnavailable",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from .errors import ModelError
+from tradeloop.models.errors import ModelError
 
 
 def require_torch(what: str) -> ModuleType:

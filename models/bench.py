@@ -25,15 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .runtime.base import runtime_detail
+from tradeloop.models.runtime.base import runtime_detail
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qbot" / "600519.SH.csv"  # ../shared beside the checkout
 
 
 def real_windows(spec, path: Path) -> np.ndarray:
     """Every full window of one bar file."""
-    from data.loaders import load_bars
-    from models.features import compute_features, window_ends, windows_at
+    from tradeloop.data.loaders import load_bars
+    from tradeloop.models.features import compute_features, window_ends, windows_at
 
     s = load_bars(path)
     return windows_at(compute_features(s, spec), window_ends(len(s), spec), spec.lookback)
@@ -43,12 +43,12 @@ def random_model(folder: Path, data: Path):
     """Default-size network, seeded random weights, standardization fitted on real windows, saved."""
     import torch
 
-    from models.features import FeatureSpec
-    from models.nets import NetConfig
-    from models.registry import Registry
+    from tradeloop.models.features import FeatureSpec
+    from tradeloop.models.nets import NetConfig
+    from tradeloop.models.registry import Registry
 
     torch.manual_seed(0)
-    from models.nets import build_net
+    from tradeloop.models.nets import build_net
 
     spec = FeatureSpec()
     net = build_net(NetConfig(), 16, spec.lookback)
@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     batches = [int(b) for b in a.batch.split(",")]
 
-    from models.registry import Registry
-    from models.runtime.cpu import capabilities
+    from tradeloop.models.registry import Registry
+    from tradeloop.models.runtime.cpu import capabilities
 
     load_before = round(os.getloadavg()[0], 2)
     tmp = tempfile.TemporaryDirectory()

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from data.loaders import file_sha256, load_bars
+from tradeloop.data.loaders import file_sha256, load_bars
 
-from .dataset import SeriesFeatures, split_samples
-from .errors import ModelError
+from tradeloop.models.dataset import SeriesFeatures, split_samples
+from tradeloop.models.errors import ModelError
 
 
 def _ts(date: str | None) -> int | None:

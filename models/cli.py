@@ -18,11 +18,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("bench", help="latency and windows/s per batch size as JSON (see --help)", add_help=False)
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "bench":
-        from .bench import main as bench
+        from tradeloop.models.bench import main as bench
         return int(bench(args[1:]) or 0)
     a = p.parse_args(args)
-    from .errors import ModelError
-    from .train import train
+    from tradeloop.models.errors import ModelError
+    from tradeloop.models.train import train
     try:
         raw = tomllib.loads(Path(a.config).read_text(encoding="utf-8"))
         for item in a.set:

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data.schema import BarSeries
+from tradeloop.data.schema import BarSeries
 
-from .errors import TrainingError
-from .features import FeatureSpec, compute_features, windows_at
-from .labels import NO_LABEL, make_labels, previous_sign
+from tradeloop.models.errors import TrainingError
+from tradeloop.models.features import FeatureSpec, compute_features, windows_at
+from tradeloop.models.labels import NO_LABEL, make_labels, previous_sign
 
 
 @dataclass

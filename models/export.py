@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError
+from tradeloop.models.errors import ModelError
 
 OPSET = 23
 INPUT_NAME = "windows"

@@ -49,10 +49,10 @@ from typing import Any
 import numba
 import numpy as np
 
-from data.indicators import _sum_slice
-from data.schema import NS_PER_DAY, BarSeries
+from tradeloop.data.indicators import _sum_slice
+from tradeloop.data.schema import NS_PER_DAY, BarSeries
 
-from .errors import FeatureError
+from tradeloop.models.errors import FeatureError
 
 __all__ = [
     "N_FEATURES",

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelError
+from tradeloop.models.errors import ModelError
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import TrainingError
+from tradeloop.models.errors import TrainingError
 
 NO_LABEL = -1
 

@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from data.schema import Bar, BarSeries
+from tradeloop.data.schema import Bar, BarSeries
 
-from .batching import resolve_workers, run_tasks
-from .errors import ModelError
-from .features import (
+from tradeloop.models.batching import resolve_workers, run_tasks
+from tradeloop.models.errors import ModelError
+from tradeloop.models.features import (
     N_FEATURES,
     FeatureBank,
     FeatureSpec,
@@ -289,8 +289,8 @@ def open_predictor(registry: Any, model: str, symbols: Iterable[str], *, runtime
     ``batch_workers``: threads of ``precompute`` (None: every available core). One by default: on
     the shared 2-core machine two gave no speed-up (the other core was busy with other work).
     """
-    from .health import HealthLimits, HealthMonitor
-    from .registry import Registry
+    from tradeloop.models.health import HealthLimits, HealthMonitor
+    from tradeloop.models.registry import Registry
 
     reg = registry if isinstance(registry, Registry) else Registry(registry)
     primary = reg.load(model, runtime, threads=threads)
@@ -302,7 +302,7 @@ def open_predictor(registry: Any, model: str, symbols: Iterable[str], *, runtime
     symbols = sorted(symbols)
     ring = None
     if primary.on_device:  # torch-cuda: keep each symbol's feature rows on the GPU too
-        from .runtime.torch_cuda import GpuFeatureRing
+        from tradeloop.models.runtime.torch_cuda import GpuFeatureRing
 
         ring = GpuFeatureRing(len(symbols), primary.spec.lookback, N_FEATURES, device=primary.runtime.device)
     return Predictor(monitor, symbols, primary.spec, horizon=label.get("horizon"),

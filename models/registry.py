@@ -28,11 +28,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ._deps import require_torch
-from .errors import CompatibilityError, FeatureError, RegistryError
-from .features import N_FEATURES, FeatureSpec
-from .nets import NetConfig
-from .runtime import ONNX_FILES, RUNTIMES, Runtime, open_runtime, unavailable_reason
+from tradeloop.models._deps import require_torch
+from tradeloop.models.errors import CompatibilityError, FeatureError, RegistryError
+from tradeloop.models.features import N_FEATURES, FeatureSpec
+from tradeloop.models.nets import NetConfig
+from tradeloop.models.runtime import ONNX_FILES, RUNTIMES, Runtime, open_runtime, unavailable_reason
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 VERSION_RE = re.compile(r"^v\d{4,}$")
@@ -97,7 +97,7 @@ class ModelInfo:
         settings = self.metadata.get("net_settings")
         if settings is None:
             return None
-        from .state_file import read_state_dict
+        from tradeloop.models.state_file import read_state_dict
 
         return read_state_dict(self.path / "weights.pt"), settings
 
@@ -105,7 +105,7 @@ class ModelInfo:
         """The torch network with its trained weights (imports torch)."""
         torch = require_torch(f"loading the weights of {self.ref}")
 
-        from .nets import build_net
+        from tradeloop.models.nets import build_net
 
         weights = self.path / "weights.pt"
         if not weights.is_file():
@@ -255,17 +255,17 @@ class Registry:
             _write_json(tmp / "train_config.json", train_config or {})
             files = ["weights.pt"]
             if onnx:
-                from .export import export_onnx, quantize_int8
+                from tradeloop.models.export import export_onnx, quantize_int8
 
                 export_onnx(net, tmp / ONNX_FILES["onnx-cpu"], spec.lookback, N_FEATURES)
                 files.append(ONNX_FILES["onnx-cpu"])
                 if int8:
                     quantize_int8(tmp / ONNX_FILES["onnx-cpu"], tmp / ONNX_FILES["onnx-cpu-int8"])
                     files.append(ONNX_FILES["onnx-cpu-int8"])
-            from .nets.conv_transformer import ConvTransformer
+            from tradeloop.models.nets.conv_transformer import ConvTransformer
 
             if isinstance(net, ConvTransformer):  # what the native runtime needs beside the weights
-                from .runtime.native.net import settings_of
+                from tradeloop.models.runtime.native.net import settings_of
 
                 metadata = {**(metadata or {}), "net_settings": settings_of(net)}
             meta = {"created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -349,7 +349,7 @@ class Registry:
         if problems:
             raise CompatibilityError(f"model {info.ref} cannot be loaded: " + "; ".join(problems))
         if runtime == "tensorrt" and options.get("precision") == "int8":
-            from .calibration import training_windows
+            from tradeloop.models.calibration import training_windows
 
             options.setdefault("calibration", lambda: training_windows(info))
         rt = open_runtime(runtime, lookback=info.lookback, n_features=info.n_features, folder=info.path,

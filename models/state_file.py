@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import RegistryError
+from tradeloop.models.errors import RegistryError
 
 _STORAGES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
              "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16, "CharStorage": np.int8,

@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from data.loaders import file_sha256, load_bars
-from data.schema import BarSeries
+from tradeloop.data.loaders import file_sha256, load_bars
+from tradeloop.data.schema import BarSeries
 
-from ._deps import require_torch
-from .dataset import Samples, SeriesFeatures, require, split_samples
-from .errors import TrainingError
-from .features import FeatureSpec
-from .nets import NetConfig
+from tradeloop.models._deps import require_torch
+from tradeloop.models.dataset import Samples, SeriesFeatures, require, split_samples
+from tradeloop.models.errors import TrainingError
+from tradeloop.models.features import FeatureSpec
+from tradeloop.models.nets import NetConfig
 
 
 @dataclass
@@ -272,7 +272,7 @@ def fit(cfg: TrainConfig, series: list[BarSeries] | None = None) -> FitResult:
         # one per process (every executor's default); two on threads of one process would share them
         torch.manual_seed(cfg.seed)
         device = _device(cfg)
-        from .nets import build_net
+        from tradeloop.models.nets import build_net
 
         net = build_net(net_config, spec.n_features, spec.lookback)
         net.norm_in.fit(torch.from_numpy(train.x))
@@ -283,7 +283,7 @@ def fit(cfg: TrainConfig, series: list[BarSeries] | None = None) -> FitResult:
                                cfg.patience)
             net.load_state_dict(state)
             if cfg.qat:
-                from .quant import finish_qat, start_qat
+                from tradeloop.models.quant import finish_qat, start_qat
 
                 handles = start_qat(net)
                 _, qstate = _epochs(net, cfg, train, val, device, cfg.lr * cfg.qat_lr_scale, cfg.qat_epochs,
@@ -337,7 +337,7 @@ def train(config: TrainConfig | dict[str, Any], series: list[BarSeries] | None =
 
     ``metadata`` adds keys to the stored metadata.json (a walk-forward names its window there).
     """
-    from .registry import Registry
+    from tradeloop.models.registry import Registry
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
     if series is None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from brokers.orders import Order, OrderType, Side
+from tradeloop.brokers.orders import Order, OrderType, Side
 
-from .pipeline import BatchState, Verdict, reference_price, unpriced
+from tradeloop.risk.pipeline import BatchState, Verdict, reference_price, unpriced
 
 NS_PER_SECOND = 1_000_000_000
 

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from brokers.orders import Order
+from tradeloop.brokers.orders import Order
 
 
 class RiskEvent(msgspec.Struct, frozen=True, gc=False):

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from brokers.orders import Order
-from data.schema import NS_PER_DAY
+from tradeloop.brokers.orders import Order
+from tradeloop.data.schema import NS_PER_DAY
 
-from .pipeline import BatchState, Verdict
+from tradeloop.risk.pipeline import BatchState, Verdict
 
 if TYPE_CHECKING:  # pragma: no cover
-    from data.schema import Bar
+    from tradeloop.data.schema import Bar
 
-    from .pipeline import RiskPipeline
+    from tradeloop.risk.pipeline import RiskPipeline
 
 BOOK = ""  # the key of a whole-book halt
 

@@ -17,14 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from brokers.orders import Order, OrderType, Side
+from tradeloop.brokers.orders import Order, OrderType, Side
 
-from .events import AuditTrail, RiskEvent
+from tradeloop.risk.events import AuditTrail, RiskEvent
 
 if TYPE_CHECKING:  # pragma: no cover
-    from data.schema import Bar
+    from tradeloop.data.schema import Bar
 
-    from .review import ReviewGate
+    from tradeloop.risk.review import ReviewGate
 
 
 class AccountView(Protocol):

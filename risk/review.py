@@ -13,10 +13,10 @@ import importlib
 from collections.abc import Callable
 from typing import Protocol
 
-from brokers.orders import Order
+from tradeloop.brokers.orders import Order
 
-from .pipeline import BatchState, Verdict, reference_price
-from .store import ControlStore
+from tradeloop.risk.pipeline import BatchState, Verdict, reference_price
+from tradeloop.risk.store import ControlStore
 
 NS_PER_SECOND = 1_000_000_000
 

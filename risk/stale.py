@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from brokers.orders import Order
+from tradeloop.brokers.orders import Order
 
-from .pipeline import BatchState, Verdict, reject
+from tradeloop.risk.pipeline import BatchState, Verdict, reject
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import RiskPipeline
+    from tradeloop.risk.pipeline import RiskPipeline
 
 
 class StaleGuard:

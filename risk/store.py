@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from brokers.orders import Order
+from tradeloop.brokers.orders import Order
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reviews (

@@ -6,9 +6,9 @@ give up (market exit) after ``max_hold`` bars. Shows limit orders, DAY expiry, c
 """
 from __future__ import annotations
 
-from brokers.orders import Fill
-from engine import Context, Param, Strategy
-from data.schema import Bar
+from tradeloop.brokers.orders import Fill
+from tradeloop import Context, Param, Strategy
+from tradeloop.data.schema import Bar
 
 
 class MeanReversion(Strategy):

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from data.schema import Bar
-from engine import Context, Param, Strategy
+from tradeloop.data.schema import Bar
+from tradeloop import Context, Param, Strategy
 
 
 class ModelSignal(Strategy):
@@ -36,7 +36,7 @@ class ModelSignal(Strategy):
             raise ValueError("model_signal: set --param model=NAME@VERSION (a model in the registry)")
         if not 0.0 <= self.exit <= self.enter <= 1.0:
             raise ValueError(f"model_signal: need 0 <= exit <= enter <= 1, got exit={self.exit} enter={self.enter}")
-        from models.health import HealthLimits  # torch / ONNX Runtime are imported only with a model
+        from tradeloop.models.health import HealthLimits  # torch / ONNX Runtime are imported only with a model
 
         ctx.use_predictor(self.model, registry=self.registry, runtime=self.runtime, backup=self.backup or None,
                           limits=HealthLimits(p99_ms=self.p99_ms, min_accuracy=self.min_accuracy),
@@ -70,9 +70,9 @@ def train_and_backtest(data: list[str], registry: str, *, name: str = "qbot", tr
     The backtest reads bars from ``warmup_from`` so the features are warm on the first trading
     day; orders start at ``val_end``. Returns (model reference, BacktestResult).
     """
-    from data.loaders import load_bars
-    from engine.backtest import run_backtest
-    from models.train import TrainConfig, train
+    from tradeloop.data.loaders import load_bars
+    from tradeloop.engine.drivers.backtest import run_backtest
+    from tradeloop.models.train import TrainConfig, train
 
     series = [load_bars(p) for p in data]
     cfg = TrainConfig.from_dict({"name": name, "data": list(data), "registry": registry,

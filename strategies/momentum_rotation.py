@@ -6,8 +6,8 @@ and sell the rest. Sells go first so their cash is there for the buys of the nex
 """
 from __future__ import annotations
 
-from engine import Context, Param, Strategy
-from data.schema import Bar
+from tradeloop import Context, Param, Strategy
+from tradeloop.data.schema import Bar
 
 
 class MomentumRotation(Strategy):

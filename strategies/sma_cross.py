@@ -6,8 +6,8 @@ A tie between the averages carries the previous sign, as backtrader's CrossOver 
 """
 from __future__ import annotations
 
-from engine import Context, Param, Strategy
-from data.schema import Bar
+from tradeloop import Context, Param, Strategy
+from tradeloop.data.schema import Bar
 
 
 class SmaCross(Strategy):

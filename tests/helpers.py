@@ -5,8 +5,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from data.schema import NS_PER_DAY, BarSeries
-from engine import Context, Strategy
+from tradeloop.data.schema import NS_PER_DAY, BarSeries
+from tradeloop import Context, Strategy
 
 DAY0 = int(np.datetime64("2024-01-02", "ns").astype(np.int64))
 

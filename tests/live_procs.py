@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.paper import stop_process
+from tradeloop.engine.live.paper import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -64,14 +64,14 @@ class Proc:
 def exchange(folder: Path, mqtt: str, *, venue: str, interval: str, extra: tuple[str, ...] = (),
              name: str = "exchange", env: dict[str, str] | None = None, port: int = 0) -> tuple[Proc, int]:
     """The exchange simulator on FIX ``port`` (0: a free one), fed by MQTT; returns it and its FIX port."""
-    p = Proc(name, ["-m", "brokers.exchange", "--port", str(port), "--state", str(folder / "exchange.sqlite"),
+    p = Proc(name, ["-m", "tradeloop.brokers.exchange", "--port", str(port), "--state", str(folder / "exchange.sqlite"),
                     "--mqtt", mqtt, "--venue", venue, "--interval", interval, "--log-json", *extra], folder, env)
     return p, int(p.line()["fix_port"])
 
 
 def live(folder: Path, args: list[str], *, name: str = "live") -> Proc:
     """``tradeloop live ...``, returned once it printed its ready line (logged on, subscribed)."""
-    p = Proc(name, ["-m", "engine.cli", "live", *args, "--log-json", "--quiet"], folder)
+    p = Proc(name, ["-m", "tradeloop", "live", *args, "--log-json", "--quiet"], folder)
     ready = p.line(60)
     assert ready["event"] == "ready", ready
     p.ready = ready
@@ -79,7 +79,7 @@ def live(folder: Path, args: list[str], *, name: str = "live") -> Proc:
 
 
 def replay(folder: Path, args: list[str], *, name: str = "replay") -> Proc:
-    return Proc(name, ["-m", "engine.cli", "replay", *args], folder)
+    return Proc(name, ["-m", "tradeloop", "replay", *args], folder)
 
 
 def wait_until(predicate, timeout: float = 30.0, what: str = "condition", every: float = 0.05) -> None:

@@ -1,8 +1,8 @@
 """Strategies that exist to exercise the live runner: they trade on (almost) every bar."""
 from __future__ import annotations
 
-from data.schema import Bar
-from engine import Context, Param, Strategy
+from tradeloop.data.schema import Bar
+from tradeloop import Context, Param, Strategy
 
 
 class Churn(Strategy):

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from data.schema import NS_PER_DAY, Bar, BarSeries
-from engine import Strategy
-from engine.backtest import run_backtest
+from tradeloop.data.schema import NS_PER_DAY, Bar, BarSeries
+from tradeloop import Strategy
+from tradeloop.engine.drivers.backtest import run_backtest
 
 
 def make(symbol: str, days: list[int]) -> BarSeries:

@@ -11,11 +11,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data.schema import NS_PER_DAY
-from engine.benchmark import BENCHMARK_KEYS, Benchmark, align, benchmark_metrics, load_benchmark
-from engine.cli import main
-from engine.config import ConfigError
-from engine.signals import signal_accuracy
+from tradeloop.data.schema import NS_PER_DAY
+from tradeloop.engine.metrics.benchmark import BENCHMARK_KEYS, Benchmark, align, benchmark_metrics, load_benchmark
+from tradeloop.engine.cli.main import main
+from tradeloop.errors import ConfigError
+from tradeloop.engine.metrics.signals import signal_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "samples" / "orcl-1995-2014.txt"

@@ -8,11 +8,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from data import catalog as catalog_mod
-from data.catalog import Catalog, file_sha256, import_files
-from data.errors import DataError
-from data.loaders import load_bars
-from data.schema import BAR_FIELDS, BarSeries
+from tradeloop.data import catalog as catalog_mod
+from tradeloop.data.catalog import Catalog, file_sha256, import_files
+from tradeloop.data.errors import DataError
+from tradeloop.data.loaders import load_bars
+from tradeloop.data.schema import BAR_FIELDS, BarSeries
 
 ROUND_TRIP = ["stockhistorydata/000300.csv", "freqtrade/UNITTEST_BTC-1m.json", "zsh_a_etf/999999.SH.csv",
               "zipline/AAPL.csv.gz", "qbot/000002.SZ.csv"]

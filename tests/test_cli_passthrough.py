@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.cli import main
+from tradeloop.engine.cli.main import main
 
 
 @pytest.mark.parametrize("command, marker", [("exchange", "--sender"), ("replay", "--mqtt")])

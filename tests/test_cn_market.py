@@ -13,18 +13,20 @@ import numpy as np
 import polars as pl
 import pytest
 
-from brokers.costs import AShareCommission
-from brokers.orders import Order, OrderStatus, Side
-from brokers.profiles import ChinaAShares
-from brokers.sim import FillRules, SimulatedVenue
-from data.loaders import load_bars
-from data.schema import NS_PER_DAY
-from engine.backtest import run_backtest
-from engine.cli import main
-from engine.config import ConfigError, DataSpec, RunConfig
-from engine.session import backtest, build_risk, build_rules
-from risk.checks import LotCheck
-from risk.pipeline import BatchState
+from tradeloop.brokers.costs import AShareCommission
+from tradeloop.brokers.orders import Order, OrderStatus, Side
+from tradeloop.brokers.profiles import ChinaAShares
+from tradeloop.brokers.sim import FillRules, SimulatedVenue
+from tradeloop.data.loaders import load_bars
+from tradeloop.data.schema import NS_PER_DAY
+from tradeloop.engine.drivers.backtest import run_backtest
+from tradeloop.engine.cli.main import main
+from tradeloop.errors import ConfigError
+from tradeloop.engine.config.run import DataSpec, RunConfig
+from tradeloop.engine.assembly.backtest import backtest
+from tradeloop.engine.assembly.build import build_risk, build_rules
+from tradeloop.risk.checks import LotCheck
+from tradeloop.risk.pipeline import BatchState
 
 from .helpers import Scripted, series
 
@@ -124,7 +126,7 @@ def test_orders_for_a_day_that_opens_at_the_limit_do_not_fill_at_its_open():
 def test_the_kronos_5_minute_file_never_reaches_its_limits():
     s = load_bars(KRONOS)
     p = ChinaAShares()
-    from engine.market import prior_day_close
+    from tradeloop.engine.loop.market import prior_day_close
     pc = prior_day_close(s)
     assert np.isnan(pc[:28]).all() and pc[28] == s.close[27]   # first day unknown, then the prior day's close
     bands = [p.limits(s.symbol, int(t), c) for t, c in zip(s.ts, pc, strict=True)]
@@ -237,7 +239,7 @@ def test_t_plus_1_refuses_selling_shares_bought_the_same_day_on_5_minute_bars():
 
 def test_the_venue_itself_holds_a_sell_of_todays_shares_until_the_next_day():
     """Orders that skip the pre-trade checks (the drawdown stop's flatten orders) still obey T+1."""
-    from risk.pipeline import RiskPipeline
+    from tradeloop.risk.pipeline import RiskPipeline
     bars = series("600000.SH", [(10.0, 10.0, 10.0, 10.0, 1e6)] * 6, step=NS_PER_DAY // 3)  # 3 bars a day
     rules, _ = cn_parts()
     strat = Scripted({0: lambda c: c.buy("600000.SH", 300), 1: lambda c: c.sell("600000.SH", 300)})

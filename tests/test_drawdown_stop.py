@@ -8,12 +8,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from brokers.orders import Side
-from engine.backtest import run_backtest
-from engine.config import DataSpec, RunConfig
-from engine.session import backtest
-from risk.drawdown import DrawdownGuard
-from risk.pipeline import RiskPipeline
+from tradeloop.brokers.orders import Side
+from tradeloop.engine.drivers.backtest import run_backtest
+from tradeloop.engine.config.run import DataSpec, RunConfig
+from tradeloop.engine.assembly.backtest import backtest
+from tradeloop.risk.drawdown import DrawdownGuard
+from tradeloop.risk.pipeline import RiskPipeline
 
 from .helpers import Scripted, series
 
@@ -130,7 +130,7 @@ def test_an_operator_reset_lets_entries_through_again():
     ("action", "sell", "risk.drawdown.action must be 'block' or 'flatten', not 'sell'"),
 ])
 def test_bad_drawdown_settings_are_clear_errors(key, value, message):
-    from engine.config import ConfigError
+    from tradeloop.errors import ConfigError
     cfg = sma_config(**{key: value})
     with pytest.raises(ConfigError, match=message):
         backtest(cfg, write=False, progress=False)

@@ -18,18 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from brokers.costs import PercentCommission
-from brokers.exchange import ExchangeSimulator
-from brokers.fix.codec import decode, encode
-from brokers.fix.mapping import new_order_single
-from brokers.fix.session import SessionConfig
-from brokers.fix.spec import MsgType
-from brokers.orders import Fill, Order, OrderStatus, OrderType, Side
-from brokers.sim import FillRules, SimulatedVenue
-from data.loaders import load_bars
-from data.mqtt import Ack, Clock, MqttFeed
-from data.replay import replay
-from data.schema import Bar, BarSeries
+from tradeloop.brokers.costs import PercentCommission
+from tradeloop.brokers.exchange import ExchangeSimulator
+from tradeloop.brokers.fix.codec import decode, encode
+from tradeloop.brokers.fix.mapping import new_order_single
+from tradeloop.brokers.fix.session import SessionConfig
+from tradeloop.brokers.fix.spec import MsgType
+from tradeloop.brokers.orders import Fill, Order, OrderStatus, OrderType, Side
+from tradeloop.brokers.sim import FillRules, SimulatedVenue
+from tradeloop.data.loaders import load_bars
+from tradeloop.data.mqtt import Ack, ClockMark, MqttFeed
+from tradeloop.data.replay import replay
+from tradeloop.data.schema import Bar, BarSeries
 from tests.mosquitto import mosquitto  # noqa: F401  (the fixture, used by name)
 from tests.test_exchange_process import trader, wait_for
 
@@ -55,7 +55,7 @@ async def exchange_process(tmp: Path, url: str) -> AsyncIterator[tuple[dict, Pat
     log = tmp / "exchange.log"
     with open(log, "ab") as err:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "brokers.exchange", "--port", "0", "--sender", "EXCH", "--target", "TRADER",
+            sys.executable, "-m", "tradeloop.brokers.exchange", "--port", "0", "--sender", "EXCH", "--target", "TRADER",
             "--password-env", "EXCH_PW", "--state", str(tmp / "x.sqlite"), "--mqtt", url, "--venue", "sim",
             "--interval", "1d", "--commission-rate", str(RATE), "--log-json", "--log-level", "debug",
             cwd=ROOT, env={**os.environ, "EXCH_PW": PASSWORD}, stdout=asyncio.subprocess.PIPE, stderr=err)
@@ -141,7 +141,7 @@ def test_exchange_over_mqtt_fills_like_the_backtest_venue_and_acks_each_clock_af
                 publisher = asyncio.create_task(
                     replay([orcl], mosquitto.url, lockstep=["exchange", "runner"], lockstep_timeout=10))
                 async for event in feed:
-                    if isinstance(event, Clock):
+                    if isinstance(event, ClockMark):
                         placed = plan.get(index[event.ts], [])
                         for o in placed:
                             broker.submit(o)

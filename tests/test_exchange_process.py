@@ -13,13 +13,13 @@ from typing import AsyncIterator
 
 import pytest
 
-from brokers.exchange import build_parser, main
-from brokers.fix.client import Backoff, FixBroker
-from brokers.fix.rawpeer import RawPeer
-from brokers.fix.session import SessionConfig
-from brokers.fix.spec import MsgType, Tag
-from brokers.fix.store import SQLiteSequenceStore
-from brokers.orders import Fill, Order, OrderEvent, OrderStatus, OrderType, Side
+from tradeloop.brokers.exchange import build_parser, main
+from tradeloop.brokers.fix.client import Backoff, FixBroker
+from tradeloop.brokers.fix.rawpeer import RawPeer
+from tradeloop.brokers.fix.session import SessionConfig
+from tradeloop.brokers.fix.spec import MsgType, Tag
+from tradeloop.brokers.fix.store import SQLiteSequenceStore
+from tradeloop.brokers.orders import Fill, Order, OrderEvent, OrderStatus, OrderType, Side
 
 HOST = "127.0.0.1"
 PASSWORD = "correct horse battery staple"
@@ -66,7 +66,7 @@ async def simulator(tmp: Path, *, fix_port: int = 0, bars_port: int = 0, name: s
     env = {**os.environ, "EXCH_PW": PASSWORD}
     with open(log, "ab") as err:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "brokers.exchange", "--port", str(fix_port), "--bars-port", str(bars_port),
+            sys.executable, "-m", "tradeloop.brokers.exchange", "--port", str(fix_port), "--bars-port", str(bars_port),
             "--sender", "EXCH", "--target", "TRADER", "--password-env", "EXCH_PW", "--state", str(tmp / "x.sqlite"),
             "--log-level", "debug", cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=err)
     try:

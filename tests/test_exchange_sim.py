@@ -11,17 +11,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from brokers.costs import FixedBpsSlippage, PercentCommission
-from brokers.exchange import ExchangeSimulator, JsonLineBarServer
-from brokers.fix.client import Backoff, FixBroker
-from brokers.fix.rawpeer import RawPeer
-from brokers.fix.session import SessionConfig
-from brokers.fix.spec import MsgType, Tag
-from brokers.orders import Fill, Order, OrderStatus, OrderType, Side, TimeInForce
-from brokers.sim import FillRules
-from data.schema import NS_PER_DAY, Bar, BarSeries
-from engine.backtest import run_backtest
-from risk.pipeline import RiskPipeline
+from tradeloop.brokers.costs import FixedBpsSlippage, PercentCommission
+from tradeloop.brokers.exchange import ExchangeSimulator, JsonLineBarServer
+from tradeloop.brokers.fix.client import Backoff, FixBroker
+from tradeloop.brokers.fix.rawpeer import RawPeer
+from tradeloop.brokers.fix.session import SessionConfig
+from tradeloop.brokers.fix.spec import MsgType, Tag
+from tradeloop.brokers.orders import Fill, Order, OrderStatus, OrderType, Side, TimeInForce
+from tradeloop.brokers.sim import FillRules
+from tradeloop.data.schema import NS_PER_DAY, Bar, BarSeries
+from tradeloop.engine.drivers.backtest import run_backtest
+from tradeloop.risk.pipeline import RiskPipeline
 
 from .helpers import Scripted
 
@@ -122,7 +122,7 @@ def market_rules(market: str | None, participation: float | None) -> tuple[FillR
     if market is None:
         return FillRules(participation=participation, commission=PercentCommission(0.001, 1.0),
                          slippage=FixedBpsSlippage(5)), "X", 1
-    profiles = pytest.importorskip("brokers.profiles")
+    profiles = pytest.importorskip("tradeloop.brokers.profiles")
     profile = profiles.PROFILES[market]()
     return FillRules(participation=participation, lot_size=profile.lot_size, commission=profile.commission,
                      slippage=FixedBpsSlippage(5), market=profile), "600000.SH", profile.lot_size

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from brokers.costs import FixedBpsSlippage, PercentCommission, PerShareCommission
-from brokers.orders import OrderStatus
-from brokers.sim import FillRules
-from data.schema import NS_PER_DAY
-from engine.backtest import run_backtest
-from risk.pipeline import CashCheck, RiskPipeline
+from tradeloop.brokers.costs import FixedBpsSlippage, PercentCommission, PerShareCommission
+from tradeloop.brokers.orders import OrderStatus
+from tradeloop.brokers.sim import FillRules
+from tradeloop.data.schema import NS_PER_DAY
+from tradeloop.engine.drivers.backtest import run_backtest
+from tradeloop.risk.pipeline import CashCheck, RiskPipeline
 
 from .helpers import Scripted, series
 

@@ -9,14 +9,14 @@ from typing import AsyncIterator
 
 import structlog
 
-from brokers.exchange import ExchangeSimulator
-from brokers.fix.client import Backoff, CancelRejected, FixBroker
-from brokers.fix.codec import decode, encode
-from brokers.fix.session import SessionConfig
-from brokers.fix.spec import MsgType
-from brokers.orders import Fill, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
-from brokers.sim import FillRules
-from data.schema import Bar
+from tradeloop.brokers.exchange import ExchangeSimulator
+from tradeloop.brokers.fix.client import Backoff, CancelRejected, FixBroker
+from tradeloop.brokers.fix.codec import decode, encode
+from tradeloop.brokers.fix.session import SessionConfig
+from tradeloop.brokers.fix.spec import MsgType
+from tradeloop.brokers.orders import Fill, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
+from tradeloop.brokers.sim import FillRules
+from tradeloop.data.schema import Bar
 
 HOST = "127.0.0.1"
 PASSWORD = "hunter2-but-longer"

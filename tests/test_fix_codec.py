@@ -4,11 +4,11 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brokers.fix.codec import (Framer, Garbled, as_resend, checksum, decode, encode, fix_float, parse_utc_timestamp,
+from tradeloop.brokers.fix.codec import (Framer, Garbled, as_resend, checksum, decode, encode, fix_float, parse_utc_timestamp,
                                redact, utc_timestamp, validate)
-from brokers.fix.mapping import new_order_single
-from brokers.fix.spec import MsgType, RejectReason, Tag
-from brokers.orders import Order, OrderType, Side, TimeInForce
+from tradeloop.brokers.fix.mapping import new_order_single
+from tradeloop.brokers.fix.spec import MsgType, RejectReason, Tag
+from tradeloop.brokers.orders import Order, OrderType, Side, TimeInForce
 
 
 def nos(seq: int = 2, **drop) -> bytes:
@@ -137,7 +137,7 @@ def test_the_direct_encoder_writes_the_same_bytes_as_simplefix(body, seq, poss_d
     """encode() assembles frames itself for speed; simplefix is the reference it must equal."""
     import simplefix
 
-    from brokers.fix.codec import utc_timestamp
+    from tradeloop.brokers.fix.codec import utc_timestamp
     ns = 1_700_000_000_123_000_000
     ref = simplefix.FixMessage()
     for tag, value in [(8, "FIX.4.4"), (35, "D"), (49, "TRADER"), (56, "EXCH"), (34, seq)] + \

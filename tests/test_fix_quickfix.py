@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from brokers.fix.client import FixBroker
-from brokers.fix.codec import utc_timestamp
-from brokers.fix.session import SessionConfig
-from brokers.fix.spec import MsgType, Tag
-from brokers.fix.store import MemoryStore
-from brokers.orders import Fill, Order, OrderStatus, OrderType, Side
+from tradeloop.brokers.fix.client import FixBroker
+from tradeloop.brokers.fix.codec import utc_timestamp
+from tradeloop.brokers.fix.session import SessionConfig
+from tradeloop.brokers.fix.spec import MsgType, Tag
+from tradeloop.brokers.fix.store import MemoryStore
+from tradeloop.brokers.orders import Fill, Order, OrderStatus, OrderType, Side
 
 fix = pytest.importorskip("quickfix", reason="the quickfix binding is not installed (pip install quickfix, ~7 min)")
 

@@ -12,11 +12,11 @@ from typing import AsyncIterator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from brokers.exchange import ExchangeSimulator
-from brokers.fix.codec import checksum, decode, utc_timestamp
-from brokers.fix.rawpeer import RawPeer
-from brokers.fix.session import SessionConfig
-from brokers.fix.spec import MsgType, RejectReason, Tag
+from tradeloop.brokers.exchange import ExchangeSimulator
+from tradeloop.brokers.fix.codec import checksum, decode, utc_timestamp
+from tradeloop.brokers.fix.rawpeer import RawPeer
+from tradeloop.brokers.fix.session import SessionConfig
+from tradeloop.brokers.fix.spec import MsgType, RejectReason, Tag
 
 HOST = "127.0.0.1"
 PASSWORD = "pa55-word"

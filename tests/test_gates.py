@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import EXIT_GATE_FAILED, main
-from engine.config import ConfigError
-from engine.gates import evaluate_gates, failed_gates, parse_gate, parse_gates
+from tradeloop.engine.cli.main import EXIT_GATE_FAILED, main
+from tradeloop.errors import ConfigError
+from tradeloop.engine.metrics.gates import evaluate_gates, failed_gates, parse_gate, parse_gates
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "samples" / "orcl-1995-2014.txt"

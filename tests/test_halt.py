@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brokers.orders import OrderStatus
-from data.loaders import load_bars
-from engine.backtest import run_backtest
-from engine.config import RunConfig
-from engine.session import build_risk, build_rules
-from risk.halt import HaltGuard
-from risk.pipeline import RiskPipeline
+from tradeloop.brokers.orders import OrderStatus
+from tradeloop.data.loaders import load_bars
+from tradeloop.engine.drivers.backtest import run_backtest
+from tradeloop.engine.config.run import RunConfig
+from tradeloop.engine.assembly.build import build_risk, build_rules
+from tradeloop.risk.halt import HaltGuard
+from tradeloop.risk.pipeline import RiskPipeline
 
 from .helpers import Scripted, series
 
@@ -114,6 +114,6 @@ def test_an_operator_resume_lifts_the_halt_for_the_rest_of_the_day():
     ("risk.halt.move=2", "halt move must be a fraction between 0 and 1"),
 ])
 def test_bad_halt_settings_are_clear_errors(setting, message):
-    from engine.config import ConfigError
+    from tradeloop.errors import ConfigError
     with pytest.raises(ConfigError, match=message):
         parts(setting)

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data import indicators as ind
-from data.indicators import INDICATORS, IndicatorSpec
+from tradeloop.data import indicators as ind
+from tradeloop.data.indicators import INDICATORS, IndicatorSpec
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "samples" / "orcl-1995-2014.txt"
 BT_COMMON = Path("/work/shared/bench/common.py")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.lagstats import N_BINS, LagStats
+from tradeloop.engine.live.lagstats import N_BINS, LagStats
 
 T0 = 1_700_000_000 * 10**9
 

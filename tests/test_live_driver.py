@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from brokers.costs import PercentCommission
-from brokers.sim import FillRules
-from data.loaders import load_bars
-from engine.backtest import run_backtest
-from engine.live import LiveDriver
-from risk.pipeline import CashCheck, RiskPipeline
-from strategies.mean_reversion import MeanReversion
-from strategies.momentum_rotation import MomentumRotation
-from strategies.sma_cross import SmaCross
+from tradeloop.brokers.costs import PercentCommission
+from tradeloop.brokers.sim import FillRules
+from tradeloop.data.loaders import load_bars
+from tradeloop.engine.drivers.backtest import run_backtest
+from tradeloop.engine.drivers.live import LiveDriver
+from tradeloop.risk.pipeline import CashCheck, RiskPipeline
+from tradeloop.strategies.mean_reversion import MeanReversion
+from tradeloop.strategies.momentum_rotation import MomentumRotation
+from tradeloop.strategies.sma_cross import SmaCross
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 pytestmark = pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is not beside the checkout")
@@ -69,8 +69,8 @@ def test_a_tick_driven_session_keeps_one_equity_entry_per_second_of_ticks():
     """Thousands of ticks a second for a trading day would otherwise keep gigabytes of entries;
     each second keeps the state after its last tick, and bar steps keep one entry each. Ticks are
     the price: positions are marked, and a market order passes the cash check, at the last trade."""
-    from data.schema import Bar, Tick
-    from engine import Strategy
+    from tradeloop.data.schema import Bar, Tick
+    from tradeloop import Strategy
 
     class BuyOnce(Strategy):
         def on_start(self, ctx):

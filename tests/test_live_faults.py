@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from brokers.orders import Fill, Order
+from tradeloop.brokers.orders import Fill, Order
 from tests import live_procs
 from tests.live_procs import SHARED, wait_until
 from tests.mosquitto import mosquitto  # noqa: F401  (fixture)

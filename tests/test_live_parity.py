@@ -11,8 +11,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.config import DataSpec, RunConfig
-from engine.session import backtest
+from tradeloop.engine.config.run import DataSpec, RunConfig
+from tradeloop.engine.assembly.backtest import backtest
 from tests import live_procs
 from tests.live_procs import SHARED
 from tests.mosquitto import mosquitto  # noqa: F401  (fixture)
@@ -69,7 +69,7 @@ def test_live_runner_against_the_exchange_makes_the_backtests_fills_on_daily_a_s
 def test_paper_session_on_five_minute_bars_makes_the_backtests_fills(tmp_path):
     """``tradeloop paper`` (own Mosquitto, exchange process, live runner, lockstep replay) on intraday bars,
     with limit orders that must wait, work and fill at the same bar as in the backtest."""
-    from engine.cli import main
+    from tradeloop.engine.cli.main import main
     if live_procs_mosquitto() is None:
         pytest.skip("the mosquitto binary is not installed (Debian: apt-get install mosquitto)")
     params, cash, rate = {"size": 100}, 100_000.0, 0.001
@@ -84,5 +84,5 @@ def test_paper_session_on_five_minute_bars_makes_the_backtests_fills(tmp_path):
 
 
 def live_procs_mosquitto() -> str | None:
-    from engine.paper import mosquitto_binary
+    from tradeloop.engine.live.paper import mosquitto_binary
     return mosquitto_binary()

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from brokers.orders import OrderStatus
-from data.loaders import load_bars
-from data.schema import NS_PER_DAY
-from engine.config import ConfigError, RunConfig
-from engine.live import LiveDriver
-from engine.session import build_risk, build_rules
+from tradeloop.brokers.orders import OrderStatus
+from tradeloop.data.loaders import load_bars
+from tradeloop.data.schema import NS_PER_DAY
+from tradeloop.errors import ConfigError
+from tradeloop.engine.config.run import RunConfig
+from tradeloop.engine.drivers.live import LiveDriver
+from tradeloop.engine.assembly.build import build_risk, build_rules
 
 from .helpers import Scripted, series
 
@@ -27,7 +28,7 @@ SHARED = ROOT.parent / "shared" / "data"
 
 async def cli(*args: str) -> tuple[int, str, str]:
     """``tradeloop ARGS`` in a separate process, as an operator would run it."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "engine.cli", *args, cwd=ROOT,
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "tradeloop", *args, cwd=ROOT,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     return proc.returncode, out.decode(), err.decode()
@@ -132,8 +133,8 @@ def test_live_reviews_need_a_state_file():
     (["risk", "reset", "--state", "{tmp}/missing.db"], "missing.db not found"),
 ])
 def test_review_cli_errors_are_clear(tmp_path, capsys, argv, message):
-    from engine.cli import main
-    from risk.store import ControlStore
+    from tradeloop.engine.cli.main import main
+    from tradeloop.risk.store import ControlStore
     ControlStore(tmp_path / "s.db").close()
     argv = [a.format(tmp=tmp_path, db=tmp_path / "s.db") for a in argv]
     assert main(argv) == 2

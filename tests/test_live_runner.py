@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from engine.cli import main
-from engine.config import ConfigError
+from tradeloop.engine.cli.main import main
+from tradeloop.errors import ConfigError
 from tests import live_procs
 from tests.mosquitto import mosquitto  # noqa: F401  (fixture)
 
@@ -35,8 +35,8 @@ def dump(path) -> list:
 def test_a_state_file_of_another_run_is_refused_and_left_untouched(tmp_path, capsys):
     state = tmp_path / "s.sqlite"
     base = ["--mqtt", "mqtt://127.0.0.1:1", "--fix", "127.0.0.1:1", "--state", str(state)]
-    from engine.config import RunConfig
-    from engine.liverun import LiveRunner
+    from tradeloop.engine.config.run import RunConfig
+    from tradeloop.engine.live.runner import LiveRunner
     cfg = RunConfig()
     cfg.run.strategy = "sma_cross"
     cfg.live.mqtt, cfg.live.fix, cfg.live.state, cfg.live.symbols = "mqtt://x:1", "127.0.0.1:1", str(state), ["A"]
@@ -66,7 +66,7 @@ def test_a_refused_logon_stops_the_runner_at_once_with_the_reason_and_no_passwor
                                      extra=("--password-env", "EXCH_PW"), env={"EXCH_PW": "right-horse-battery"})
     try:
         t0 = time.monotonic()
-        p = live_procs.Proc("live", ["-m", "engine.cli", "live", "sma_cross", "--mqtt", mosquitto.url, "--fix",
+        p = live_procs.Proc("live", ["-m", "tradeloop", "live", "sma_cross", "--mqtt", mosquitto.url, "--fix",
                                      f"127.0.0.1:{port}", "--state", str(tmp_path / "s.sqlite"), "--symbols", "A",
                                      "--password-env", "TRADER_PW", "--log-json"], tmp_path,
                             env={"TRADER_PW": "wrong-staple"})
@@ -81,10 +81,10 @@ def test_a_refused_logon_stops_the_runner_at_once_with_the_reason_and_no_passwor
 
 def test_a_drawdown_stop_in_force_survives_a_restart_of_the_runner(tmp_path):
     """Risk state is journaled after each step: a stopped book stays stopped when the runner comes back."""
-    from brokers.orders import Order, Side
-    from data.schema import Bar
-    from engine.config import RunConfig
-    from engine.liverun import LiveRunner
+    from tradeloop.brokers.orders import Order, Side
+    from tradeloop.data.schema import Bar
+    from tradeloop.engine.config.run import RunConfig
+    from tradeloop.engine.live.runner import LiveRunner
 
     def runner() -> LiveRunner:
         cfg = RunConfig()
@@ -113,8 +113,8 @@ def test_a_drawdown_stop_in_force_survives_a_restart_of_the_runner(tmp_path):
 
 def test_history_files_warm_a_fresh_session_up_without_sending_anything(tmp_path, capsys):
     """`tradeloop live --data FILE`: indicators start warm; live bars up to the history's end are old news."""
-    from engine.config import DataSpec, RunConfig
-    from engine.liverun import LiveRunner
+    from tradeloop.engine.config.run import DataSpec, RunConfig
+    from tradeloop.engine.live.runner import LiveRunner
     from tests.live_procs import SHARED
 
     orcl = SHARED / "backtrader" / "orcl-1995-2014.txt"
@@ -145,10 +145,10 @@ def test_reviews_a_previous_runner_left_unfinished_are_cancelled_on_restart_and_
     the runner was down) is cancelled, recorded as a risk event, and a late answer is refused."""
     import sqlite3
 
-    from brokers.orders import Order, OrderType, Side
-    from engine.cli import main
-    from engine.config import RunConfig
-    from engine.liverun import LiveRunner
+    from tradeloop.brokers.orders import Order, OrderType, Side
+    from tradeloop.engine.cli.main import main
+    from tradeloop.engine.config.run import RunConfig
+    from tradeloop.engine.live.runner import LiveRunner
 
     state = tmp_path / "s.sqlite"
 
@@ -226,8 +226,8 @@ def test_a_second_runner_on_the_same_state_file_is_refused_naming_the_first(tmp_
     import subprocess
     import sys
 
-    from engine.config import RunConfig
-    from engine.liverun import LiveRunner
+    from tradeloop.engine.config.run import RunConfig
+    from tradeloop.engine.live.runner import LiveRunner
 
     state = tmp_path / "s.sqlite"
     cfg = RunConfig()
@@ -236,7 +236,7 @@ def test_a_second_runner_on_the_same_state_file_is_refused_naming_the_first(tmp_
     first = LiveRunner(cfg)
     with pytest.raises(ConfigError, match=rf"live.state {state} is in use by another runner \(pid {os.getpid()}\)"):
         LiveRunner(cfg)
-    code = ("import sys; from engine.cli import main; sys.exit(main(['live', 'sma_cross', '--mqtt', 'mqtt://x:1', "
+    code = ("import sys; from tradeloop.engine.cli.main import main; sys.exit(main(['live', 'sma_cross', '--mqtt', 'mqtt://x:1', "
             f"'--fix', '127.0.0.1:1', '--state', {str(state)!r}, '--symbols', 'A']))")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=live_procs.ROOT,
                            env=live_procs.ENV, timeout=60)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import structlog
 
-from data.errors import DataError
-from data.loaders import load_bars, symbol_of
-from data.schema import BarSeries
-from data.validate import validate_series
+from tradeloop.data.errors import DataError
+from tradeloop.data.loaders import load_bars, symbol_of
+from tradeloop.data.schema import BarSeries
+from tradeloop.data.validate import validate_series
 
 
 

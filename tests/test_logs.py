@@ -8,8 +8,8 @@ import threading
 
 import structlog
 
-from engine.logs import run_events
-from models.batching import run_tasks
+from tradeloop.engine.telemetry.logs import run_events
+from tradeloop.models.batching import run_tasks
 
 
 def recorded(events, tmp_path, name: str) -> list[dict]:

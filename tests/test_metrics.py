@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brokers.orders import Fill, Side
-from data.schema import NS_PER_DAY
-from engine.metrics import (
+from tradeloop.brokers.orders import Fill, Side
+from tradeloop.data.schema import NS_PER_DAY
+from tradeloop.engine.metrics.performance import (
     METRIC_KEYS,
     Trade,
     compute_metrics,

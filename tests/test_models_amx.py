@@ -20,15 +20,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.errors import RegistryError
-from models.registry import Registry
-from models.state_file import read_state_dict
+from tradeloop.models.errors import RegistryError
+from tradeloop.models.registry import Registry
+from tradeloop.models.state_file import read_state_dict
 from tests.test_models_runtime import reference
 from tests.test_models_support import trained
 
 torch = pytest.importorskip("torch", reason="torch not installed (pip install -e '.[models]')")
 
-from models.runtime.native.net import whole_net
+from tradeloop.models.runtime.native.net import whole_net
 
 
 def default_net():
@@ -65,7 +65,7 @@ def test_the_runtime_takes_the_amx_path_and_agrees_with_its_torch_path():
 def test_a_registry_version_opens_on_amx_without_importing_torch():
     amx_or_skip(default_net())
     root, ref = trained("default")
-    code = ("import sys, numpy as np; from models.registry import Registry; "
+    code = ("import sys, numpy as np; from tradeloop.models.registry import Registry; "
             f"m = Registry({root!r}).load({ref!r}, 'torch-cpu-bf16'); "
             "m.predict(np.zeros((3, m.info.lookback, m.info.n_features), np.float32)); "
             "print(m.runtime.amx, 'torch' in sys.modules)")
@@ -189,7 +189,7 @@ def test_a_network_the_kernels_do_not_take_is_refused_with_the_reason():
 
 
 def test_windows_of_another_shape_are_refused_before_the_native_code_reads_them():
-    from models.errors import ModelError
+    from tradeloop.models.errors import ModelError
 
     amx = amx_or_skip(default_net())
     with pytest.raises(ModelError, match=r"windows must have shape \[batch, 64, 16\], got \[2, 32, 16\]"):
@@ -202,8 +202,8 @@ def test_other_networks_have_no_whole_forward():
 
 
 def test_without_amx_the_runtime_runs_the_avx512_kernels_and_still_agrees(monkeypatch):
-    from models.runtime import amx_cpu
-    from models.runtime.native import load_kernels
+    from tradeloop.models.runtime import amx_cpu
+    from tradeloop.models.runtime.native import load_kernels
 
     if load_kernels() is None:
         pytest.skip("the native kernels cannot build here")
@@ -227,7 +227,7 @@ def test_without_amx_the_runtime_runs_the_avx512_kernels_and_still_agrees(monkey
 ], ids=["hd16-T32", "hd4-k1", "d96-k5", "hd2-T32", "d128-f7", "12-layers"])
 def test_every_shape_the_kernels_take_computes_the_network(sizes):
     """Random weights (LayerNorm and standardization too): the generic paths agree with fp32."""
-    from models.nets.conv_transformer import ConvTransformer
+    from tradeloop.models.nets.conv_transformer import ConvTransformer
 
     sizes = dict(sizes)
     nf = sizes.pop("n_features", 16)
@@ -252,7 +252,7 @@ def test_every_shape_the_kernels_take_computes_the_network(sizes):
 @pytest.mark.parametrize("sizes", [{"lookback": 128}, {"lookback": 48}, {"d_model": 64, "heads": 2},
                                    {"d_model": 48, "heads": 6}, {"ff": 48}, {"layers": 13}], ids=str)
 def test_a_shape_the_kernels_do_not_take_is_refused(sizes):
-    from models.nets.conv_transformer import ConvTransformer
+    from tradeloop.models.nets.conv_transformer import ConvTransformer
 
     amx_or_skip(default_net())                  # AMX is here: the refusal is the shape's
     amx, why = whole_net(ConvTransformer(**sizes).eval())

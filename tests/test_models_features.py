@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data import indicators as ind
-from data.loaders import load_bars
-from data.schema import BarSeries
-from models.errors import FeatureError
-from models.features import (
+from tradeloop.data import indicators as ind
+from tradeloop.data.loaders import load_bars
+from tradeloop.data.schema import BarSeries
+from tradeloop.models.errors import FeatureError
+from tradeloop.models.features import (
     N_FEATURES,
     FeatureBank,
     FeatureSpec,

@@ -7,12 +7,12 @@ import time
 import numpy as np
 import pytest
 
-from data.schema import Bar
-from models.errors import ModelError
-from models.features import FeatureSpec
-from models.health import HealthLimits, HealthMonitor
-from models.predictor import Predictor, open_predictor
-from models.registry import Registry
+from tradeloop.data.schema import Bar
+from tradeloop.models.errors import ModelError
+from tradeloop.models.features import FeatureSpec
+from tradeloop.models.health import HealthLimits, HealthMonitor
+from tradeloop.models.predictor import Predictor, open_predictor
+from tradeloop.models.registry import Registry
 from tests.test_models_support import random_bars, trained
 
 
@@ -138,7 +138,7 @@ def test_mismatched_outcome_counts_are_an_error():
 def test_a_backup_with_other_features_is_refused(tmp_path):
     import shutil
 
-    from models.errors import CompatibilityError
+    from tradeloop.models.errors import CompatibilityError
 
     root, _ = trained("tiny")
     reg = Registry(shutil.copytree(root, tmp_path / "reg"))

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.dataset import SeriesFeatures, split_samples
-from models.errors import TrainingError
-from models.features import FeatureSpec
-from models.labels import NO_LABEL, forward_returns, make_labels, previous_sign
+from tradeloop.models.dataset import SeriesFeatures, split_samples
+from tradeloop.models.errors import TrainingError
+from tradeloop.models.features import FeatureSpec
+from tradeloop.models.labels import NO_LABEL, forward_returns, make_labels, previous_sign
 from tests.test_models_support import random_bars
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.registry import Registry
+from tradeloop.models.registry import Registry
 from tests.test_models_runtime import reference
 from tests.test_models_support import trained
 
@@ -109,7 +109,7 @@ def test_layer_norm_refuses_a_width_that_is_not_a_multiple_of_16():
 
 @needs_kernels
 def test_bf16_runtime_with_native_kernels_matches_fp32_and_the_torch_path_on_real_windows():
-    from models.runtime.torch_bf16 import TorchBF16Runtime
+    from tradeloop.models.runtime.torch_bf16 import TorchBF16Runtime
 
     root, ref = trained("default")
     x, want = reference("default")
@@ -179,8 +179,7 @@ def test_a_damaged_cached_library_is_built_again(monkeypatch, tmp_path):
 
 
 def test_the_runtime_refuses_native_true_where_the_kernels_cannot_run(monkeypatch):
-    import models.runtime.bf16_net as bn
-
+    import tradeloop.models.runtime.bf16_net as bn
     root, ref = trained("default")
     info = Registry(root).info(ref)
     monkeypatch.setattr(bn, "load_kernels", lambda: None)
@@ -193,8 +192,7 @@ def test_the_runtime_refuses_native_true_where_the_kernels_cannot_run(monkeypatc
 def test_the_runtime_says_why_it_runs_without_the_native_kernels(monkeypatch):
     from structlog.testing import capture_logs
 
-    import models.runtime.bf16_net as bn
-
+    import tradeloop.models.runtime.bf16_net as bn
     root, ref = trained("default")
     monkeypatch.setattr(bn, "load_kernels", lambda: None)
     monkeypatch.setattr(native, "_loaded", lambda: (None, "no C compiler (cc) on PATH"))

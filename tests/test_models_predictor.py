@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.loaders import load_bars
-from data.schema import Bar
-from engine.backtest import run_backtest
-from models.errors import FeatureError, ModelError
-from models.predictor import BUCKETS, Predictor, bucket, predict_series, softmax
-from models.registry import Registry
-from strategies.model_signal import ModelSignal, train_and_backtest
+from tradeloop.data.loaders import load_bars
+from tradeloop.data.schema import Bar
+from tradeloop.engine.drivers.backtest import run_backtest
+from tradeloop.models.errors import FeatureError, ModelError
+from tradeloop.models.predictor import BUCKETS, Predictor, bucket, predict_series, softmax
+from tradeloop.models.registry import Registry
+from tradeloop.strategies.model_signal import ModelSignal, train_and_backtest
 from tests.test_models_support import TINY_NET, needs_models_extra, qbot, trained
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def test_live_batches_are_padded_to_bucket_sizes_without_changing_any_prediction
 def test_warm_up_runs_every_model_at_every_live_batch_size_untimed():
     """A runtime's first call at a new batch size builds its kernels (~10 ms for oneDNN bf16 vs ~2
     after): live, those first calls would land in the latency window and could trip the p99 limit."""
-    from models.health import HealthLimits, HealthMonitor
+    from tradeloop.models.health import HealthLimits, HealthMonitor
 
     root, _ = trained("tiny")
     reg = Registry(root)
@@ -111,7 +111,7 @@ def test_warm_up_runs_every_model_at_every_live_batch_size_untimed():
 def test_the_engine_warms_the_predictor_up_live_and_precomputes_in_backtests(monkeypatch):
     import asyncio
 
-    from engine.live import LiveDriver
+    from tradeloop.engine.drivers.live import LiveDriver
 
     root, ref = trained("tiny")
     warmed: list[int] = []
@@ -189,7 +189,7 @@ class OnDevice:
 def test_device_ring_path_gives_the_same_predictions_as_the_host_path():
     """The torch-cuda path (feature rows mirrored into a device ring, windows gathered there), run on the CPU."""
     needs_models_extra()
-    from models.runtime.torch_cuda import GpuFeatureRing
+    from tradeloop.models.runtime.torch_cuda import GpuFeatureRing
 
     root, ref = trained("tiny")
     base = Registry(root).load(ref, "onnx-cpu")
@@ -261,7 +261,7 @@ def test_the_run_log_says_which_runtime_path_computed_the_predictions():
     run's events say which one ran (and whether oneDNN fused the linears)."""
     from structlog.testing import capture_logs
 
-    from models.runtime.native import load_kernels
+    from tradeloop.models.runtime.native import load_kernels
 
     root, ref = trained("tiny")
     with capture_logs() as logs:
@@ -277,7 +277,7 @@ def test_the_run_manifest_names_the_model_version_that_ran_not_just_latest(tmp_p
     records the version ``@latest`` resolved to, its runtime and feature hash."""
     import json
 
-    from engine.cli import main
+    from tradeloop.engine.cli.main import main
 
     root, ref = trained("tiny")
     data = qbot("600519.SH")
@@ -299,7 +299,7 @@ def test_a_live_health_switch_is_a_risk_event_of_the_run():
 
     from structlog.testing import capture_logs
 
-    from engine.live import LiveDriver
+    from tradeloop.engine.drivers.live import LiveDriver
 
     root, ref = trained("tiny")
     series = three_symbols("2013-01-01", "2013-12-31")
@@ -326,7 +326,7 @@ def test_a_live_health_switch_is_a_risk_event_of_the_run():
 def test_a_strategy_can_declare_its_predictor_on_the_class():
     """``predictor = PredictorSpec(...)`` (or a bare "NAME@VERSION") is opened before on_start and
     gives the same probabilities as ctx.use_predictor in on_start."""
-    from engine import PredictorSpec, Strategy
+    from tradeloop import PredictorSpec, Strategy
 
     root, ref = trained("tiny")
     series = three_symbols("2013-01-01", "2013-06-01")
@@ -356,7 +356,7 @@ def test_a_strategy_can_declare_its_predictor_on_the_class():
 
 
 def test_a_bad_predictor_declaration_names_the_strategy():
-    from engine import Strategy
+    from tradeloop import Strategy
 
     class Wrong(Strategy):
         predictor = 42
@@ -401,11 +401,12 @@ def test_importing_engine_models_and_the_strategy_does_not_import_torch():
     root, ref = trained("tiny")
     code = (
         "import sys\n"
-        "import engine, engine.backtest, models, models.features, models.labels, models.dataset, models.nets, "
-        "models.registry, models.runtime, models.health, models.predictor, models.train, models.export, "
-        "strategies.model_signal\n"
+        "import tradeloop.engine, tradeloop.engine.drivers.backtest, tradeloop.models, tradeloop.models.features, "
+        "tradeloop.models.labels, tradeloop.models.dataset, tradeloop.models.nets, tradeloop.models.registry, "
+        "tradeloop.models.runtime, tradeloop.models.health, tradeloop.models.predictor, tradeloop.models.train, "
+        "tradeloop.models.export, tradeloop.strategies.model_signal\n"
         "assert 'torch' not in sys.modules, 'import'\n"
-        "from models.registry import Registry\n"
+        "from tradeloop.models.registry import Registry\n"
         f"m = Registry({root!r}).load({ref!r}, 'onnx-cpu')\n"
         "import numpy as np\n"
         "m.predict(np.zeros((1, 16, 16), np.float32))\n"
@@ -416,7 +417,7 @@ def test_importing_engine_models_and_the_strategy_does_not_import_torch():
 
 
 def test_model_signal_with_an_unknown_model_names_what_the_registry_has():
-    from models.errors import RegistryError
+    from tradeloop.models.errors import RegistryError
 
     root, _ = trained("tiny")
     with pytest.raises(RegistryError, match="no model named 'nosuch'.*models there: .*tiny"):
@@ -427,7 +428,7 @@ def test_engine_runs_the_model_at_step_4_the_same_in_backtest_and_live():
     """Backtests look precomputed probabilities up; the live driver calls the model per timestamp."""
     import asyncio
 
-    from engine.live import LiveDriver
+    from tradeloop.engine.drivers.live import LiveDriver
 
 
     root, ref = trained("tiny")

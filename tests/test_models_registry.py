@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from models.errors import CompatibilityError, RegistryError
-from models.features import FeatureSpec
-from models.registry import ModelRef, Registry, parse_ref
+from tradeloop.models.errors import CompatibilityError, RegistryError
+from tradeloop.models.features import FeatureSpec
+from tradeloop.models.registry import ModelRef, Registry, parse_ref
 from tests.test_models_support import TINY_FEATURES, trained
 
 

@@ -9,11 +9,11 @@ import importlib.util
 import numpy as np
 import pytest
 
-from data.loaders import load_bars
-from models.errors import CompatibilityError, ModelError, RuntimeUnavailable
-from models.features import compute_features, window_ends, windows_at
-from models.registry import Registry
-from models.runtime import RUNTIMES, open_runtime, unavailable_reason
+from tradeloop.data.loaders import load_bars
+from tradeloop.models.errors import CompatibilityError, ModelError, RuntimeUnavailable
+from tradeloop.models.features import compute_features, window_ends, windows_at
+from tradeloop.models.registry import Registry
+from tradeloop.models.runtime import RUNTIMES, open_runtime, unavailable_reason
 from tests.test_models_support import qbot, trained
 
 torch = pytest.importorskip("torch", reason="torch not installed (pip install -e '.[models]')")
@@ -80,7 +80,7 @@ def test_bf16_matches_torch_fp32_within_1e_2_on_real_windows(key, atol, record_p
 
 def test_bf16_plain_torch_path_matches_the_fused_one():
     """Where oneDNN's fused bf16 kernels are missing the same arithmetic runs on plain torch ops."""
-    from models.runtime.torch_bf16 import TorchBF16Runtime
+    from tradeloop.models.runtime.torch_bf16 import TorchBF16Runtime
 
     root, ref = trained("default")
     x, want = reference("default")
@@ -94,7 +94,7 @@ def test_bf16_plain_torch_path_matches_the_fused_one():
 def test_bf16_attention_falls_back_to_exact_softmax_when_exponentials_overflow_or_underflow():
     """Softmax runs as exp + one matmul without the max subtraction; a batch with a row whose
     exponentials overflow (or all underflow) takes the exact path."""
-    from models.runtime.bf16_net import _Block
+    from tradeloop.models.runtime.bf16_net import _Block
 
     g = torch.Generator().manual_seed(0)
     B, T, H, hd = 2, 16, 2, 4
@@ -122,8 +122,7 @@ def test_bf16_attention_falls_back_to_exact_softmax_when_exponentials_overflow_o
 def test_bf16_on_a_cpu_without_bf16_units_runs_and_says_it_is_emulated(monkeypatch):
     from structlog.testing import capture_logs
 
-    import models.runtime.torch_bf16 as tb
-
+    import tradeloop.models.runtime.torch_bf16 as tb
     monkeypatch.setattr(tb, "native_bf16", lambda: False)
     root, ref = trained("tiny")
     with capture_logs() as logs:
@@ -134,7 +133,7 @@ def test_bf16_on_a_cpu_without_bf16_units_runs_and_says_it_is_emulated(monkeypat
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
-    from models.runtime.cpu import capabilities, cpu_flags, native_bf16
+    from tradeloop.models.runtime.cpu import capabilities, cpu_flags, native_bf16
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_vnni amx_bf16 amx_tile\n\n"
@@ -149,7 +148,7 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 def test_bench_reports_latency_throughput_and_agreement_of_each_runtime(capsys):
     import json
 
-    from models.bench import main
+    from tradeloop.models.bench import main
 
     root, ref = trained("tiny")
     assert main(["--runtime", "onnx-cpu-int8,torch-cpu-bf16", "--batch", "1,8", "--model", ref, "--registry", root,
@@ -216,7 +215,7 @@ def test_tensorrt_without_tensorrt_is_a_clear_error():
     root, ref = trained("tiny")
     with pytest.raises(CompatibilityError, match="tensorrt is not installed"):
         Registry(root).load(ref, "tensorrt")
-    from models.runtime.tensorrt import import_tensorrt
+    from tradeloop.models.runtime.tensorrt import import_tensorrt
 
     with pytest.raises(RuntimeUnavailable, match="pip install tensorrt"):
         import_tensorrt()
@@ -229,7 +228,7 @@ def test_torch_cuda_without_a_gpu_is_a_clear_error():
     root, ref = trained("tiny")
     with pytest.raises(CompatibilityError, match="no CUDA GPU"):
         Registry(root).load(ref, "torch-cuda")
-    from models.runtime.torch_cuda import TorchCUDARuntime
+    from tradeloop.models.runtime.torch_cuda import TorchCUDARuntime
 
     with pytest.raises(RuntimeUnavailable, match="needs a CUDA GPU"):
         TorchCUDARuntime(None, 16, 16)
@@ -248,8 +247,8 @@ def test_torch_cuda_matches_fp32_on_real_windows(dtype):
 
 @pytest.mark.skipif(not CUDA, reason="no CUDA GPU: the GPU feature ring not run here")
 def test_gpu_feature_ring_gathers_the_same_windows_as_the_bank():
-    from models.features import FeatureBank, FeatureSpec
-    from models.runtime.torch_cuda import GpuFeatureRing
+    from tradeloop.models.features import FeatureBank, FeatureSpec
+    from tradeloop.models.runtime.torch_cuda import GpuFeatureRing
 
     spec = FeatureSpec(lookback=16)
     s = load_bars(qbot())
@@ -263,9 +262,9 @@ def test_gpu_feature_ring_gathers_the_same_windows_as_the_bank():
 
 
 def test_export_without_onnxscript_says_how_to_install_it(monkeypatch):
-    from models.export import export_onnx
-    from models.features import FeatureSpec
-    from models.nets import NetConfig, build_net
+    from tradeloop.models.export import export_onnx
+    from tradeloop.models.features import FeatureSpec
+    from tradeloop.models.nets import NetConfig, build_net
 
     monkeypatch.setitem(__import__("sys").modules, "onnxscript", None)
     with pytest.raises(ModelError, match=r"needs onnxscript: pip install 'tradeloop\[models\]'"):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.schema import NS_PER_DAY, BarSeries
+from tradeloop.data.schema import NS_PER_DAY, BarSeries
 
 QBOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qbot"
 TINY_NET = {"kind": "conv_transformer", "sizes": {"d_model": 16, "layers": 1, "heads": 2, "ff": 32, "dropout": 0.0}}
@@ -91,7 +91,7 @@ def trained(key: str) -> tuple[str, str]:
     """
     needs_models_extra()
     if key not in _CACHE:
-        from models.train import train
+        from tradeloop.models.train import train
 
         if key == "tiny":
             ref = train(tiny_config("tiny"))

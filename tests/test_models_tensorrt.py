@@ -10,16 +10,16 @@ import shutil
 import numpy as np
 import pytest
 
-from models.errors import ModelError
-from models.registry import Registry
-from models.runtime.tensorrt import CalibrationBatches, TensorRTRuntime, cached_plan, engine_key
+from tradeloop.models.errors import ModelError
+from tradeloop.models.registry import Registry
+from tradeloop.models.runtime.tensorrt import CalibrationBatches, TensorRTRuntime, cached_plan, engine_key
 from tests.test_models_support import trained
 
 
 def test_calibration_windows_are_the_training_split_evenly_sampled():
-    from models.calibration import training_windows
-    from models.dataset import SeriesFeatures, split_samples
-    from data.loaders import load_bars
+    from tradeloop.models.calibration import training_windows
+    from tradeloop.models.dataset import SeriesFeatures, split_samples
+    from tradeloop.data.loaders import load_bars
 
     root, ref = trained("tiny")
     info = Registry(root).info(ref)
@@ -40,7 +40,7 @@ def test_calibration_windows_are_the_training_split_evenly_sampled():
 
 
 def test_calibration_refuses_a_training_file_that_changed_since_training(tmp_path):
-    from models.calibration import training_windows
+    from tradeloop.models.calibration import training_windows
 
     root, ref = trained("tiny")
     info = Registry(root).info(ref)

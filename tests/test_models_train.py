@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from models.errors import TrainingError
-from models.nets import NetConfig, build_net
-from models.registry import Registry
-from models.train import TrainConfig, fit, load_series
+from tradeloop.models.errors import TrainingError
+from tradeloop.models.nets import NetConfig, build_net
+from tradeloop.models.registry import Registry
+from tradeloop.models.train import TrainConfig, fit, load_series
 from tests.test_models_support import TINY_NET, qbot, tiny_config, trained
 
 torch = pytest.importorskip("torch", reason="torch not installed (pip install -e '.[models]')")
@@ -122,7 +122,7 @@ def test_bad_training_configs_are_clear_errors(over, words):
 
 
 def test_training_without_torch_says_how_to_install_it(monkeypatch):
-    from models.errors import ModelError
+    from tradeloop.models.errors import ModelError
 
     monkeypatch.setitem(__import__("sys").modules, "torch", None)
     with pytest.raises(ModelError, match=r"training needs torch.*pip install -e '\.\[models\]'"):

@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from brokers.costs import PercentCommission
-from brokers.sim import FillRules
-from data.loaders import load_bars
-from data.mqtt import FeedStatus, MqttFeed, bar_topic, encode_bar_values, encode_tick, eos_topic, tick_topic
-from data.replay import main as replay_main, replay
-from data.schema import Bar, BarSeries, Tick
-from engine.backtest import run_backtest
-from engine.live import LiveDriver
-from risk.pipeline import CashCheck, RiskPipeline
-from strategies.sma_cross import SmaCross
+from tradeloop.brokers.costs import PercentCommission
+from tradeloop.brokers.sim import FillRules
+from tradeloop.data.loaders import load_bars
+from tradeloop.data.mqtt import FeedStatus, MqttFeed, bar_topic, encode_bar_values, encode_tick, eos_topic, tick_topic
+from tradeloop.data.replay import main as replay_main, replay
+from tradeloop.data.schema import Bar, BarSeries, Tick
+from tradeloop.engine.drivers.backtest import run_backtest
+from tradeloop.engine.drivers.live import LiveDriver
+from tradeloop.risk.pipeline import CashCheck, RiskPipeline
+from tradeloop.strategies.sma_cross import SmaCross
 from tests.mosquitto import Mosquitto, mosquitto  # noqa: F401  (the fixture, used by name)
 
 DEADLINE = 20.0

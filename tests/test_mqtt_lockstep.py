@@ -12,9 +12,9 @@ import aiomqtt
 import numpy as np
 import pytest
 
-from data.mqtt import (
+from tradeloop.data.mqtt import (
     Ack,
-    Clock,
+    ClockMark,
     MqttFeed,
     PayloadError,
     ack_topic,
@@ -27,11 +27,11 @@ from data.mqtt import (
     parse_topic,
     tick_topic,
 )
-from data.loaders import load_bars
-from data.mqtt.wire import escape, unescape
-from data.replay import LockstepTimeout, replay
-from data.replay import main as replay_main
-from data.schema import Bar, BarSeries, Tick
+from tradeloop.data.loaders import load_bars
+from tradeloop.data.mqtt.wire import escape, unescape
+from tradeloop.data.replay import LockstepTimeout, replay
+from tradeloop.data.replay import main as replay_main
+from tradeloop.data.schema import Bar, BarSeries, Tick
 from tests.mosquitto import mosquitto  # noqa: F401  (the fixture, used by name)
 from tests.test_mqtt_feed import orcl, run  # noqa: F401  (orcl: the fixture, used by name)
 
@@ -118,8 +118,8 @@ def test_feed_yields_clocks_and_acks_in_arrival_order_and_counts_malformed_marks
             return [e async for e in feed], feed.stats
 
     events, stats = run(scenario())
-    assert events == [Bar("X", 1, 10.0, 11.0, 9.0, 10.5, 100.0), Clock(1), Ack("exchange", 1),
-                      Bar("X", 2, 10.0, 11.0, 9.0, 10.5, 100.0), Clock(2)]
+    assert events == [Bar("X", 1, 10.0, 11.0, 9.0, 10.5, 100.0), ClockMark(1), Ack("exchange", 1),
+                      Bar("X", 2, 10.0, 11.0, 9.0, 10.5, 100.0), ClockMark(2)]
     assert dict(stats.dropped) == {"schema": 1, "version": 1}
     assert stats.received == len(messages) - 1  # the runner's ack was not subscribed to
 
@@ -181,7 +181,7 @@ def test_lockstep_never_runs_more_than_one_group_ahead_of_the_slowest_component(
                 allowed = groups[len(done)]  # the group after the last one both have acked
                 assert event.ts <= allowed, f"bar at {event.ts} arrived before group {allowed} was acked"
                 seen.append(event.ts)
-            elif isinstance(event, Clock):
+            elif isinstance(event, ClockMark):
                 seen.append(("clock", event.ts))
                 await asyncio.sleep(pause)
                 acked[name] = event.ts

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import structlog
 
-from data.loaders import load_bars
-from data.mqtt import MqttFeed, MqttFeedError, TlsConfig
-from data.replay import replay
-from engine.logs import configure, run_events
+from tradeloop.data.loaders import load_bars
+from tradeloop.data.mqtt import MqttFeed, MqttFeedError, TlsConfig
+from tradeloop.data.replay import replay
+from tradeloop.engine.telemetry.logs import configure, run_events
 from tests.mosquitto import Mosquitto
 
 PASSWORD = "Tr4der-pw-5f1d9c"  # a value that must never reach a log line

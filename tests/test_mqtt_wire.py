@@ -12,11 +12,11 @@ import pytest
 import structlog
 from hypothesis import given, settings, strategies as st
 
-from data.mqtt import (Broker, Credentials, PayloadError, Session, Staleness, bar_topic, decode_bar, decode_tick,
+from tradeloop.data.mqtt import (MqttServer, Credentials, PayloadError, TradingHours, Staleness, bar_topic, decode_bar, decode_tick,
                        encode_bar, encode_tick, eos_topic, interval_name, parse_topic, redact_secrets,
                        tick_topic)
-from data.mqtt.conn import install_redaction, paho_logger
-from data.schema import Bar, Tick
+from tradeloop.data.mqtt.conn import install_redaction, paho_logger
+from tradeloop.data.schema import Bar, Tick
 
 GOOD = {"v": 1, "ts": 1_388_966_400_000_000_000, "o": 37.21, "h": 37.42, "l": 36.86, "c": 37.32, "vol": 10524200.0}
 prices = st.floats(min_value=1e-6, max_value=1e9, allow_nan=False, allow_infinity=False)
@@ -161,19 +161,19 @@ def at(text: str, tz: str) -> float:
 
 
 def test_session_windows_with_a_lunch_break():
-    s = Session.parse("09:30-11:30,13:00-15:00", "Asia/Shanghai")
+    s = TradingHours.parse("09:30-11:30,13:00-15:00", "Asia/Shanghai")
     assert s.opened_at(at("2024-06-18 10:00", "Asia/Shanghai")) == at("2024-06-18 09:30", "Asia/Shanghai")
     assert s.opened_at(at("2024-06-18 12:00", "Asia/Shanghai")) is None
     assert s.opened_at(at("2024-06-18 14:59", "Asia/Shanghai")) == at("2024-06-18 13:00", "Asia/Shanghai")
     assert s.opened_at(at("2024-06-18 15:00", "Asia/Shanghai")) is None
     assert s.opened_at(at("2024-06-22 10:00", "Asia/Shanghai")) is None  # a Saturday
     with pytest.raises(ValueError):
-        Session.parse("16:00-09:30")
+        TradingHours.parse("16:00-09:30")
 
 
 def test_staleness_counts_only_inside_the_session_and_from_the_open():
     tz = "America/New_York"
-    st_ = Staleness(60, Session.parse("09:30-16:00", tz))
+    st_ = Staleness(60, TradingHours.parse("09:30-16:00", tz))
     st_.watch(["A", "B"], at("2024-06-17 20:00", tz))           # Monday evening: watching starts
     assert st_.check(at("2024-06-18 09:00", tz)) == []            # closed: nothing goes stale overnight
     assert st_.check(at("2024-06-18 09:30:30", tz)) == []         # 30 s after the open: grace
@@ -189,16 +189,16 @@ def test_staleness_counts_only_inside_the_session_and_from_the_open():
 
 def test_credentials_come_from_the_environment_and_never_from_urls():
     env = {"TRADELOOP_MQTT_USERNAME": "trader", "TRADELOOP_MQTT_PASSWORD": "hunter2-wire"}
-    b = Broker.from_url("mqtt://10.0.0.5", env=env)
+    b = MqttServer.from_url("mqtt://10.0.0.5", env=env)
     assert (b.host, b.port, b.tls, b.credentials.username) == ("10.0.0.5", 1883, None, "trader")
     assert "hunter2-wire" not in repr(b) and "hunter2-wire" not in json.dumps(b.describe())
-    assert Broker.from_url("mqtts://broker.example:9999", env={}).tls is not None
-    assert Broker.from_url("mqtts://broker.example", env={}).port == 8883
+    assert MqttServer.from_url("mqtts://broker.example:9999", env={}).tls is not None
+    assert MqttServer.from_url("mqtts://broker.example", env={}).port == 8883
     with pytest.raises(ValueError) as err:
-        Broker.from_url("mqtt://trader:hunter2-url@10.0.0.5:1883", env={})
+        MqttServer.from_url("mqtt://trader:hunter2-url@10.0.0.5:1883", env={})
     assert "hunter2-url" not in str(err.value)
     with pytest.raises(ValueError):
-        Broker.from_url("http://10.0.0.5", env={})
+        MqttServer.from_url("http://10.0.0.5", env={})
 
 
 def test_redaction_processor_masks_registered_secrets_and_secret_keys():

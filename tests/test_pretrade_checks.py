@@ -4,10 +4,11 @@ from __future__ import annotations
 import pytest
 import structlog
 
-from brokers.orders import OrderStatus
-from engine.backtest import run_backtest
-from engine.config import ConfigError, RunConfig
-from engine.session import build_risk, build_rules
+from tradeloop.brokers.orders import OrderStatus
+from tradeloop.engine.drivers.backtest import run_backtest
+from tradeloop.errors import ConfigError
+from tradeloop.engine.config.run import RunConfig
+from tradeloop.engine.assembly.build import build_risk, build_rules
 
 from .helpers import Scripted, series
 
@@ -113,7 +114,7 @@ def test_an_order_with_no_price_yet_is_refused_not_waved_through():
     """A market buy of a symbol that has had no bar cannot be sized: comparisons with NaN used to
     pass it (and leave NaN cash for the rest of the batch). It is refused by the cash check and the
     gross-exposure check, held by the review gate; a limit order is priced by its limit."""
-    from data.schema import NS_PER_DAY
+    from tradeloop.data.schema import NS_PER_DAY
 
     from .helpers import DAY0
 

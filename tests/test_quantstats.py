@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.config import DataSpec, RunConfig
-from engine.curves import monthly_table, rolling_sharpe, underwater
-from engine.session import backtest
+from tradeloop.engine.config.run import DataSpec, RunConfig
+from tradeloop.engine.metrics.curves import monthly_table, rolling_sharpe, underwater
+from tradeloop.engine.assembly.backtest import backtest
 
 pd = pytest.importorskip("pandas")
 qs = pytest.importorskip("quantstats")

@@ -14,9 +14,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine import report as report_mod
-from engine.cli import main
-from engine.rundata import load_run
+from tradeloop.engine.report import run as report_mod
+from tradeloop.engine.cli.main import main
+from tradeloop.engine.runs.folders import load_run
 from tests.browser import Chromium, chromium_binary
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import ConfigError, RunConfig
-from engine.riskconfig import DrawdownSection, HaltSection, ReviewSection
+from tradeloop.errors import ConfigError
+
+from tradeloop.engine.config.run import RunConfig
+from tradeloop.risk.config import DrawdownSection, HaltSection, ReviewSection
 
 TOML = """
 [run]

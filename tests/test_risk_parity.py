@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from data.loaders import load_bars
-from engine.backtest import run_backtest
-from engine.config import RunConfig
-from engine.live import LiveDriver
-from engine.session import build_risk, build_rules
-from strategies.mean_reversion import MeanReversion
+from tradeloop.data.loaders import load_bars
+from tradeloop.engine.drivers.backtest import run_backtest
+from tradeloop.engine.config.run import RunConfig
+from tradeloop.engine.drivers.live import LiveDriver
+from tradeloop.engine.assembly.build import build_risk, build_rules
+from tradeloop.strategies.mean_reversion import MeanReversion
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 pytestmark = pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is not beside the checkout")

@@ -6,10 +6,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from brokers.orders import Order, OrderStatus
-from engine.cli import main
-from engine.config import ConfigError, DataSpec, RunConfig
-from engine.session import backtest
+from tradeloop.brokers.orders import Order, OrderStatus
+from tradeloop.engine.cli.main import main
+from tradeloop.errors import ConfigError
+from tradeloop.engine.config.run import DataSpec, RunConfig
+from tradeloop.engine.assembly.backtest import backtest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ORCL = SHARED / "backtrader" / "orcl-1995-2014.txt"

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.cli import main
+from tradeloop.engine.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -134,7 +134,7 @@ def test_data_import_then_backtest_from_the_catalog(tmp_path):
 
 def test_a_backtest_never_imports_torch(tmp_path):
     """Heavy imports happen only when a model is used (the 2 s small-file figure is in bench/)."""
-    code = ("import sys; from engine.cli import main; "
+    code = ("import sys; from tradeloop.engine.cli.main import main; "
             f"main(['backtest','sma_cross','--data',{str(SAMPLE)!r},'--out',{str(tmp_path / 'r')!r},'--quiet']); "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main
+from tradeloop.engine.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "samples" / "orcl-1995-2014.txt"
@@ -106,7 +106,7 @@ def test_a_run_keeps_only_its_own_events(root):
 
 def test_log_lines_are_key_value_for_people_and_json_with_log_json(tmp_path):
     def stderr(*extra: str) -> str:
-        cmd = [sys.executable, "-m", "engine.cli", "backtest", "sma_cross", "--data", str(SAMPLE), "--quiet",
+        cmd = [sys.executable, "-m", "tradeloop", "backtest", "sma_cross", "--data", str(SAMPLE), "--quiet",
                "--out", str(tmp_path / "r"), *extra]
         return subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stderr
 

@@ -9,10 +9,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.cli import main
-from engine.config import ConfigError, DataSpec, RunConfig
-from engine.executors import ProcessExecutor, SerialExecutor, make_executor
-from engine.sweep import (_moments, deflated_sharpe, deflated_sharpe_of, expected_max_sharpe, grid_points,
+from tradeloop.engine.cli.main import main
+from tradeloop.errors import ConfigError
+from tradeloop.engine.config.run import DataSpec, RunConfig
+from tradeloop.engine.research.executors import ProcessExecutor, SerialExecutor, make_executor
+from tradeloop.engine.research.sweep import (_moments, deflated_sharpe, deflated_sharpe_of, expected_max_sharpe, grid_points,
                           parse_grid, run_sweep)
 
 ORCL = "backtrader/orcl-1995-2014.txt"
@@ -179,8 +180,7 @@ def test_cli_sweep(shared_data, tmp_path, capsys):
 
 def test_a_sweep_point_writes_nothing_and_does_not_hash_its_inputs(shared_data, monkeypatch, tmp_path):
     """sha256 is for a written run's manifest; a sweep point (write=False) skips it."""
-    import engine.session as session
-
+    import tradeloop.engine.assembly.backtest as session
     hashed: list[str] = []
     real = session.file_sha256
     monkeypatch.setattr(session, "file_sha256", lambda p: hashed.append(str(p)) or real(p))

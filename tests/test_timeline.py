@@ -5,8 +5,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data.schema import NS_PER_DAY, BarSeries
-from engine.backtest import merge_timeline
+from tradeloop.data.schema import NS_PER_DAY, BarSeries
+from tradeloop.engine.drivers.backtest import merge_timeline
 
 
 def make(symbol: str, days: list[int]) -> BarSeries:

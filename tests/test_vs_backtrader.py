@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.loaders import load_bars
-from engine.config import DataSpec, RunConfig
-from engine.session import backtest
+from tradeloop.data.loaders import load_bars
+from tradeloop.engine.config.run import DataSpec, RunConfig
+from tradeloop.engine.assembly.backtest import backtest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 BT_SMA = SHARED / "bench" / "bt_sma.py"

@@ -9,13 +9,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data.loaders import load_bars
-from engine import Context, Strategy
-from engine.cli import main
-from engine.config import ConfigError, DataSpec, RunConfig
-from engine.session import backtest
-from engine.walkforward import run_walkforward
-from engine.windows import (
+from tradeloop.data.loaders import load_bars
+from tradeloop import Context, Strategy
+from tradeloop.engine.cli.main import main
+from tradeloop.errors import ConfigError
+from tradeloop.engine.config.run import DataSpec, RunConfig
+from tradeloop.engine.assembly.backtest import backtest
+from tradeloop.engine.research.walkforward import run_walkforward
+from tradeloop.engine.research.windows import (
     Duration,
     WindowSpec,
     iso,
@@ -217,7 +218,7 @@ def test_without_an_embargo_a_model_gets_one_as_long_as_its_label_horizon(tmp_pa
     tl = _timeline()
     for o in wf.windows:
         assert o.ok and o.window.train_end == tl[int(np.searchsorted(tl, o.window.test_start)) - 3]
-    from models.registry import Registry
+    from tradeloop.models.registry import Registry
     meta = Registry(tmp_path).info(wf.windows[1].model).metadata
     assert meta["walkforward"]["window"] == 2 and meta["walkforward"]["test_start"] == "2011-07-01"
     assert meta["training_window"]["val_end"] == iso(wf.windows[1].window.train_end)

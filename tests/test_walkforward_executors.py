@@ -10,7 +10,7 @@ import json
 import polars as pl
 import pytest
 
-from engine.walkforward import run_walkforward
+from tradeloop.engine.research.walkforward import run_walkforward
 from tests.test_walkforward_support import (
     SPEC,
     model_config,

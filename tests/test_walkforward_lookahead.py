@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.walkforward import WalkForwardResult, run_walkforward
-from engine.windows import iso
+from tradeloop.engine.research.walkforward import WalkForwardResult, run_walkforward
+from tradeloop.engine.research.windows import iso
 from tests.test_walkforward_support import (
     SPEC,
     edited_files,
@@ -29,7 +29,7 @@ def _walk(files, registry) -> WalkForwardResult:
 
 
 def _weights(wf: WalkForwardResult, k: int, registry) -> dict:
-    from models.registry import Registry
+    from tradeloop.models.registry import Registry
     return Registry(registry).info(wf.windows[k].model).load_net().state_dict()
 
 

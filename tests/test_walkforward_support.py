@@ -13,8 +13,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.config import DataSpec, RunConfig
-from engine.windows import WindowSpec
+from tradeloop.engine.config.run import DataSpec, RunConfig
+from tradeloop.engine.research.windows import WindowSpec
 
 QBOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qbot"
 FILES = ("600519.SH", "000858.SZ")

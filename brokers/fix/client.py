@@ -17,13 +17,13 @@ from typing import Any, Iterable, Iterator
 import msgspec
 import structlog
 
-from ..orders import Fill, Order, OrderEvent, OrderStatus
-from ..sim import FillSink
-from .codec import Msg
-from .mapping import FIX_TO_ORD_STATUS, ExecType, cancel_request, new_order_single, replace_request, status_request
-from .session import FixSession, SessionConfig
-from .spec import MsgType, Tag
-from .store import MemoryStore, SequenceStore
+from tradeloop.brokers.orders import Fill, Order, OrderEvent, OrderStatus
+from tradeloop.brokers.sim import FillSink
+from tradeloop.brokers.fix.codec import Msg
+from tradeloop.brokers.fix.mapping import FIX_TO_ORD_STATUS, ExecType, cancel_request, new_order_single, replace_request, status_request
+from tradeloop.brokers.fix.session import FixSession, SessionConfig
+from tradeloop.brokers.fix.spec import MsgType, Tag
+from tradeloop.brokers.fix.store import MemoryStore, SequenceStore
 
 
 class CancelRejected(msgspec.Struct, frozen=True):

@@ -12,7 +12,7 @@ from typing import Iterable, Iterator
 import simplefix
 from simplefix.data import RAW_DATA_TAGS, RAW_LEN_TAGS
 
-from .spec import (ENUMS, FIX44_MSG_TYPES, FLOAT_TAGS, HEADER_REQUIRED, HEADER_TAGS, INT_TAGS, REQUIRED,
+from tradeloop.brokers.fix.spec import (ENUMS, FIX44_MSG_TYPES, FLOAT_TAGS, HEADER_REQUIRED, HEADER_TAGS, INT_TAGS, REQUIRED,
                    SECRET_TAGS, TIME_TAGS, RejectReason, Tag)
 
 SOH = b"\x01"

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import math
 
-from ..orders import Order, OrderStatus, OrderType, Side, TimeInForce
-from .codec import Msg, utc_timestamp
-from .spec import Tag
+from tradeloop.brokers.orders import Order, OrderStatus, OrderType, Side, TimeInForce
+from tradeloop.brokers.fix.codec import Msg, utc_timestamp
+from tradeloop.brokers.fix.spec import Tag
 
 SIDE_TO_FIX = {Side.BUY: "1", Side.SELL: "2"}
 FIX_TO_SIDE = {v: k for k, v in SIDE_TO_FIX.items()}

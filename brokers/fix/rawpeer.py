@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import asyncio
 
-from .codec import Framer, Garbled, Msg, decode, encode
-from .spec import MsgType, Tag
+from tradeloop.brokers.fix.codec import Framer, Garbled, Msg, decode, encode
+from tradeloop.brokers.fix.spec import MsgType, Tag
 
 
 class RawPeer:

@@ -5,7 +5,7 @@ import os
 import stat
 from pathlib import Path
 
-from data.redact import register_secret
+from tradeloop.data.redact import register_secret
 
 
 class SecretError(ValueError):

@@ -17,10 +17,10 @@ from typing import Any, Iterator, NoReturn, Protocol
 
 import structlog
 
-from .codec import (BEGIN_STRING, Framer, Garbled, Msg, Problem, Redacted, as_resend, decode, encode, redact, utc_timestamp,
+from tradeloop.brokers.fix.codec import (BEGIN_STRING, Framer, Garbled, Msg, Problem, Redacted, as_resend, decode, encode, redact, utc_timestamp,
                     validate)
-from .spec import ADMIN_TYPES, MsgType, RejectReason, Tag
-from .store import SequenceStore
+from tradeloop.brokers.fix.spec import ADMIN_TYPES, MsgType, RejectReason, Tag
+from tradeloop.brokers.fix.store import SequenceStore
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Broker connection settings: URL, TLS, credentials from the environment, and log redaction.
+"""MQTT server (broker) connection settings: URL, TLS, credentials from the environment, and log redaction.
 
 Credentials never come from a URL or the command line (both end up in shell history and in
 ``ps``): the username and password are read from ``TRADELOOP_MQTT_USERNAME`` and
@@ -29,7 +29,7 @@ ENV_PASSWORD = "TRADELOOP_MQTT_PASSWORD"
 ENV_CA, ENV_CERT, ENV_KEY = "TRADELOOP_MQTT_CA_FILE", "TRADELOOP_MQTT_CERT_FILE", "TRADELOOP_MQTT_KEY_FILE"
 
 
-from data.redact import (REDACTED, SECRET_KEYS, _SECRETS, install_redaction, redact,  # noqa: F401,E402
+from tradeloop.data.redact import (REDACTED, SECRET_KEYS, _SECRETS, install_redaction, redact,  # noqa: F401,E402
                          redact_secrets, register_secret)
 
 
@@ -102,7 +102,7 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
-class Broker:
+class MqttServer:
     """Where and how to connect: host, port, TLS, credentials."""
 
     host: str
@@ -112,7 +112,7 @@ class Broker:
 
     @classmethod
     def from_url(cls, url: str, *, tls: TlsConfig | None = None, credentials: Credentials | None = None,
-                 env: Mapping[str, str] | None = None) -> Broker:
+                 env: Mapping[str, str] | None = None) -> MqttServer:
         """Parse ``mqtt://host[:port]`` or ``mqtts://host[:port]``; TLS and credentials default to the environment."""
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):

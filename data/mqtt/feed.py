@@ -21,7 +21,7 @@
   or Nagle's algorithm with delayed ACKs holds messages up to 40 ms at high rates (p99 2.7 ms -> 40 ms
   at 10k msg/s in bench/mqtt_load.py).
 - Lockstep (see :mod:`data.mqtt.wire`): with ``clock=True`` the venue's ``$clock`` marks come out
-  as :class:`Clock` events, and with ``acks=["exchange", ...]`` those components' ``$ack`` marks as
+  as :class:`ClockMark` events, and with ``acks=["exchange", ...]`` those components' ``$ack`` marks as
   :class:`Ack` events, in arrival order among the bars (one queue). :meth:`publish` / :meth:`ack`
   send on the feed's own connection (waiting through a reconnect), so an ack follows the data it
   acknowledges.
@@ -43,11 +43,11 @@ import aiomqtt
 import msgspec
 import structlog
 
-from data.schema import Bar, Tick
+from tradeloop.data.schema import Bar, Tick
 
-from .conn import Broker, Credentials, TlsConfig, install_redaction
-from .session import Session, Staleness
-from .wire import (PayloadError, ack_topic, bar_topic, clock_topic, decode_bar, decode_eos, decode_mark, decode_tick,
+from tradeloop.data.mqtt.conn import MqttServer, Credentials, TlsConfig, install_redaction
+from tradeloop.data.mqtt.hours import TradingHours, Staleness
+from tradeloop.data.mqtt.wire import (PayloadError, ack_topic, bar_topic, clock_topic, decode_bar, decode_eos, decode_mark, decode_tick,
                    encode_mark, eos_topic, escape, parse_topic)
 
 LOG = structlog.get_logger("tradeloop.mqtt")
@@ -74,7 +74,7 @@ class FeedStatus(msgspec.Struct, frozen=True):
     at: float
 
 
-class Clock(msgspec.Struct, frozen=True):
+class ClockMark(msgspec.Struct, frozen=True):
     """The publisher has published every bar with ts <= ``ts`` (a ``$clock`` mark; ``clock=True``)."""
 
     ts: int
@@ -138,14 +138,14 @@ class MqttFeed:
 
     def __init__(self, url: str, symbols: Iterable[str] | None, *, venue: str = "sim", interval: str = "1d",
                  bars: bool = True, ticks: bool = False, qos: int = 0, stale_after: float | None = None,
-                 session: Session | None = None, on_stale: Callable[[str], Any] | None = None,
+                 session: TradingHours | None = None, on_stale: Callable[[str], Any] | None = None,
                  on_fresh: Callable[[str], Any] | None = None, status_events: bool = False,
                  stop_on_eos: bool = True, tls: TlsConfig | None = None, credentials: Credentials | None = None,
                  client_id: str | None = None, keepalive: int = 10, backoff: tuple[float, float] = (0.05, 5.0),
                  now: Callable[[], float] = time.time, clock: bool = False, acks: Iterable[str] = ()) -> None:
         if not (bars or ticks):
             raise ValueError("subscribe to bars, ticks or both")
-        self.broker = Broker.from_url(url, tls=tls, credentials=credentials)
+        self.broker = MqttServer.from_url(url, tls=tls, credentials=credentials)
         self.symbols = sorted(set(symbols)) if symbols is not None else None
         self._wanted = frozenset(self.symbols) if self.symbols is not None else None
         if self.broker.tls is not None:
@@ -197,7 +197,7 @@ class MqttFeed:
     def __aiter__(self) -> MqttFeed:
         return self
 
-    async def __anext__(self) -> Bar | Tick | FeedStatus | Clock | Ack:
+    async def __anext__(self) -> Bar | Tick | FeedStatus | ClockMark | Ack:
         if self._queue is None:
             self.start()
         assert self._queue is not None
@@ -391,7 +391,7 @@ class MqttFeed:
             if kind == "clock" or kind == "ack":
                 ts = decode_mark(payload)
                 self.stats.delivered += 1
-                self._put(Clock(ts) if kind == "clock" else Ack(symbol, ts))
+                self._put(ClockMark(ts) if kind == "clock" else Ack(symbol, ts))
                 return False
             if kind == "bar" or kind == "tick":
                 event: Bar | Tick = decode_bar(symbol, payload) if kind == "bar" else decode_tick(symbol, payload)

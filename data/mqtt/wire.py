@@ -69,7 +69,7 @@ from typing import Any, Final
 
 import msgspec
 
-from data.schema import Bar, Tick
+from tradeloop.data.schema import Bar, Tick
 
 VERSION: Final = 1
 BAR_V2: Final = 2   # a bar with its traded amount (``amt``); every other payload stays at v1
@@ -124,7 +124,7 @@ class EosV1(msgspec.Struct, gc=False):
 
 
 class MarkV1(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """Clock / ack mark payload, schema v1."""
+    """ClockMark / ack mark payload, schema v1."""
 
     v: int
     ts: int

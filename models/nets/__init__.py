@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import TrainingError
+from tradeloop.models.errors import TrainingError
 
 NET_KINDS = ("conv_transformer", "lstm")
 
@@ -33,9 +33,9 @@ class NetConfig:
 def build_net(config: NetConfig, n_features: int, lookback: int) -> Any:
     """A freshly initialised network (torch.nn.Module) for windows [B, lookback, n_features]."""
     if config.kind == "conv_transformer":
-        from .conv_transformer import ConvTransformer as cls
+        from tradeloop.models.nets.conv_transformer import ConvTransformer as cls
     else:
-        from .lstm import LSTMClassifier as cls
+        from tradeloop.models.nets.lstm import LSTMClassifier as cls
     try:
         return cls(n_features=n_features, lookback=lookback, **config.sizes)
     except TypeError as e:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import Standardize
+from tradeloop.models.nets.common import Standardize
 
 
 class EncoderBlock(nn.Module):

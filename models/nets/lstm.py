@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import Standardize
+from tradeloop.models.nets.common import Standardize
 
 
 class LSTMClassifier(nn.Module):

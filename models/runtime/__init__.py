@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError, RuntimeUnavailable
-from .base import Runtime, as_windows
+from tradeloop.models.errors import ModelError, RuntimeUnavailable
+from tradeloop.models.runtime.base import Runtime, as_windows
 
 RUNTIMES = ("torch-cpu", "torch-cpu-bf16", "onnx-cpu", "onnx-cpu-int8", "torch-cuda", "tensorrt")
 ONNX_FILES = {"onnx-cpu": "model.onnx", "onnx-cpu-int8": "model.int8.onnx"}
@@ -67,32 +67,32 @@ def open_runtime(name: str, *, lookback: int, n_features: int, folder: str | Pat
         path = Path(folder) / ONNX_FILES[name]
         if not path.is_file():
             raise ModelError(f"{name}: {path} does not exist (was the model saved without ONNX export?)")
-        from .onnx_cpu import OnnxCPURuntime
+        from tradeloop.models.runtime.onnx_cpu import OnnxCPURuntime
 
         return OnnxCPURuntime(path, lookback, n_features, threads=threads, name=name, **options)
     if net is None:
         raise ModelError(f"{name} needs the torch network (weights)")
     if name == "tensorrt":
-        from .tensorrt import TensorRTRuntime, import_tensorrt
+        from tradeloop.models.runtime.tensorrt import TensorRTRuntime, import_tensorrt
 
         import_tensorrt()  # a clear error before anything else is built
         options.setdefault("engines", Path(folder) / "engines" if folder is not None else None)
         return TensorRTRuntime(net(), lookback, n_features, **options)
     if name == "torch-cuda":
-        from .torch_cuda import TorchCUDARuntime
+        from tradeloop.models.runtime.torch_cuda import TorchCUDARuntime
 
         return TorchCUDARuntime(net(), lookback, n_features, **options)
     if name == "torch-cpu-bf16":
-        from .amx_cpu import open_amx
+        from tradeloop.models.runtime.amx_cpu import open_amx
 
         fast, loaded = open_amx(state=state, net=net, options=options)
         if fast is not None:
             return fast
-        from .torch_bf16 import TorchBF16Runtime
+        from tradeloop.models.runtime.torch_bf16 import TorchBF16Runtime
 
         return TorchBF16Runtime(loaded if loaded is not None else net(), lookback, n_features, threads=threads,
                                 **options)
-    from .torch_cpu import TorchCPURuntime
+    from tradeloop.models.runtime.torch_cpu import TorchCPURuntime
 
     return TorchCPURuntime(net(), lookback, n_features, threads=threads, **options)
 

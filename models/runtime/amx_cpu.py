@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .native.net import AMXNet, build, whole_net
+from tradeloop.models.runtime.native.net import AMXNet, build, whole_net
 
 
 class AMXRuntime:

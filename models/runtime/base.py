@@ -5,7 +5,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import ModelError
+from tradeloop.models.errors import ModelError
 
 
 @runtime_checkable

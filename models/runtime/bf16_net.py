@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .native import NativeKernels, load_kernels
+from tradeloop.models.runtime.native import NativeKernels, load_kernels
 
 BF16 = torch.bfloat16
 _SUM_MIN, _SUM_MAX = 1e-30, 1e30  # row sums of exp(scores) the fast softmax accepts (else: exact path)
@@ -148,7 +148,7 @@ class BF16ConvTransformer:
         self.fused = fused_available() if fused is None else bool(fused)
         kernels = load_kernels() if native is None or native else None
         if native and kernels is None:
-            from .native import unavailable_reason
+            from tradeloop.models.runtime.native import unavailable_reason
 
             raise RuntimeError(f"native kernels unavailable: {unavailable_reason()}")
         self.native = kernels is not None
@@ -189,7 +189,7 @@ class AutocastBF16:
 
 def bf16_forward(net: Any, fused: bool | None = None, native: bool | None = None) -> BF16ConvTransformer | AutocastBF16:
     """The fastest bf16 forward for ``net``: the rewrite for ConvTransformer, autocast otherwise."""
-    from ..nets.conv_transformer import ConvTransformer
+    from tradeloop.models.nets.conv_transformer import ConvTransformer
 
     if isinstance(net, ConvTransformer):
         return BF16ConvTransformer(net.eval(), fused, native)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import RuntimeUnavailable
-from .base import as_windows
+from tradeloop.models.errors import RuntimeUnavailable
+from tradeloop.models.runtime.base import as_windows
 
 
 class OnnxCPURuntime:

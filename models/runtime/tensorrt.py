@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelError, RuntimeUnavailable
-from .base import as_windows
+from tradeloop.models.errors import ModelError, RuntimeUnavailable
+from tradeloop.models.runtime.base import as_windows
 
 TRT_OPSET = 18
 PRECISIONS = ("fp16", "int8")
@@ -154,7 +154,7 @@ class TensorRTRuntime:
 
     def _build(self, trt: Any, torch: Any, logger: Any, net: Any, table: Path | None,
                calibration: Callable[[], np.ndarray] | None) -> bytes:
-        from ..export import export_onnx
+        from tradeloop.models.export import export_onnx
 
         lookback, n_features = self.lookback, self.n_features
         builder = trt.Builder(logger)

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import structlog
 
-from .base import as_windows
-from .cpu import native_bf16
+from tradeloop.models.runtime.base import as_windows
+from tradeloop.models.runtime.cpu import native_bf16
 
 
 class TorchBF16Runtime:
@@ -32,7 +32,7 @@ class TorchBF16Runtime:
                  fused: bool | None = None, native: bool | None = None) -> None:
         import torch
 
-        from .bf16_net import bf16_forward
+        from tradeloop.models.runtime.bf16_net import bf16_forward
 
         if threads:
             torch.set_num_threads(int(threads))
@@ -45,7 +45,7 @@ class TorchBF16Runtime:
         self.lookback, self.n_features = lookback, n_features
         self.chunk = max(1, int(chunk)) if chunk else (256 if self.native else 64)
         if native is None and not self.native and hasattr(self.forward, "blocks"):  # the rewrite, kernels missing
-            from .native import unavailable_reason
+            from tradeloop.models.runtime.native import unavailable_reason
 
             log.info("native_kernels_unavailable", runtime=self.name, reason=unavailable_reason(),
                      detail="attention and LayerNorm run on torch ops (about 1.5x slower)")

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import as_windows
+from tradeloop.models.runtime.base import as_windows
 
 
 class TorchCPURuntime:

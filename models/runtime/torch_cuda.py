@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelError, RuntimeUnavailable
-from .base import as_windows
+from tradeloop.models.errors import ModelError, RuntimeUnavailable
+from tradeloop.models.runtime.base import as_windows
 
 BUCKETS = (1, 8, 64, 512, 4096)
 DTYPES = ("fp16", "bf16")

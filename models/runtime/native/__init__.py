@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cpu import cpu_flags
+from tradeloop.models.runtime.cpu import cpu_flags
 
 SOURCES = tuple(Path(__file__).with_name(n) for n in ("kernels.c", "amx_net.c"))
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared")

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..base import as_windows
-from . import load_kernels, unavailable_reason
+from tradeloop.models.runtime.base import as_windows
+from tradeloop.models.runtime.native import load_kernels, unavailable_reason
 
 LOG2E = 1.4426950408889634
 _REASONS = {-1: "shape not supported (lookback 32 or 64, width and feed-forward width multiples of 32; head width 2, 4, 8 "
@@ -100,7 +100,7 @@ def build(state: Mapping[str, np.ndarray], settings: Mapping[str, Any]) -> tuple
 
 def whole_net(net: Any) -> tuple[AMXNet | None, str | None]:
     """:func:`build` over a ``ConvTransformer`` module; (None, None) for any other network."""
-    from ...nets.conv_transformer import ConvTransformer
+    from tradeloop.models.nets.conv_transformer import ConvTransformer
 
     if not isinstance(net, ConvTransformer):
         return None, None

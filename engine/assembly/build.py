@@ -1,0 +1,215 @@
+"""The one assembly point: every part of a run built from its typed configuration (``RunConfig``).
+
+Backtests, walk-forward windows, sweep points, live and paper sessions and the exchange
+simulator's matching rules all take their strategy, inputs, fill rules, market profile and risk
+pipeline from here, so a setting means the same thing in every mode.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tradeloop.brokers.costs import COMMISSIONS, SLIPPAGES, AShareCommission, build_model
+from tradeloop.brokers.profiles import PROFILES, ChinaAShares, MarketProfile
+from tradeloop.brokers.sim import FillRules
+from tradeloop.data.loaders import file_sha256, load_bars
+from tradeloop.data.schema import BarSeries
+from tradeloop.engine.config.run import DataSpec, RunConfig
+from tradeloop.engine.config.sections import MarketSection
+from tradeloop.engine.loop.strategy import Strategy
+from tradeloop.errors import ConfigError
+from tradeloop.risk.build import build_pipeline
+from tradeloop.risk.pipeline import RiskPipeline
+
+
+def resolve_strategy(spec: str) -> type[Strategy]:
+    """``module:Class``, ``path/file.py:Class``, or the name of a module in ``strategies/``."""
+    if ":" in spec:
+        mod_name, _, cls_name = spec.rpartition(":")
+        module = _import(mod_name)
+        cls = getattr(module, cls_name, None)
+        if not (inspect.isclass(cls) and issubclass(cls, Strategy)):
+            raise ConfigError(f"strategy {spec!r}: {mod_name} has no Strategy subclass {cls_name!r}")
+        return cls
+    try:
+        module = importlib.import_module(f"strategies.{spec}")
+    except ModuleNotFoundError as e:
+        if e.name != f"strategies.{spec}":
+            raise
+        raise ConfigError(f"strategy {spec!r}: no such module in strategies/ (or give module:Class)") from None
+    found = [c for c in vars(module).values()
+             if inspect.isclass(c) and issubclass(c, Strategy) and c is not Strategy and c.__module__ == module.__name__]
+    if len(found) != 1:
+        raise ConfigError(f"strategy {spec!r}: strategies/{spec}.py defines {len(found)} strategies; use module:Class")
+    return found[0]
+
+
+def build_strategy(cfg: RunConfig) -> Strategy:
+    """The strategy ``run.strategy`` names, made with the run's parameters (a bad one: ConfigError)."""
+    cls = resolve_strategy(cfg.run.strategy)
+    try:
+        return cls(**cfg.params)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _import(name: str):
+    if name.endswith(".py"):
+        path = Path(name)
+        if not path.exists():
+            raise ConfigError(f"strategy file {name} not found")
+        # the file's folder goes on sys.path, as for a script run by python, so a strategy can import
+        # the user's own modules beside it (their data.py or models/ shadow nothing of ours: ours are tradeloop.*)
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        raise ConfigError(f"strategy module {name!r} not found") from None
+
+
+def load_inputs(cfg: RunConfig, *, hashes: bool = True) -> tuple[list[BarSeries], list[dict[str, Any]]]:
+    """Every input of the run as a BarSeries, plus its manifest entry (path, sha256, rows).
+
+    ``hashes=False`` leaves the sha256 out, for runs that write no manifest (sweep points): hashing
+    a large file costs about as much as parsing it.
+
+    Files are parsed and hashed in a thread pool (polars and hashlib release the GIL); the
+    result does not depend on the order the threads finish in, and the first failing input
+    in the order given is the error reported.
+    """
+    if not cfg.data:
+        raise ConfigError("no input data: give --data PATH (or [[data]] in the config)")
+    catalog = None
+    if cfg.run.catalog:
+        from tradeloop.data.catalog import Catalog  # pyarrow is imported only when a catalog is used
+        catalog = Catalog(cfg.run.catalog)
+    for spec in cfg.data:
+        if catalog is None and not Path(spec.path).exists():
+            raise ConfigError(f"input file {spec.path} not found")
+
+    def one(spec: DataSpec) -> tuple[BarSeries, dict[str, Any]]:
+        if catalog is not None:
+            series = catalog.read(spec.path)
+            entry = {"catalog": cfg.run.catalog, "symbol": spec.path, **catalog.meta(spec.path)}
+            if spec.symbol:
+                series = _renamed(series, spec.symbol)
+        else:
+            series = load_bars(spec.path, spec.symbol, columns=spec.columns, encoding=spec.encoding, tz=spec.tz,
+                               date_format=spec.date_format, on_bad=spec.on_bad or cfg.run.on_bad)
+            entry = {"path": spec.path, "symbol": series.symbol}
+        if cfg.run.start or cfg.run.end:
+            series = series.between(_ts(cfg.run.start), _ts(cfg.run.end))
+        entry["rows"] = len(series)
+        return series, entry
+
+    workers = min(len(cfg.data), os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        digests = [pool.submit(file_sha256, spec.path) if hashes and catalog is None else None for spec in cfg.data]
+        loaded = list(pool.map(one, cfg.data))
+    for (_, entry), h in zip(loaded, digests):
+        if h is not None:
+            entry["sha256"] = h.result()
+    return [s for s, _ in loaded], [e for _, e in loaded]
+
+
+def _renamed(s: BarSeries, symbol: str) -> BarSeries:
+    return BarSeries(symbol, s.ts, s.open, s.high, s.low, s.close, s.volume, s.extra, s.tz, s.source)
+
+
+def _ts(text: str | None) -> int | None:
+    if not text:
+        return None
+    import numpy as np
+    return int(np.datetime64(text, "ns").astype("int64"))
+
+
+def trade_from_ts(cfg: RunConfig) -> int | None:
+    """``run.trade_from`` as int64 ns (None when unset); a ConfigError naming the key when it is not a date."""
+    if not cfg.run.trade_from:
+        return None
+    try:
+        return _ts(str(cfg.run.trade_from))
+    except ValueError:
+        raise ConfigError(f"run.trade_from {cfg.run.trade_from!r}: not a date (use YYYY-MM-DD)") from None
+
+
+def build_rules(cfg: RunConfig) -> FillRules:
+    c = dict(cfg.commission)
+    s = dict(cfg.slippage)
+    market = market_profile(cfg)
+    try:
+        commission = market.commission if market is not None else build_model(c.pop("kind", "percent"), COMMISSIONS, c)
+        slippage = build_model(s.pop("kind", "none"), SLIPPAGES, s)
+        return FillRules(fill_at=cfg.run.fill_at, participation=cfg.run.participation,
+                         lot_size=market.lot_size if market is not None else cfg.run.lot_size,
+                         commission=commission, slippage=slippage, market=market)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def build_risk(cfg: RunConfig, rules: FillRules, *, live: bool = False) -> RiskPipeline:
+    """The risk pipeline of ``cfg`` (:mod:`tradeloop.risk.build`); ``live`` keeps reviews in ``live.state``."""
+    return build_pipeline(cfg.risk, rules, allow_short=cfg.run.allow_short, state=cfg.live.state, live=live)
+
+
+def run_id(cfg: RunConfig, strategy: str) -> str:
+    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{strategy}-{time.strftime('%Y%m%d-%H%M%S')}-{digest}"
+
+
+DEFAULT_COMMISSION = {"kind": "percent", "rate": 0.0, "minimum": 0.0}
+
+
+def market_profile(cfg: RunConfig) -> MarketProfile | None:
+    """The profile ``run.market`` names, built from ``[market]``; None without one."""
+    name = cfg.run.market
+    if not name:
+        if cfg.market != MarketSection():
+            raise ConfigError("[market] is set but no market is chosen: give --market cn-a (or run.market)")
+        return None
+    if name not in PROFILES:
+        raise ConfigError(f"unknown market {name!r} (known: {', '.join(sorted(PROFILES))})")
+    if cfg.commission != DEFAULT_COMMISSION:
+        raise ConfigError(f"market {name} sets its own fees: use [market] commission_rate, commission_min, "
+                          "stamp_duty, transfer_fee instead of [commission] / --commission")
+    if cfg.run.lot_size and cfg.run.lot_size != cfg.market.lot_size:
+        raise ConfigError(f"run.lot_size {cfg.run.lot_size:g} differs from market.lot_size {cfg.market.lot_size}; "
+                          "set the lot in [market]")
+    m = cfg.market
+    try:
+        fees = AShareCommission(m.commission_rate, m.commission_min, m.stamp_duty, m.transfer_fee)
+        for key in ("commission_rate", "commission_min", "stamp_duty", "transfer_fee"):
+            if getattr(m, key) is not None and getattr(m, key) < 0:
+                raise ValueError(f"{key} must not be negative, not {getattr(m, key)!r}")
+        return ChinaAShares(lot_size=m.lot_size, t_plus_1=m.t_plus_1, tick=m.tick, main_limit=m.main_limit,
+                            growth_limit=m.growth_limit, st_limit=m.st_limit, chinext_20pct_from=m.chinext_20pct_from,
+                            st=frozenset(m.st), commission=fees)
+    except ValueError as e:
+        raise ConfigError(f"[market]: {e}") from None
+
+
+def check_symbols(market: MarketProfile | None, symbols: list[str]) -> None:
+    """Every symbol must be one the market knows (an A-share code for cn-a)."""
+    board = getattr(market, "board", None)
+    if board is None:
+        return
+    for symbol in symbols:
+        try:
+            board(symbol)
+        except ValueError as e:
+            raise ConfigError(f"market {market.name}: {e}") from None

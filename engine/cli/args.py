@@ -1,0 +1,86 @@
+"""Flags and configuration shared by the run commands (backtest, sweep, walk-forward, live, paper)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from tradeloop.engine.config.run import DataSpec, RunConfig, parse_value
+from tradeloop.errors import ConfigError
+
+EXIT_GATE_FAILED = 3  # `backtest --strict` with a failed acceptance gate
+
+
+class _DataAction(argparse.Action):
+    """``--data PATH`` adds an input; a following ``--symbol NAME`` names that input."""
+
+    def __call__(self, parser, ns, value, option_string=None):
+        specs = getattr(ns, "inputs", None) or []
+        if option_string == "--symbol":
+            if not specs:
+                parser.error("--symbol must follow the --data it names")
+            specs[-1].symbol = value
+        else:
+            specs.append(DataSpec(path=value))
+        ns.inputs = specs
+
+
+def add_run_args(cmd: argparse.ArgumentParser, *, out_help: str, quiet_help: str) -> None:
+    """The flags every command that runs backtests takes (they build the RunConfig, see config_from_args)."""
+    cmd.add_argument("strategy", nargs="?", help="module:Class, file.py:Class, or a name in strategies/")
+    cmd.add_argument("--data", action=_DataAction, metavar="PATH", help="bar file (CSV/Parquet/JSON); repeat for more")
+    cmd.add_argument("--symbol", action=_DataAction, metavar="NAME", help="symbol of the preceding --data")
+    cmd.add_argument("--param", action="append", default=[], metavar="K=V", help="strategy parameter")
+    cmd.add_argument("--cash", type=float, help="starting cash")
+    cmd.add_argument("--commission", type=float, metavar="RATE", help="commission as a fraction of notional")
+    cmd.add_argument("--config", metavar="FILE", help="run configuration (TOML)")
+    cmd.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
+    cmd.add_argument("--catalog", metavar="DIR", help="read --data symbols from this Parquet catalog")
+    cmd.add_argument("--benchmark", metavar="PATH", help="bar file of a benchmark (e.g. an index) to measure against")
+    cmd.add_argument("--market", metavar="NAME", help="market rules: cn-a (China A-shares; see [market])")
+    cmd.add_argument("--out", metavar="DIR", help=out_help)
+    cmd.add_argument("--log-json", action="store_true", help="JSON log lines")
+    cmd.add_argument("--quiet", action="store_true", help=quiet_help)
+
+
+def config_from_args(a: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
+    """The RunConfig of the flags over ``base`` (default: ``--config``, else an empty config)."""
+    cfg = base if base is not None else RunConfig.load(a.config) if a.config else RunConfig()
+    if a.strategy:
+        cfg.run.strategy = a.strategy
+    if getattr(a, "inputs", None):
+        cfg.data = a.inputs
+    if a.cash is not None:
+        cfg.run.cash = a.cash
+    if a.commission is not None:
+        cfg.commission = {"kind": "percent", "rate": a.commission, "minimum": 0.0}
+    if a.catalog:
+        cfg.run.catalog = a.catalog
+    if a.out:
+        cfg.run.out = a.out
+    if getattr(a, "benchmark", None):
+        cfg.run.benchmark = a.benchmark
+    if getattr(a, "market", None):
+        cfg.run.market = a.market
+    for item in a.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--param {item!r}: expected key=value")
+        cfg.params[key.strip()] = parse_value(value)
+    for item in a.set:
+        cfg.override(item)
+    if not cfg.run.strategy:
+        raise ConfigError("no strategy: give STRATEGY or run.strategy in the config")
+    return cfg
+
+
+def gate_exit(metrics: dict[str, Any], strict: bool) -> int:
+    """0, or EXIT_GATE_FAILED (with the failures on stderr) when ``strict`` and a gate failed."""
+    from tradeloop.engine.metrics.gates import failed_gates
+    failed = failed_gates(metrics)
+    if strict and failed:
+        for name in failed:
+            print(f"tradeloop: gate failed: {name} {metrics['gates'][name]['rule']}: {metrics['gates'][name]['reason']}",
+                  file=sys.stderr)
+        return EXIT_GATE_FAILED
+    return 0

@@ -1,0 +1,91 @@
+"""``tradeloop live`` and ``tradeloop paper``: their flags and what they run (engine/liverun.py, engine/paper.py)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+LIVE_FLAGS = {  # flag -> live.<key>
+    "mqtt": "mqtt", "fix": "fix", "state": "state", "venue": "venue", "interval": "interval", "sender": "sender",
+    "target": "target", "username": "username", "password_env": "password_env", "password_file": "password_file",
+    "stale_after": "stale_after",
+}
+
+
+def add_live_parsers(sub: Any, add_run_args: Any) -> None:
+    lv = sub.add_parser("live", help="trade a strategy live: MQTT market data in, FIX 4.4 orders out",
+                        description="--data files are history: replayed before the session to warm indicators "
+                                    "and strategy state up, every order refused.")
+    add_run_args(lv, out_help="write the session's run folder here when it ends", quiet_help="no summary")
+    lv.add_argument("--mqtt", metavar="URL", help="market data broker, mqtt://host:port or mqtts://")
+    lv.add_argument("--fix", metavar="HOST:PORT", help="the broker's FIX 4.4 acceptor")
+    lv.add_argument("--state", metavar="FILE.sqlite", help="journal, FIX sequence numbers, review queue (SQLite)")
+    lv.add_argument("--symbols", metavar="A,B", help="symbols to trade")
+    lv.add_argument("--venue", help="venue level of the MQTT topics (default sim)")
+    lv.add_argument("--interval", help="bar interval level of the MQTT topics (default 1d)")
+    lv.add_argument("--sender", help="our SenderCompID (default TRADER)")
+    lv.add_argument("--target", help="the broker's CompID (default EXCH)")
+    lv.add_argument("--username", help="FIX Username(553)")
+    lv.add_argument("--password-env", metavar="VAR", help="environment variable holding the FIX password")
+    lv.add_argument("--password-file", metavar="PATH", help="0600 file holding the FIX password")
+    lv.add_argument("--stale-after", type=float, metavar="S", help="halt a symbol after S seconds without data")
+    lv.add_argument("--ticks", action="store_true", help="subscribe to ticks too (Strategy.on_tick)")
+    lv.add_argument("--lockstep", action="store_true",
+                    help="step on the exchange's $ack and acknowledge each step (paper trading, parity tests)")
+
+    pp = sub.add_parser("paper", help="paper-trade: local MQTT broker + exchange simulator + replay of --data, live")
+    add_run_args(pp, out_help="session folder (default runs/paper-<time>)", quiet_help="no summary")
+    pp.add_argument("--mqtt", metavar="URL", help="use this MQTT broker instead of starting Mosquitto")
+
+
+def cmd_live(a: argparse.Namespace, config_from_args: Any) -> int:
+    from tradeloop.engine.live.runner import run_live
+    cfg = config_from_args(a)
+    for flag, key in LIVE_FLAGS.items():
+        value = getattr(a, flag)
+        if value is not None:
+            setattr(cfg.live, key, value)
+    if a.symbols:
+        cfg.live.symbols = [s.strip() for s in a.symbols.split(",") if s.strip()]
+    if a.lockstep:
+        cfg.live.lockstep = True
+    if a.ticks:
+        cfg.live.ticks = True
+    out = Path(a.out) if a.out else None
+
+    async def main() -> Any:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await run_live(cfg, out=out, stop=stop, on_ready=ready)
+
+    def ready(runner: Any) -> None:  # one JSON line on stdout, for supervisors and tests to wait on
+        print(json.dumps({"event": "ready", "fix": cfg.live.fix, "mqtt": cfg.live.mqtt, "state": cfg.live.state,
+                          "symbols": cfg.live.symbols, "recovered": vars(runner.stats)}), flush=True)
+
+    from tradeloop.engine.live.runner import LiveFailure
+    try:
+        result, folder = asyncio.run(main())
+    except (ConnectionError, LiveFailure) as e:
+        print(f"tradeloop live: {e}", file=sys.stderr)
+        return 1
+    if not a.quiet:
+        live = result.metrics.get("live", {})
+        print(f"live session: {live.get('steps', 0)} steps, {len(result.fills)} fills"
+              + (f", run folder {folder}" if folder else ""))
+    return 0
+
+
+def cmd_paper(a: argparse.Namespace, config_from_args: Any) -> int:
+    from tradeloop.engine.live.paper import paper
+    cfg = config_from_args(a)
+    result, folder = paper(cfg, out=Path(a.out) if a.out else None, mqtt=a.mqtt)
+    if not a.quiet:
+        print(f"paper session: {result.bars} bars, {len(result.fills)} fills, "
+              f"final value {result.final_value:,.2f}; run folder {folder}")
+    return 0

@@ -1,0 +1,218 @@
+"""The ``tradeloop`` command line: backtests, reports, run lists, data import, strategy listing."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from tradeloop.errors import ConfigError
+
+from tradeloop.engine.cli.args import EXIT_GATE_FAILED, add_run_args, config_from_args, gate_exit
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tradeloop", description="Event-driven backtesting and live trading.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    bt = sub.add_parser("backtest", help="run a strategy over historical bars")
+    add_run_args(bt, out_help="run folder (default runs/<id>)", quiet_help="no summary table")
+    bt.add_argument("--strict", action="store_true", help=f"exit {EXIT_GATE_FAILED} when an acceptance gate fails")
+
+    data = sub.add_parser("data", help="data tools")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    imp = dsub.add_parser("import", help="validate files and write them to a Parquet catalog")
+    imp.add_argument("paths", nargs="+")
+    imp.add_argument("--catalog", required=True, metavar="DIR")
+    imp.add_argument("--encoding")
+    imp.add_argument("--tz")
+    imp.add_argument("--on-bad", choices=["raise", "drop", "repair"], default="raise")
+
+    add_sweep_parser(sub)
+    from tradeloop.engine.cli.walkforward import add_walkforward_parser
+    add_walkforward_parser(sub)
+    sub.add_parser("strategies", help="list the strategies in strategies/ and their parameters")
+    for name, text in PASSTHROUGH_HELP.items():  # parsed by their own modules; listed here for --help
+        sub.add_parser(name, help=text, add_help=False)
+    add_report_parsers(sub)
+    from tradeloop.engine.cli.ops import add_ops_parsers
+    add_ops_parsers(sub)
+    from tradeloop.engine.cli.live import add_live_parsers
+    add_live_parsers(sub, add_run_args)
+    return p
+
+
+def add_sweep_parser(sub: Any) -> None:
+    """``sweep STRATEGY --grid K=V1,V2 ...``: one backtest per grid point (engine/sweep.py)."""
+    sw = sub.add_parser("sweep", help="one backtest per point of a parameter grid, ranked (sweep.parquet, sweep.json)")
+    add_run_args(sw, out_help="sweep folder (default runs/sweep-<strategy>-<time>)", quiet_help="no ranking table")
+    sw.add_argument("--grid", action="append", default=[], metavar="K=V1,V2,...",
+                    help="values of a parameter (fast=5,10) or of any section.key; repeat for more")
+    sw.add_argument("--metric", default="sharpe", help="metric to rank by (default sharpe)")
+    sw.add_argument("--executor", choices=["serial", "process", "dask"], default="process",
+                    help="where the backtests run (default process: a local process pool)")
+    sw.add_argument("--address", metavar="tcp://HOST:PORT", help="Dask scheduler to use (default: a LocalCluster)")
+    sw.add_argument("--workers", type=int, metavar="N", help="worker processes (default: CPU count)")
+
+
+def cmd_sweep(a: argparse.Namespace) -> int:
+    from tradeloop.engine.research.sweep import parse_grid, print_sweep, run_sweep
+    grid = parse_grid(a.grid)
+    out, a.out = a.out, None  # the sweep folder, not a run folder
+    cfg = config_from_args(a)
+    res = run_sweep(cfg, grid, metric=a.metric, executor=a.executor, workers=a.workers, address=a.address, out=out)
+    if not a.quiet:
+        print_sweep(res)
+    return 0 if res.summary["ok"] else 1
+
+
+def add_report_parsers(sub: Any) -> None:
+    """``report RUN_DIR`` and ``runs list|compare``."""
+    rp = sub.add_parser("report", help="(re)write report.html of a run folder")
+    rp.add_argument("run_dir", metavar="RUN_DIR")
+    rp.add_argument("--out", metavar="FILE", help="where to write it (default RUN_DIR/report.html)")
+    runs = sub.add_parser("runs", help="past runs: list them, compare them")
+    rsub = runs.add_subparsers(dest="runs_command", required=True)
+    ls = rsub.add_parser("list", help="a table of the runs under --root")
+    ls.add_argument("--root", default="runs", metavar="DIR", help="folder holding run folders (default runs)")
+    cmp = rsub.add_parser("compare", help="metrics side by side and equity curves overlaid in one HTML page")
+    cmp.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or run ids under --root (two or more)")
+    cmp.add_argument("--root", default="runs", metavar="DIR")
+    cmp.add_argument("--out", default="compare.html", metavar="FILE", help="HTML page to write (default compare.html)")
+
+
+def cmd_backtest(a: argparse.Namespace) -> int:
+    from tradeloop.engine.assembly.backtest import backtest
+    cfg = config_from_args(a)
+    result, out = backtest(cfg)
+    if not a.quiet:
+        print_summary(result, out)
+    return gate_exit(result.metrics, a.strict)
+
+
+def print_summary(result: Any, out: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tradeloop.engine.report.html import format_metric
+    m = result.metrics
+    t = Table(title="backtest", show_header=False)
+    fmt = {"final_value": "{:,.6f}", "total_return": "{:.2%}", "annual_return": "{:.2%}", "sharpe": "{:.3f}",
+           "sortino": "{:.3f}", "max_drawdown": "{:.2%}", "volatility": "{:.2%}", "win_rate": "{:.1%}",
+           "profit_factor": "{:.2f}", "trades": "{}"}
+    for key, f in fmt.items():
+        v = m.get(key)
+        t.add_row(key, "n/a" if v is None else f.format(v))
+    for key in ("benchmark_return", "excess_return", "alpha", "beta", "information_ratio", "tracking_error"):
+        if key in m:
+            t.add_row(key, format_metric(key, m[key]))
+    for key, g in (m.get("gates") or {}).items():
+        t.add_row(f"gate {key} {g['rule']}", ("PASS " if g["passed"] else "FAIL ") + g["reason"])
+    t.add_row("fills", str(len(result.fills)))
+    t.add_row("bars", f"{result.bars:,} ({result.bars / max(result.elapsed_s, 1e-9):,.0f}/s)")
+    if out is not None:
+        t.add_row("run folder", str(out))
+        t.add_row("report", str(out / "report.html"))
+    Console().print(t)
+
+
+def cmd_data_import(a: argparse.Namespace) -> int:
+    from tradeloop.data.catalog import import_files
+    kw = {"encoding": a.encoding, "tz": a.tz, "on_bad": a.on_bad}
+    symbols = import_files([Path(p) for p in a.paths], Path(a.catalog), **kw)
+    print(f"imported {len(symbols)} symbol(s) into {a.catalog}: {', '.join(symbols)}")
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from tradeloop.engine.report.run import write_report
+    from tradeloop.engine.report.walkforward import is_walkforward, write_walkforward_report
+    print(write_walkforward_report(a.run_dir, a.out) if is_walkforward(a.run_dir) else write_report(a.run_dir, a.out))
+    return 0
+
+
+def cmd_runs(a: argparse.Namespace) -> int:
+    from tradeloop.engine.runs.listing import list_runs, print_compare, print_runs, write_compare
+    if a.runs_command == "list":
+        print_runs(list_runs(a.root), a.root)
+        return 0
+    path, paths, metrics = write_compare(a.runs, a.out, a.root)
+    print_compare(paths, metrics)
+    print(f"equity curves: {path}")
+    return 0
+
+
+def cmd_strategies(a: argparse.Namespace) -> int:
+    import pkgutil
+
+    import tradeloop.strategies as strategies
+    from tradeloop.engine.assembly.build import resolve_strategy
+    for info in sorted(pkgutil.iter_modules(strategies.__path__), key=lambda i: i.name):
+        try:
+            cls = resolve_strategy(info.name)
+        except ConfigError:
+            continue
+        params = ", ".join(f"{k}={p.default!r}" for k, p in cls.declared_params().items())
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"{info.name:<20} {doc}\n{'':<20} params: {params}")
+    return 0
+
+
+PASSTHROUGH_HELP = {
+    "exchange": "run the FIX 4.4 exchange simulator (python -m brokers.exchange --help)",
+    "replay": "publish bar files to MQTT in time order (python -m data.replay --help)",
+    "models": "train a predictor model from a TOML file, or time the runtimes (models train|bench)",
+}
+
+
+def passthrough(name: str, rest: list[str]) -> int:
+    """Hand ``tradeloop exchange|replay ...`` to the module that owns the command's arguments."""
+    if name == "exchange":
+        from tradeloop.brokers.exchange import main as run
+    elif name == "models":
+        from tradeloop.models.cli import main as run
+    else:
+        from tradeloop.data.replay import main as run
+    return int(run(rest) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from tradeloop.data.errors import DataError
+
+    from tradeloop.engine.telemetry.logs import configure
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in PASSTHROUGH_HELP:
+        configure()
+        return passthrough(args[0], args[1:])
+    parser = build_parser()
+    a = parser.parse_args(args)
+    configure(json=getattr(a, "log_json", False))
+    try:
+        if a.command == "backtest":
+            return cmd_backtest(a)
+        if a.command == "data":
+            return cmd_data_import(a)
+        if a.command == "sweep":
+            return cmd_sweep(a)
+        if a.command == "walkforward":
+            from tradeloop.engine.cli.walkforward import cmd_walkforward
+            return cmd_walkforward(a)
+        if a.command == "strategies":
+            return cmd_strategies(a)
+        if a.command == "report":
+            return cmd_report(a)
+        if a.command == "runs":
+            return cmd_runs(a)
+        if a.command in ("live", "paper"):
+            from tradeloop.engine.cli.live import cmd_live, cmd_paper
+            return (cmd_live if a.command == "live" else cmd_paper)(a, config_from_args)
+        if a.command in ("review", "risk"):
+            from tradeloop.engine.cli.ops import run_ops
+            return run_ops(a)
+    except (ConfigError, DataError) as e:  # RunFolderError is a ConfigError
+        print(f"tradeloop: error: {e}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""``tradeloop paper``: a local MQTT broker, the exchange simulator and a replay, traded live in one command.
+
+It starts Mosquitto on a free loopback port (unless ``--mqtt`` names a broker), the exchange
+simulator as its own process (``python -m brokers.exchange``) with the run's fill rules, and
+the live runner in this process; once both are subscribed it replays ``--data`` in lockstep
+with them (see engine/liverun.py), so the session is deterministic and its fills are the
+backtest's. The run folder holds the same files as a backtest's plus the state files.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from tradeloop.brokers.costs import FixedBpsSlippage, PercentCommission
+from tradeloop.brokers.sim import FillRules
+
+from tradeloop.engine.drivers.backtest import BacktestResult
+from tradeloop.errors import ConfigError
+from tradeloop.engine.config.run import RunConfig
+from tradeloop.engine.live.runner import LiveRunner
+from tradeloop.engine.runs.recorder import package_versions, write_run
+from tradeloop.engine.assembly.build import build_rules, load_inputs
+
+PAPER_VENUE = "paper"
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalMosquitto:
+    """A Mosquitto process on a free loopback port, for one paper session."""
+
+    def __init__(self, folder: Path) -> None:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise ConfigError("tradeloop paper needs the mosquitto broker (Debian: apt-get install mosquitto), "
+                              "or --mqtt URL of a running broker")
+        self.port = free_port()
+        conf = folder / "mosquitto.conf"
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false",
+                 "set_tcp_nodelay true", f"log_dest file {folder / 'mosquitto.log'}"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            lines.append("user root")
+        conf.write_text("\n".join(lines) + "\n")
+        self.proc = subprocess.Popen([binary, "-c", str(conf)], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not _listening(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"mosquitto did not start on port {self.port} (see {folder / 'mosquitto.log'})")
+            time.sleep(0.02)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def stop_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM (a clean logout / shutdown), then SIGKILL if it is still there after ``grace_s``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def exchange_args(cfg: RunConfig, rules: FillRules) -> list[str]:
+    """The exchange simulator's flags giving it the fill rules of ``cfg`` (ConfigError for what it cannot take)."""
+    args = ["--fill-at", rules.fill_at]
+    if cfg.run.market:
+        args += ["--market", cfg.run.market]
+    else:
+        c = rules.commission
+        if not isinstance(c, PercentCommission):
+            raise ConfigError(f"paper: the exchange simulator takes percent commissions only, not {type(c).__name__}")
+        args += ["--commission-rate", repr(c.rate), "--commission-min", repr(c.minimum)]
+        if rules.lot_size:
+            args += ["--lot-size", repr(rules.lot_size)]
+    if rules.participation is not None:
+        args += ["--participation", repr(rules.participation)]
+    if rules.slippage is not None:
+        if not isinstance(rules.slippage, FixedBpsSlippage):
+            raise ConfigError(f"paper: the exchange simulator takes fixed-bps slippage only, "
+                              f"not {type(rules.slippage).__name__}")
+        args += ["--slippage-bps", repr(rules.slippage.bps)]
+    return args
+
+
+class ExchangeProcess:
+    """``python -m brokers.exchange`` as a child process; ``fix_port`` once it printed its ready line."""
+
+    def __init__(self, folder: Path, mqtt: str, interval: str, extra: list[str], *, sender: str = "EXCH",
+                 target: str = "TRADER", timeout_s: float = 30.0) -> None:
+        root = Path(__file__).resolve().parents[1]
+        cmd = [sys.executable, "-m", "tradeloop.brokers.exchange", "--port", "0", "--sender", sender, "--target", target,
+               "--state", str(folder / "exchange.sqlite"), "--mqtt", mqtt, "--venue", PAPER_VENUE,
+               "--interval", interval, "--log-json", *extra]
+        self.log_path = folder / "exchange.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (open as long as the process runs)
+        self.proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=self._log,
+                                     env={**os.environ, "PYTHONPATH": str(root)})
+        line = _readline(self.proc, timeout_s)
+        try:
+            ready = json.loads(line)
+            self.fix_port = int(ready["fix_port"])
+        except (ValueError, KeyError, TypeError):
+            self.stop()
+            raise RuntimeError(f"the exchange simulator did not start: {line!r} (see {self.log_path})") from None
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self._log.close()
+
+
+def _readline(proc: subprocess.Popen, timeout_s: float) -> str:
+    import selectors
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    if not sel.select(timeout_s):
+        return ""
+    return proc.stdout.readline().decode(errors="replace")
+
+
+async def _session(cfg: RunConfig, series: list[Any], log: Any) -> tuple[BacktestResult, LiveRunner]:
+    from tradeloop.data.replay import replay
+    runner = LiveRunner(cfg, log=log)
+    try:
+        task = asyncio.create_task(runner.run())
+        while not runner.ready.is_set():
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        feeder = asyncio.create_task(replay(series, cfg.live.mqtt, venue=PAPER_VENUE, interval=cfg.live.interval,
+                                            lockstep=("runner",), qos=1))
+        await asyncio.wait({task, feeder}, return_when=asyncio.FIRST_EXCEPTION)
+        if task.done() and task.exception() is not None:   # the runner failed: stop feeding it
+            feeder.cancel()
+            raise task.exception()
+        await feeder
+        return await task, runner
+    finally:
+        runner.close()
+
+
+def paper(cfg: RunConfig, *, out: Path | None = None, mqtt: str | None = None) -> tuple[BacktestResult, Path]:
+    """Trade ``cfg``'s strategy live against the exchange simulator over a replay of ``cfg.data``."""
+    log = structlog.get_logger("tradeloop.paper")
+    series, inputs = load_inputs(cfg)
+    rules = build_rules(cfg)
+    folder = Path(out or cfg.run.out or Path("runs") / f"paper-{time.strftime('%Y%m%d-%H%M%S')}")
+    folder.mkdir(parents=True, exist_ok=True)
+    state = folder / "live.sqlite"
+    if state.exists():
+        raise ConfigError(f"{folder} already holds a paper session ({state}); choose another --out")
+    from tradeloop.data.replay import infer_interval
+    interval = cfg.live.interval if cfg.live.interval != "1d" else infer_interval(series[0])
+    broker = None if mqtt else LocalMosquitto(folder)
+    exchange = None
+    try:
+        url = mqtt or broker.url
+        exchange = ExchangeProcess(folder, url, interval, exchange_args(cfg, rules))
+        cfg.live.mqtt, cfg.live.fix, cfg.live.state = url, f"127.0.0.1:{exchange.fix_port}", str(state)
+        cfg.live.symbols = [s.symbol for s in series]
+        cfg.live.venue, cfg.live.interval, cfg.live.lockstep = PAPER_VENUE, interval, True
+        # the replay is the market here, not history to warm up on: the runner gets no --data
+        result, runner = asyncio.run(_session(dataclasses.replace(cfg, data=[]), series, log))
+    finally:
+        if exchange is not None:
+            exchange.stop()
+        if broker is not None:
+            broker.stop()
+    config = cfg.to_dict()
+    config["run"].pop("out", None)
+    manifest = {"config": config, "mode": "paper", "inputs": inputs, "symbols": result.symbols,
+                "strategy": {"params": runner.strategy.params}, "models": result.models,
+                "versions": package_versions(), "tz": series[0].tz}
+    write_run(folder, result, manifest)
+    log.info("paper_done", fills=len(result.fills), steps=runner.stats.steps, out=str(folder))
+    return result, folder

@@ -1,0 +1,452 @@
+"""The one event loop body shared by the backtest and live drivers.
+
+``Engine.step(ts, bars)`` handles everything that happens at one timestamp, in this order:
+(1) the venue matches working orders against the new bars, (2) the portfolio is marked to
+market (lazily: equity reads each symbol's last close), (3) risk state updates (halts, drawdown
+stop: only when such a check is configured), (4) the
+predictor would run once for all symbols (models issue), (5) the strategy's callbacks run
+(order and fill notices, timers, then bars), (6) the orders placed in (5) pass risk and go
+to the venue. An order placed at t therefore trades at t+1 at the earliest. An order the
+risk layer holds for review waits in ``Engine.held``, away from the venue, until answered.
+"""
+from __future__ import annotations
+
+import functools
+import heapq
+from bisect import bisect_left
+from typing import Any, Callable, Sequence
+
+import structlog
+
+from tradeloop.brokers.orders import Fill, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
+from tradeloop.brokers.sim import FillRules, SimulatedVenue
+from tradeloop.data.schema import NS_PER_DAY, Bar, Bars, OneBar, Tick
+from tradeloop.risk.pipeline import Decision, RiskPipeline
+
+from tradeloop.engine.loop.context import Context
+from tradeloop.engine.loop.market import HistoricalMarket, Market
+from tradeloop.engine.loop.portfolio import Portfolio
+from tradeloop.engine.loop.strategy import PredictorSpec, Strategy
+
+
+class Timers:
+    """Recurring named timers on the run's clock."""
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[int, int, str, int]] = []
+        self._seq = 0
+
+    def add(self, name: str, every: int, start: int) -> None:
+        if every <= 0:
+            raise ValueError(f"timer {name!r}: interval must be positive, got {every}")
+        heapq.heappush(self.heap, (start, self._seq, name, every))
+        self._seq += 1
+
+    def due(self, now: int) -> list[str]:
+        out = []
+        while self.heap and self.heap[0][0] <= now:
+            at, seq, name, every = heapq.heappop(self.heap)
+            out.append(name)
+            nxt = at + every * max(1, (now - at) // every + 1)
+            heapq.heappush(self.heap, (nxt, seq, name, every))
+        return out
+
+
+class Engine:
+    """Strategy + market view + portfolio + risk + venue, advanced one timestamp at a time."""
+
+    def __init__(self, strategy: Strategy, market: Market, portfolio: Portfolio, rules: FillRules,
+                 risk: RiskPipeline, *, order_prefix: str = "O", log: Any = None, venue: Any = None,
+                 trade_from: int | None = None) -> None:
+        self.strategy = strategy
+        self.trade_from = trade_from  # strategy orders placed before this timestamp are refused (warm-up)
+        self.market = market
+        self.portfolio = portfolio
+        self.rules = rules
+        self.lot_size = rules.lot_size
+        self.risk = risk
+        self.log = log or structlog.get_logger("tradeloop.engine")
+        # the simulated venue matches here; a remote venue (live: brokers.remote.RemoteVenue) matches elsewhere,
+        # keeps n_open at 0 so step (1) never runs, and reports fills and order events to this engine
+        self.venue = venue if venue is not None else SimulatedVenue(rules, self)
+        self.timers = Timers()
+        self.ctx = Context(self)
+        self.now = 0
+        self.step_index = -1
+        self.orders: dict[str, Order] = {}
+        self.held: dict[str, Order] = {}                    # held for review, not at the venue
+        self.fills: list[Fill] = []
+        self.order_events: list[OrderEvent] = []
+        self.cash_log: list[tuple[int, float]] = []        # (step, cash) after each step with fills
+        self.qty_log: list[tuple[int, str, float]] = []    # (step, symbol, quantity) after each fill
+        self._notes: list[tuple[str, Any]] = []
+        self._dirty = False
+        self._order_seq = 0
+        self._order_prefix = order_prefix
+        self._per_bar = type(strategy).on_bars is Strategy.on_bars
+        self._wants_notes = (type(strategy).on_fill is not Strategy.on_fill
+                             or type(strategy).on_order is not Strategy.on_order)
+        self._at_close = rules.fill_at == "close"
+        self._rows = market.rows if isinstance(market, HistoricalMarket) else None
+        self._t1 = rules.market is not None and rules.market.t_plus_1
+        self._bought: dict[str, tuple[int, float]] = {}    # T+1: symbol -> (day, quantity bought that day)
+        self.mark = functools.partial(portfolio.equity, market.price)   # equity now, as one cheap call
+        risk.attach(self)
+        self.predictor: Any = None   # models.predictor.Predictor once a strategy asks for one
+        self.models: list[dict[str, Any]] = []   # what use_predictor loaded: the run manifest's "models"
+        self.step = self._make_step()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        declared = getattr(self.strategy, "predictor", None)
+        if declared is not None:
+            spec = PredictorSpec.of(declared, type(self.strategy).__name__)
+            self.use_predictor(spec.model, registry=spec.registry, runtime=spec.runtime, backup=spec.backup,
+                               batch_workers=spec.batch_workers)
+        self.strategy.on_start(self.ctx)
+        self._route()
+
+    def stop(self) -> None:
+        self.strategy.on_stop(self.ctx)
+        self.ctx._new.clear()
+
+    def next_order_id(self) -> str:
+        self._order_seq += 1
+        return f"{self._order_prefix}{self._order_seq:08d}"
+
+    # -- the loop body -------------------------------------------------------------------
+    def use_predictor(self, model: str, *, registry: str = "runs/models", runtime: str = "onnx-cpu",
+                      backup: str | None = None, limits: Any = None, batch_workers: int | None = 1) -> None:
+        """Run registry model ``model`` at step (4) of every timestamp; results in ``ctx.predictions``.
+
+        A backtest computes every symbol's probabilities once, in big batches, from features that
+        read no later bar, and looks them up per step; a live run calls the model once per
+        timestamp for all symbols that got a bar. torch/ONNX Runtime are imported only here.
+        """
+        from tradeloop.models.predictor import open_predictor
+        from tradeloop.models.runtime.base import runtime_detail
+        predictor = open_predictor(registry, model, self.market.symbols, runtime=runtime, backup=backup,
+                                   limits=limits, batch_workers=batch_workers, on_switch=self._model_breach)
+        if isinstance(self.market, HistoricalMarket):
+            predictor.precompute(self.market.series[s] for s in self.market.symbols)
+        else:
+            predictor.warm_up()   # live: no first-call kernel builds inside the timed calls
+        self.predictor = predictor
+        active = predictor.model.active
+        detail = runtime_detail(active.runtime)
+        self.models.append({"requested": model, "version": str(active.ref), "backup": backup or None,
+                            "registry": str(registry), "runtime": runtime, "feature_hash": active.spec.hash,
+                            "created_at": active.info.metadata.get("created_at"), **detail})
+        self.log.info("predictor_loaded", model=str(active), runtime=runtime, **detail)
+
+    def _model_breach(self, event: Any) -> None:
+        """The predictor's health monitor saw a limit breached (and switched to the backup, if any):
+        an event of the run's risk audit trail, so it is logged, written and shown in the report."""
+        ts = event.ts if event.ts is not None else self.now
+        self.risk.record(int(ts), "model_health", "switch" if event.to_model else "breach", str(event),
+                         value=float(event.value))
+
+    def _predict(self, bars: list[Bar]) -> None:
+        """Step (4): the predictor's outputs for this timestamp's symbols, as ``ctx.predictions``."""
+        # live bars carry their amount (wire v2) for the VWAP feature; a backtest looks up precomputed outputs
+        amounts = {b.symbol: b.amount for b in bars if b.amount is not None} if self._rows is None else None
+        self.ctx.predictions = self.predictor.step(bars, amounts or None, rows=self._rows)
+
+    def _make_step(self) -> Callable[[int, Sequence[Bar]], None]:
+        """Build ``step(ts, bars)``: every bar stamped ``ts`` (one per symbol), steps (1)-(6).
+
+        The loop body runs once per timestamp, a million times in a long backtest, so the
+        parts it uses are bound once here as closure variables instead of being looked up
+        on ``self`` at every call. The behaviour is that of the numbered steps above.
+        ``bars`` is a list of Bar (live) or a backtest's lazy ``Bars``, whose columns only
+        ``match`` and the market's row update read directly; everything else iterates it.
+        """
+        market = self.market
+        enter = market.enter
+        rows = market.rows
+        venue = self.venue
+        book = venue.book
+        venue_bar = venue.on_bar
+        ctx = self.ctx
+        new = ctx._new
+        strategy = self.strategy
+        on_bar = strategy.on_bar
+        on_bars = strategy.on_bars
+        per_bar = self._per_bar
+        notes = self._notes
+        deliver = self._deliver
+        heap = self.timers.heap
+        due = self.timers.due
+        route = self._route
+        at_close = self._at_close
+        watch = self.risk.watcher()
+
+        def match(ts: int, bars: Sequence[Bar]) -> None:
+            """Step (1): the venue matches the working orders of each symbol with a bar now, in symbol order."""
+            cls = bars.__class__
+            if cls is OneBar:
+                s = bars.symbol
+                if s in book:
+                    c, lo = bars.chunk, bars.lo
+                    venue_bar(s, ts, c.open.item(lo), c.high.item(lo), c.low.item(lo), c.close.item(lo),
+                              c.volume.item(lo))
+                return
+            if cls is Bars:
+                c, lo, hi = bars.chunk, bars.lo, bars.hi
+                syms = c.symbol
+                for s in sorted(book) if len(book) > 1 else list(book):  # few symbols have orders: find those
+                    j = bisect_left(syms, s, lo, hi)
+                    if j < hi and syms[j] == s:
+                        venue_bar(s, ts, c.open.item(j), c.high.item(j), c.low.item(j), c.close.item(j),
+                                  c.volume.item(j))
+                return
+            for bar in bars:
+                if bar.symbol in book:
+                    venue_bar(bar.symbol, ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
+
+        def step(ts: int, bars: Sequence[Bar]) -> None:
+            self.now = market.now = ts
+            self.step_index += 1
+            if bars.__class__ is OneBar:                                # the bars become 'now' (the
+                rows[bars.symbol] = bars.row                            # OneBar case of market.enter)
+            else:
+                enter(bars)
+            if venue.n_open:                                            # (1) match
+                match(ts, bars)
+            if watch is not None:                                       # (3) risk state
+                watch(ts, bars)
+            if self.predictor is not None:                              # (4) one batched model call
+                self._predict(bars)
+            if notes:                                                   # (5) callbacks
+                deliver()
+            if heap:
+                for name in due(ts):
+                    strategy.on_timer(ctx, name)
+            if per_bar:
+                for bar in bars:
+                    on_bar(ctx, bar)
+            else:
+                on_bars(ctx, bars)
+            if new:                                                     # (6) risk, venue
+                route()
+                if at_close:
+                    for bar in bars:
+                        if bar.symbol in book:
+                            venue.on_close(bar.symbol, ts, bar.close, bar.volume)
+                    if notes:
+                        deliver()
+                        route()
+            if self._dirty:
+                self._snapshot()
+
+        return step
+
+    def tick(self, tick: Tick) -> None:
+        """Process one tick: its price becomes the symbol's price, working orders match at it, then ``on_tick``."""
+        self.now = self.market.now = tick.ts
+        self.market.trade(tick.symbol, tick.ts, tick.price)
+        self.step_index += 1
+        if tick.symbol in self.venue.book:
+            p = tick.price
+            self.venue.on_bar(tick.symbol, tick.ts, p, p, p, p, tick.size)
+        if self.risk.monitors:
+            p = tick.price
+            self.risk.watch(tick.ts, [Bar(tick.symbol, tick.ts, p, p, p, p, tick.size)])
+        if self._notes:
+            self._deliver()
+        self.strategy.on_tick(self.ctx, tick)
+        if self.ctx._new:
+            self._route()
+        if self._dirty:
+            self._snapshot()
+
+    # -- order routing -------------------------------------------------------------------
+    def _route(self) -> None:
+        """Pass the orders placed by the strategy through risk to the venue (step 6)."""
+        new = self.ctx._new
+        for _ in range(100):
+            if not new:
+                return
+            batch = new[:]
+            new.clear()
+            if self.trade_from is not None and self.now < self.trade_from:
+                self._refuse_before_trade_from(batch)
+            else:
+                self._apply(self.risk.screen(batch, self))
+            if self.held:
+                self._settle(self.now)
+            if self._notes:
+                self._deliver()
+        raise RuntimeError("strategy keeps placing orders from its order callbacks (100 rounds)")
+
+    def _apply(self, decisions: list[Decision]) -> None:
+        """Act on the risk layer's decisions: send, hold for review, or reject."""
+        orders, submit = self.orders, self.venue.submit
+        for decision in decisions:
+            order = decision.order
+            orders[order.id] = order
+            action = decision.action
+            if action == "accept":
+                submit(order, self.now)
+            elif action == "hold":
+                order.status = OrderStatus.HELD
+                order.reason = f"{decision.check}: {decision.reason}"
+                self.held[order.id] = order
+                self.on_order_event(OrderEvent(self.now, order.id, order.symbol, OrderStatus.HELD, order.reason), order)
+            else:
+                self._reject(order, f"{decision.check}: {decision.reason}")
+
+    def _refuse_before_trade_from(self, batch: list[Order]) -> None:
+        """Reject orders placed before ``trade_from``: those bars only warm up indicators and features."""
+        import numpy as np
+        reason = f"trade_from: no orders before {np.datetime64(self.trade_from, 'ns').astype('datetime64[s]')}"
+        for order in batch:
+            self.orders[order.id] = order
+            self._reject(order, reason)
+
+    def _reject(self, order: Order, reason: str) -> None:
+        order.status = OrderStatus.REJECTED
+        order.reason = reason
+        self.on_order_event(OrderEvent(self.now, order.id, order.symbol, OrderStatus.REJECTED, reason), order)
+
+    def _settle(self, now: int) -> None:
+        """Act on the answers to held orders: approved ones pass the other checks again and go out."""
+        for order_id, action, reason in self.risk.poll(now):
+            order = self.held.pop(order_id, None)
+            if order is None:
+                continue
+            if action == "approve":
+                order.status = OrderStatus.NEW
+                order.reason = ""
+                self._apply(self.risk.screen([order], self, review=False))
+            else:
+                self._reject(order, f"review: {reason}")
+
+    def poll_risk(self, ts: int) -> None:
+        """Live runs, before each step: answers to reviews, expiries, operator commands."""
+        self.now = ts
+        self._settle(ts)
+
+    def cancel_held(self, order: Order, reason: str) -> bool:
+        """Withdraw an order held for review; False if it is not held."""
+        if self.held.pop(order.id, None) is None:
+            return False
+        self.risk.cancel_review(order)
+        order.status = OrderStatus.CANCELLED
+        order.reason = reason
+        self.on_order_event(OrderEvent(self.now, order.id, order.symbol, OrderStatus.CANCELLED, reason), order)
+        return True
+
+    # -- Desk: what the risk layer may do on its own -------------------------------------
+    def cancel_open(self, symbol: str | None, reason: str) -> list[Order]:
+        """Cancel every working and held order (in ``symbol``, or all); returns them."""
+        out = [o for o in self.venue.open_orders(symbol) if self.venue.cancel(o, self.now, reason)]
+        out += [o for o in list(self.held.values()) if symbol in (None, o.symbol) and self.cancel_held(o, reason)]
+        return out
+
+    def flatten(self, reason: str) -> list[Order]:
+        """Send a market order closing each open position, straight to the venue; returns them."""
+        out = []
+        for symbol in sorted(self.portfolio.positions):
+            qty = self.portfolio.positions[symbol].qty
+            if not qty:
+                continue
+            order = Order(self.next_order_id(), symbol, Side.SELL if qty > 0 else Side.BUY, abs(qty),
+                          OrderType.MARKET, None, None, TimeInForce.GTC, self.now, self.market.price(symbol),
+                          tag="risk:flatten", reason=reason)
+            self.orders[order.id] = order
+            self.venue.submit(order, self.now)
+            out.append(order)
+        return out
+
+    def cancel_unsent(self, order: Order) -> None:
+        order.status = OrderStatus.CANCELLED
+        order.reason = "cancelled by strategy before it was sent"
+        self.orders[order.id] = order
+        self.order_events.append(OrderEvent(self.now, order.id, order.symbol, order.status, order.reason))
+
+    def _deliver(self) -> None:
+        notes = self._notes[:]
+        self._notes.clear()
+        strategy, ctx = self.strategy, self.ctx
+        for kind, obj in notes:
+            if kind == "fill":
+                strategy.on_fill(ctx, obj)
+            else:
+                strategy.on_order(ctx, obj)
+
+    # -- FillSink: what the venue reports --------------------------------------------------
+    def affordable(self, symbol: str, side: Side, qty: float, price: float, commission: float) -> str | None:
+        if side is Side.SELL:
+            return None
+        held = self.portfolio.position(symbol)
+        opening = qty > max(0.0, -held)
+        cash = self.portfolio.cash
+        if opening and cash - qty * price - commission < 0:
+            return f"insufficient cash at fill: needs {qty * price + commission:.2f}, has {cash:.2f}"
+        return None
+
+    def on_fill(self, fill: Fill, order: Order) -> None:
+        if self._t1 and fill.side is Side.BUY:
+            day = fill.ts // NS_PER_DAY
+            prev = self._bought.get(fill.symbol)
+            self._bought[fill.symbol] = (day, fill.qty + (prev[1] if prev is not None and prev[0] == day else 0.0))
+        qty = self.portfolio.apply(fill)
+        self.fills.append(fill)
+        self.qty_log.append((self.step_index, fill.symbol, qty))
+        self._dirty = True
+        if self._wants_notes:
+            self._notes.append(("fill", fill))
+
+    def on_order_event(self, event: OrderEvent, order: Order) -> None:
+        self.order_events.append(event)
+        if self._wants_notes:
+            self._notes.append(("order", order))
+
+    def pre_close(self, symbol: str) -> float:
+        return self.market.prev_close(symbol)
+
+    def sellable(self, symbol: str) -> float:
+        """The position, less (with T+1) what was bought today."""
+        qty = self.portfolio.position(symbol)
+        if self._t1:
+            bought = self._bought.get(symbol)
+            if bought is not None and bought[0] == self.now // NS_PER_DAY:
+                qty -= bought[1]
+        return qty
+
+    # -- AccountView for risk ------------------------------------------------------------
+    @property
+    def cash(self) -> float:
+        return self.portfolio.cash
+
+    def position(self, symbol: str) -> float:
+        return self.portfolio.position(symbol)
+
+    def price(self, symbol: str) -> float:
+        return self.market.price(symbol)
+
+    @property
+    def equity(self) -> float:
+        return self.portfolio.equity(self.market.price)
+
+    def working(self, symbol: str) -> float:
+        return sum(o.remaining if o.side is Side.BUY else -o.remaining for o in self.venue.book.get(symbol, ()))
+
+    def working_sells(self, symbol: str) -> float:
+        return sum(o.remaining for o in self.venue.book.get(symbol, ()) if o.side is Side.SELL)
+
+    def exposures(self) -> dict[str, float]:
+        out = {s: p.qty for s, p in self.portfolio.positions.items() if p.qty}
+        for symbol in self.venue.book:
+            out[symbol] = out.get(symbol, 0.0) + self.working(symbol)
+        return out
+
+    def _snapshot(self) -> None:
+        """Record cash after a step with fills (the equity curve is rebuilt from these logs)."""
+        self._dirty = False
+        log = self.cash_log
+        if log and log[-1][0] == self.step_index:
+            log[-1] = (self.step_index, self.portfolio.cash)
+        else:
+            log.append((self.step_index, self.portfolio.cash))

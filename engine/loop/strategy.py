@@ -1,0 +1,143 @@
+"""The ``Strategy`` base class that strategy authors subclass, and its declared parameters.
+
+A strategy declares parameters as class attributes (``fast = Param(10, "fast SMA period")``),
+and the model it reads, if any (``predictor = "qbot@latest"`` or a :class:`PredictorSpec`),
+overrides the callbacks it needs, and places orders through the context it is handed. It
+never sees event plumbing: the same subclass runs in backtests and live trading.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tradeloop.brokers.orders import Fill, Order
+    from tradeloop.data.schema import Bar, Tick
+
+    from tradeloop.engine.loop.context import Context
+
+
+class Param:
+    """A strategy parameter: default value, its type (taken from the default) and a doc line."""
+
+    def __init__(self, default: Any, doc: str = "", type: type | None = None) -> None:
+        self.default = default
+        self.doc = doc
+        self.type = type or (float if isinstance(default, float) else builtin_type(default))
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return obj.params[self.name]
+
+    def coerce(self, value: Any) -> Any:
+        """Convert a CLI/TOML value (often a string) to the parameter's type, naming it on failure."""
+        if isinstance(value, str) and self.type is not str:
+            text = value.strip()
+            try:
+                if self.type is bool:
+                    if text.lower() in ("1", "true", "yes", "on"):
+                        return True
+                    if text.lower() in ("0", "false", "no", "off"):
+                        return False
+                    raise ValueError(text)
+                if self.type is int:
+                    f = float(text)
+                    if not f.is_integer():
+                        raise ValueError(text)
+                    return int(f)
+                return self.type(text)
+            except ValueError:
+                raise ValueError(f"parameter {self.name!r} expects {self.type.__name__}, got {value!r}") from None
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if self.type is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        if value is not None and self.default is not None and not isinstance(value, self.type):
+            raise ValueError(f"parameter {self.name!r} expects {self.type.__name__}, got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class PredictorSpec:
+    """The registry model a strategy reads at step (4), its runtime and batch policy.
+
+    Declared on the class (``predictor = PredictorSpec("qbot@latest", runtime="onnx-cpu")``; a
+    plain ``"NAME@VERSION"`` string means the defaults), the engine opens it before ``on_start``.
+    A model chosen by a parameter is opened in ``on_start`` with ``ctx.use_predictor`` instead.
+    """
+
+    model: str
+    registry: str = "runs/models"
+    runtime: str = "onnx-cpu"
+    backup: str | None = None
+    batch_workers: int | None = 1   # threads of a backtest's batch precompute (None: every core)
+
+    @classmethod
+    def of(cls, declared: "str | PredictorSpec", owner: str) -> "PredictorSpec":
+        """A strategy's ``predictor`` attribute as a spec, or a ValueError naming the strategy."""
+        if isinstance(declared, cls):
+            return declared
+        if isinstance(declared, str) and declared:
+            return cls(declared)
+        raise ValueError(f"{owner}.predictor must be 'NAME@VERSION' or a PredictorSpec, got {declared!r}")
+
+
+def builtin_type(value: Any) -> type:
+    return type(value) if value is not None else object
+
+
+class Strategy:
+    """Base class: override the callbacks you need; place orders with ``ctx``.
+
+    Callbacks, in the order the engine calls them at each timestamp: ``on_order`` and
+    ``on_fill`` for what the venue did with earlier orders, ``on_timer`` for due timers, then
+    ``on_bar`` once per symbol with a new bar (or ``on_bars`` once with all of them, if
+    overridden), ``on_tick`` for ticks. ``on_start`` runs before the first event (declare
+    indicators there; a declared ``predictor`` is already open), ``on_stop`` after the last.
+    """
+
+    name: str = ""
+    predictor: "str | PredictorSpec | None" = None   # the model step (4) runs for this strategy, if any
+
+    def __init__(self, **params: Any) -> None:
+        declared = self.declared_params()
+        unknown = sorted(set(params) - set(declared))
+        if unknown:
+            known = ", ".join(declared) or "none"
+            raise ValueError(f"{type(self).__name__}: unknown parameter(s) {', '.join(unknown)} (known: {known})")
+        self.params: dict[str, Any] = {k: p.default for k, p in declared.items()}
+        for key, value in params.items():
+            self.params[key] = declared[key].coerce(value)
+
+    @classmethod
+    def declared_params(cls) -> dict[str, Param]:
+        out: dict[str, Param] = {}
+        for klass in reversed(cls.__mro__):
+            for key, value in vars(klass).items():
+                if isinstance(value, Param):
+                    out[key] = value
+        return out
+
+    # -- callbacks (all optional) ------------------------------------------------------
+    def on_start(self, ctx: "Context") -> None: ...
+
+    def on_bar(self, ctx: "Context", bar: "Bar") -> None: ...
+
+    def on_bars(self, ctx: "Context", bars: "list[Bar]") -> None:
+        for bar in bars:
+            self.on_bar(ctx, bar)
+
+    def on_tick(self, ctx: "Context", tick: "Tick") -> None: ...
+
+    def on_order(self, ctx: "Context", order: "Order") -> None: ...
+
+    def on_fill(self, ctx: "Context", fill: "Fill") -> None: ...
+
+    def on_timer(self, ctx: "Context", name: str) -> None: ...
+
+    def on_stop(self, ctx: "Context") -> None: ...

@@ -1,0 +1,148 @@
+"""Past runs: ``tradeloop runs list`` (a table of run folders) and ``runs compare`` (side by side + overlaid curves)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import polars as pl
+import structlog
+
+from tradeloop.engine.report.charts import Line, fmt_pct, line_chart
+from tradeloop.engine.metrics.curves import underwater
+from tradeloop.engine.report.html import METRIC_GROUPS, format_metric, page, table
+from tradeloop.engine.metrics.performance import daily_equity
+from tradeloop.engine.runs.folders import RunFolderError, check_folder, load_run, read_json, resolve_run, ts_ns
+
+__all__ = ["RunRow", "list_runs", "print_runs", "compare_rows", "print_compare", "write_compare"]
+
+LIST_KEYS = ("final_value", "total_return", "sharpe", "max_drawdown")
+COLORS = ("#1f5fbf", "#ff7f0e", "#1a9850", "#9467bd", "#d62728", "#17becf", "#8c564b", "#e377c2")
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One line of ``runs list``."""
+
+    id: str
+    strategy: str
+    first: str
+    last: str
+    metrics: dict[str, Any]
+    mtime: float
+
+
+def _span(path: Path) -> tuple[str, str]:
+    try:
+        ts = pl.scan_parquet(path / "equity.parquet").select(pl.col("ts").min().alias("a"),
+                                                             pl.col("ts").max().alias("b")).collect()
+    except Exception:  # an unreadable equity file: list the run anyway
+        return "?", "?"
+    a, b = ts["a"][0], ts["b"][0]
+    return (str(a.date()) if a else "?"), (str(b.date()) if b else "?")
+
+
+def list_runs(root: str | Path = "runs") -> list[RunRow]:
+    """Every run folder under ``root`` (those with manifest.json and metrics.json), oldest first."""
+    base = Path(root)
+    if not base.is_dir():
+        raise RunFolderError(f"runs folder {root} not found (give --root DIR)")
+    rows = []
+    for p in sorted(base.iterdir()):
+        if not (p.is_dir() and (p / "manifest.json").is_file() and (p / "metrics.json").is_file()):
+            continue
+        try:
+            manifest, metrics = read_json(p / "manifest.json"), read_json(p / "metrics.json")
+        except RunFolderError as e:
+            structlog.get_logger("tradeloop.runs").warning("run_unreadable", run=str(p), reason=str(e))
+            continue
+        first, last = _span(p)
+        strategy = str(manifest.get("config", {}).get("run", {}).get("strategy", "?"))
+        rows.append(RunRow(p.name, strategy, first, last, metrics, (p / "metrics.json").stat().st_mtime))
+    rows.sort(key=lambda r: (r.mtime, r.id))
+    return rows
+
+
+def _console() -> Any:
+    """A rich console on stdout; wide when it is not a terminal, so piped tables keep one line per row."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+def print_runs(rows: Sequence[RunRow], root: str | Path) -> None:
+    """The run list as a rich table on stdout."""
+    from rich.table import Table
+
+    console = _console()
+    if not rows:
+        console.print(f"no runs under {root}")
+        return
+    t = Table(title=f"runs in {root}")
+    for name, just in (("id", "left"), ("strategy", "left"), ("span", "left"), ("final value", "right"),
+                       ("total return", "right"), ("sharpe", "right"), ("max drawdown", "right")):
+        t.add_column(name, justify=just)
+    for r in rows:
+        t.add_row(r.id, r.strategy, f"{r.first} .. {r.last}", *(format_metric(k, r.metrics.get(k)) for k in LIST_KEYS))
+    console.print(t)
+
+
+def _names(paths: Sequence[Path]) -> list[str]:
+    names = [p.name for p in paths]
+    return names if len(set(names)) == len(names) else [str(p) for p in paths]
+
+
+def compare_rows(metrics: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """``[metric, value per run...]`` for every scalar metric any of the runs has, in report order."""
+    keys = [k for group in METRIC_GROUPS.values() for k in group if any(k in m for m in metrics)]
+    extra = sorted({k for m in metrics for k, v in m.items()
+                    if k not in keys and (v is None or isinstance(v, (int, float)))})
+    return [[k, *(format_metric(k, m.get(k)) for m in metrics)] for k in keys + extra]
+
+
+def print_compare(paths: Sequence[Path], metrics: Sequence[dict[str, Any]]) -> None:
+    """Metrics of several runs side by side, as a rich table on stdout."""
+    from rich.table import Table
+
+    t = Table(title="compare")
+    t.add_column("metric")
+    for name in _names(paths):
+        t.add_column(name, justify="right")
+    for row in compare_rows(metrics):
+        t.add_row(*row)
+    _console().print(t)
+
+
+def _times(v: float) -> str:
+    return f"{v:.3g}x"
+
+
+def write_compare(runs: Sequence[str], out: str | Path = "compare.html", root: str | Path = "runs") -> tuple[Path, list[Path], list[dict[str, Any]]]:
+    """Load runs (folders or ids under ``root``), write one HTML page with overlaid curves; return it and what was read."""
+    if len(runs) < 2:
+        raise RunFolderError("compare needs at least two runs")
+    paths = [check_folder(resolve_run(r, root)) for r in runs]
+    loaded = [load_run(p) for p in paths]
+    names = _names(paths)
+    growth, dd = [], []
+    for i, (name, run) in enumerate(zip(names, loaded)):
+        days, e = daily_equity(ts_ns(run.equity["ts"]), run.equity["equity"].to_numpy())
+        color = COLORS[i % len(COLORS)]
+        growth.append(Line(name, days, e / run.start_cash, color))
+        dd.append(Line(name, days, underwater(e, run.start_cash), color))
+    metrics = [run.metrics for run in loaded]
+    body = ["<h1>Compare runs</h1>",
+            table(["run", "strategy", "folder"], [[n, r.strategy, str(r.path)] for n, r in zip(names, loaded)], left=3),
+            "<figure>" + line_chart(growth, title="Growth of 1 (log scale)", height=320, y_fmt=_times, log_y=True)
+            + "</figure>",
+            "<figure>" + line_chart(dd, title="Drawdown", height=220, y_fmt=fmt_pct) + "</figure>",
+            "<h2>Metrics</h2>", table(["metric", *names], compare_rows(metrics))]
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(page("tradeloop: compare " + " vs ".join(names), "\n".join(body)), encoding="utf-8")
+    os.replace(tmp, path)
+    return path, paths, metrics
+

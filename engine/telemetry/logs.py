@@ -1,0 +1,111 @@
+"""structlog set-up: key=value lines for people, JSON lines for live deployments, and a per-run events.jsonl."""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import json as _json
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator
+
+import structlog
+
+from tradeloop.data.redact import redact_secrets
+
+EVENTS_FILE = "events.jsonl"
+
+
+def _stderr_logger(*args: Any) -> structlog.PrintLogger:
+    """A logger on the current ``sys.stderr`` (looked up per logger, so a swapped or closed stream is never kept)."""
+    return structlog.PrintLogger(sys.stderr)
+
+
+def configure(json: bool = False, level: str = "info") -> None:
+    """Configure structlog once for this process (console renderer or JSON lines on stderr)."""
+    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,  # exc_info= becomes the traceback text, in every sink
+            redact_secrets,  # before any sink: passwords never reach a console, a file or JSON
+            _tee,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=_stderr_logger,
+        cache_logger_on_first_use=False,
+    )
+
+
+# ------------------------------------------------------------------------ run event file sink
+# The event files of the runs active in this context (thread or task): runs on threads of one
+# process (Dask with processes=False, a caller's own thread pool) each record only their own
+# events. Threads a run starts for its own work get its context through ``models.batching``.
+_SINKS: contextvars.ContextVar[tuple[IO[str], ...]] = contextvars.ContextVar("tradeloop_run_sinks", default=())
+
+
+def _tee(logger: object, method: str, event_dict: dict) -> dict:
+    """structlog processor: copy the event as one JSON line to every run sink active in this context."""
+    sinks = _SINKS.get()
+    if sinks:
+        line = _json.dumps(event_dict, default=str, ensure_ascii=False) + "\n"
+        for sink in sinks:
+            sink.write(line)
+    return event_dict
+
+
+def _ensure_tee() -> None:
+    """Put the tee just before the renderer of the current structlog chain (once)."""
+    processors = list(structlog.get_config()["processors"])
+    if _tee not in processors:
+        processors.insert(max(len(processors) - 1, 0), _tee)
+        structlog.configure(processors=processors)
+
+
+@contextlib.contextmanager
+def run_events() -> Iterator["RunEvents"]:
+    """Record every log event emitted inside the block; ``.save(path)`` (inside it) writes them as JSON lines."""
+    _ensure_tee()
+    events = RunEvents()
+    token = _SINKS.set((*_SINKS.get(), events.buffer))
+    try:
+        yield events
+    finally:
+        _SINKS.reset(token)
+        events.buffer.close()
+
+
+class RunEvents:
+    """The JSON lines of one run's log events, spooled to a temporary file until the run folder exists."""
+
+    def __init__(self) -> None:
+        self.buffer = tempfile.TemporaryFile("w+", encoding="utf-8")
+
+    def save(self, path: Path) -> Path:
+        """Copy the events recorded so far to ``path`` (e.g. ``runs/<id>/events.jsonl``)."""
+        self.buffer.flush()
+        self.buffer.seek(0)
+        with open(path, "w", encoding="utf-8") as out:
+            shutil.copyfileobj(self.buffer, out)
+        self.buffer.seek(0, 2)
+        return path
+
+
+def logs_run_events(fn: Callable[..., tuple[Any, Path | None]]) -> Callable[..., tuple[Any, Path | None]]:
+    """Decorate a runner returning ``(result, run_dir | None)`` so its log events land in ``run_dir/events.jsonl``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> tuple[Any, Path | None]:
+        with run_events() as events:
+            result, run_dir = fn(*args, **kwargs)
+            if run_dir is not None:
+                events.save(Path(run_dir) / EVENTS_FILE)
+        return result, run_dir
+
+    return wrapper

@@ -1,0 +1,93 @@
+"""Building a run's risk pipeline from its ``[risk]`` section (:mod:`tradeloop.risk.config`).
+
+The pipeline's checks run in this order: lots (market profile), limit-move halt, drawdown stop,
+sellable quantity (market profile or no short selling), max position, max gross exposure, price
+collar, order rate, cash; then the review gate. Cheap refusals come first; cash is reserved only
+for orders that passed everything else.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tradeloop.brokers.orders import Order
+from tradeloop.brokers.sim import FillRules
+from tradeloop.errors import ConfigError
+from tradeloop.risk.checks import CollarCheck, GrossExposureCheck, LotCheck, MaxPositionCheck, RateCheck, SellableCheck
+from tradeloop.risk.config import RiskSection
+from tradeloop.risk.drawdown import ACTIONS, DrawdownGuard
+from tradeloop.risk.halt import HaltGuard
+from tradeloop.risk.pipeline import CashCheck, Check, RiskPipeline
+from tradeloop.risk.review import PolicyReviewer, QueueReviewer, ReviewGate, load_policy
+from tradeloop.risk.store import ControlStore, StoreError
+
+
+def _positive(value: float | None, key: str) -> None:
+    if value is not None and not value > 0:
+        raise ConfigError(f"risk.{key} must be positive, not {value!r}")
+
+
+def _checked(policy: Callable[[Order], bool], spec: str) -> Callable[[Order], bool]:
+    """``policy`` whose answers must be True or False (anything else stops the run with a ConfigError)."""
+    def answer(order: Order) -> bool:
+        value = policy(order)
+        if not isinstance(value, bool):
+            raise ConfigError(f"risk.review.policy {spec} returned {value!r} for order {order.id}; "
+                              "it must return True or False")
+        return value
+    return answer
+
+
+def build_pipeline(r: RiskSection, rules: FillRules, *, allow_short: bool = False, state: str | None = None,
+                   live: bool = False) -> RiskPipeline:
+    """The risk pipeline of section ``r``; ``live`` puts reviews in the ``state`` file (``live.state``) instead of
+    answering them by policy. ``allow_short`` drops the sellable-quantity check where no market profile needs it."""
+    for key in ("max_position", "max_gross", "max_orders_per_second", "collar"):
+        _positive(getattr(r, key), key)
+    if r.halt.scope not in ("symbol", "book"):
+        raise ConfigError(f"risk.halt.scope must be 'symbol' or 'book', not {r.halt.scope!r}")
+    if r.drawdown.action not in ACTIONS:
+        raise ConfigError(f"risk.drawdown.action must be 'block' or 'flatten', not {r.drawdown.action!r}")
+    market = rules.market
+    checks: list[Check] = []
+    try:
+        if market is not None:
+            checks.append(LotCheck(market.lot_size))
+        if r.halt.enabled:
+            checks.append(HaltGuard(r.halt.move, r.halt.scope, r.halt.cancel_working))
+        if r.drawdown.max is not None or r.drawdown.daily_loss is not None:
+            checks.append(DrawdownGuard(r.drawdown.max, r.drawdown.daily_loss, r.drawdown.action))
+        if market is not None or not allow_short:
+            checks.append(SellableCheck())
+        if r.max_position is not None:
+            checks.append(MaxPositionCheck(r.max_position))
+        if r.max_gross is not None:
+            checks.append(GrossExposureCheck(r.max_gross))
+        if r.collar is not None:
+            checks.append(CollarCheck(r.collar))
+        if r.max_orders_per_second is not None:
+            checks.append(RateCheck(r.max_orders_per_second))
+        checks.append(CashCheck(rules.commission))
+    except ValueError as e:
+        raise ConfigError(f"[risk]: {e}") from None
+    control = None
+    if live and state:
+        try:
+            control = ControlStore(state)
+        except StoreError as e:
+            raise ConfigError(f"live.state: {e}") from None
+    review = None
+    if r.review.notional is not None:
+        _positive(r.review.notional, "review.notional")
+        _positive(r.review.timeout, "review.timeout")
+        if live:
+            if control is None:
+                raise ConfigError("risk.review.notional is set: a live run needs live.state (--state FILE) "
+                                  "to hold its review queue")
+            reviewer = QueueReviewer(control, r.review.timeout)
+        else:
+            try:
+                reviewer = PolicyReviewer(_checked(load_policy(r.review.policy), r.review.policy), r.review.policy)
+            except ValueError as e:
+                raise ConfigError(f"risk.review.policy: {e}") from None
+        review = ReviewGate(r.review.notional, reviewer)
+    return RiskPipeline(checks, review=review, control=control)
