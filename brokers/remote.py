@@ -1,39 +1,44 @@
 """The engine's venue in a live run: orders go out through a FIX broker adapter, fills come back from it.
 
-It stands where :class:`~brokers.sim.SimulatedVenue` stands in a backtest, so ``Engine`` and the
-risk layer see the same interface (``submit``, ``cancel``, ``open_orders``, ``book``), but the
-matching happens at the broker: ``n_open`` stays 0 so the engine's step (1) never matches here,
-and ``on_bar``/``on_close`` do nothing. Each order is journaled in the same transaction as the
-NewOrderSingle that sends it; each fill with the ExecID that reported it (see engine/journal.py).
+It implements the same :class:`tradeloop.brokers.base.Venue` contract as :class:`~tradeloop.brokers.sim.SimulatedVenue`,
+so ``Engine`` and the risk layer see one interface, but the matching happens at the broker:
+``on_bar``/``on_close`` do nothing, and ``working`` holds the orders sent and not yet final, as the
+broker's reports leave them. Each order is journaled in the same transaction as the NewOrderSingle
+that sends it; each fill with the ExecID that reported it (see engine/live/journal.py).
 """
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
 
 import structlog
 
+from tradeloop.brokers.base import Account, FillSink
 from tradeloop.brokers.fix.client import FixBroker
-from tradeloop.brokers.orders import Fill, Order, OrderEvent, OrderStatus
+from tradeloop.brokers.orders import Fill, Order, OrderEvent, OrderStatus, Side
 
 
 class RemoteVenue:
-    """Adapts a :class:`FixBroker` to the engine's venue interface and journals what passes through."""
+    """Adapts a :class:`FixBroker` to the :class:`tradeloop.brokers.base.Venue` contract and journals what passes through.
 
-    n_open = 0  # matching is the broker's: the engine's step never matches bars against this book
+    To the broker it is the :class:`tradeloop.brokers.base.FillSink` (it journals, then passes each report on
+    to the sink it is bound to: the engine).
+    """
 
     def __init__(self, broker: FixBroker, journal: Any = None, log: Any = None) -> None:
         self.broker = broker
         self.journal = journal
         self.log = log or structlog.get_logger("tradeloop.venue")
-        self.book: dict[str, list[Order]] = {}
-        self.engine: Any = None
+        self._book: dict[str, list[Order]] = {}
+        self.working: Mapping[str, Sequence[Order]] = MappingProxyType(self._book)   # read-only, live
+        self.engine: FillSink | None = None
         self._changed = asyncio.Event()
         broker.sink = self
 
-    def bind(self, engine: Any) -> None:
-        """Report fills and order events to ``engine`` from now on."""
-        self.engine = engine
+    def bind(self, sink: FillSink, account: Account | None = None) -> None:
+        """Report fills and order events to ``sink`` from now on (the broker keeps the account)."""
+        self.engine = sink
 
     # ---------------------------------------------------------------- engine -> broker
     def submit(self, order: Order, ts: int) -> None:
@@ -41,7 +46,8 @@ class RemoteVenue:
             if self.journal is not None:
                 self.journal.order(order, order.id, 0)
             self.broker.submit(order, ts)
-        self.book.setdefault(order.symbol, []).append(order)
+        if order.is_open:   # not refused while it was being sent
+            self._book.setdefault(order.symbol, []).append(order)
 
     def cancel(self, order: Order, ts: int, reason: str = "cancelled") -> bool:
         """Ask the broker to cancel; the outcome arrives later as an order event."""
@@ -52,21 +58,22 @@ class RemoteVenue:
         return sent
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
+        """The orders sent and not yet final (of ``symbol``, or all), as a new list."""
         if symbol is not None:
-            return [o for o in self.book.get(symbol, ()) if o.is_open]
-        return [o for orders in self.book.values() for o in orders if o.is_open]
+            return [o for o in self._book.get(symbol, ()) if o.is_open]
+        return [o for orders in self._book.values() for o in orders if o.is_open]
 
-    def on_bar(self, *args: Any) -> None:  # matching happens at the broker
-        pass
+    def on_bar(self, symbol: str, ts: int, o: float, h: float, l: float, c: float, v: float) -> None:
+        """Nothing: matching happens at the broker."""
 
-    def on_close(self, *args: Any) -> None:
-        pass
+    def on_close(self, symbol: str, ts: int, c: float, v: float) -> None:
+        """Nothing: matching happens at the broker."""
 
     def restore(self, orders: list[Order]) -> None:
         """Working orders recovered from the journal go back in the book."""
         for order in orders:
             if order.is_open:
-                self.book.setdefault(order.symbol, []).append(order)
+                self._book.setdefault(order.symbol, []).append(order)
 
     async def acknowledged(self, orders: list[Order], timeout: float = 10.0) -> None:
         """Wait until the broker has answered each of ``orders`` (accepted, filled, rejected...)."""
@@ -100,14 +107,15 @@ class RemoteVenue:
         if self.journal is not None and not order.is_open:   # a working order's news is asked again at restart
             self.journal.order(order, self.broker.clordid(order), self.broker.requests(order))
         if not order.is_open:
-            book = self.book.get(order.symbol)
+            book = self._book.get(order.symbol)
             if book is not None and order in book:
                 book.remove(order)
                 if not book:
-                    del self.book[order.symbol]
+                    del self._book[order.symbol]
         if self.engine is not None:
             self.engine.on_order_event(event, order)
         self._changed.set()
 
-    def affordable(self, symbol: str, side: Any, qty: float, price: float, commission: float) -> str | None:
-        return None  # the broker checks buying power; the pre-trade checks ran before the order left
+    def affordable(self, symbol: str, side: Side, qty: float, price: float, commission: float) -> str | None:
+        """None: the broker checks buying power; the pre-trade checks ran before the order left."""
+        return None

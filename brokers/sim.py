@@ -25,13 +25,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol
+from types import MappingProxyType
+from typing import Mapping, Sequence
 
 from tradeloop.data.schema import NS_PER_DAY
 
+from tradeloop.brokers.base import Account, FillSink
 from tradeloop.brokers.costs import CommissionModel, PercentCommission, SlippageModel
 from tradeloop.brokers.orders import Fill, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
 from tradeloop.brokers.profiles import MarketProfile
+
+__all__ = ["Account", "FillRules", "FillSink", "SimulatedVenue"]   # Account, FillSink: brokers.base's
 
 
 @dataclass(frozen=True)
@@ -52,62 +56,58 @@ class FillRules:
             raise ValueError(f"participation must be in (0, 1], not {self.participation}")
 
 
-class FillSink(Protocol):
-    """What the venue reports to: the engine's account and notification queue."""
-
-    def affordable(self, symbol: str, side: Side, qty: float, price: float, commission: float) -> str | None:
-        """None when the account can pay for this fill, else the reason it cannot."""
-
-    def on_fill(self, fill: Fill, order: Order) -> None: ...
-
-    def on_order_event(self, event: OrderEvent, order: Order) -> None: ...
-
-    def pre_close(self, symbol: str) -> float:
-        """The previous session's close of ``symbol`` (NaN if unknown): the base of price limits."""
-
-    def sellable(self, symbol: str) -> float:
-        """Shares of ``symbol`` that may be sold now (T+1: bought before today)."""
-
-
 class SimulatedVenue:
-    """The backtest venue: a book of working orders per symbol, matched bar by bar."""
+    """The backtest venue (a :class:`tradeloop.brokers.base.Venue`): working orders per symbol, matched bar by bar.
 
-    def __init__(self, rules: FillRules, sink: FillSink) -> None:
+    ``sink`` gets the fills and order events, ``account`` answers cash, T+1 and previous-close
+    questions while matching; one object may be both (pass it as ``sink`` alone). An engine binds
+    itself with :meth:`bind`, so a venue built before its engine needs neither.
+    """
+
+    def __init__(self, rules: FillRules, sink: FillSink | None = None, account: Account | None = None) -> None:
         self.rules = rules
-        self.sink = sink
-        self.book: dict[str, list[Order]] = {}
-        self.n_open = 0
+        self._book: dict[str, list[Order]] = {}
+        self.working: Mapping[str, Sequence[Order]] = MappingProxyType(self._book)   # read-only, live
         self._valid_day: dict[str, int] = {}
+        self.sink: FillSink
+        self.account: Account
+        if sink is not None:
+            self.bind(sink, account if account is not None else sink)  # type: ignore[arg-type]
+
+    def bind(self, sink: FillSink, account: Account) -> None:
+        """Report to ``sink`` and ask ``account`` from now on."""
+        self.sink = sink
+        self.account = account
 
     # -- order entry -------------------------------------------------------------------
     def submit(self, order: Order, ts: int) -> None:
         """Accept an order that passed risk; it starts working on the next bar."""
         order.status = OrderStatus.ACCEPTED
-        orders = self.book.get(order.symbol)
+        orders = self._book.get(order.symbol)
         if orders is None:
-            self.book[order.symbol] = [order]
+            self._book[order.symbol] = [order]
         else:
             orders.append(order)
-        self.n_open += 1
         self.sink.on_order_event(OrderEvent(ts, order.id, order.symbol, OrderStatus.ACCEPTED), order)
 
     def cancel(self, order: Order, ts: int, reason: str = "cancelled") -> bool:
         """Cancel a working order; False if it is not working here."""
-        orders = self.book.get(order.symbol)
+        orders = self._book.get(order.symbol)
         if not orders or order not in orders:
             return False
         self._finish(order, OrderStatus.CANCELLED, ts, reason)
         return True
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
+        """The working orders (of ``symbol``, or all), as a new list."""
         if symbol is not None:
-            return list(self.book.get(symbol, ()))
-        return [o for orders in self.book.values() for o in orders]
+            return list(self._book.get(symbol, ()))
+        return [o for orders in self._book.values() for o in orders]
 
     # -- matching ----------------------------------------------------------------------
     def on_bar(self, symbol: str, ts: int, o: float, h: float, l: float, c: float, v: float) -> None:
         """Match the symbol's working orders placed before ``ts`` against this bar."""
-        orders = self.book.get(symbol)
+        orders = self._book.get(symbol)
         if not orders:
             return
         for order in orders[:]:  # a copy: matching removes filled orders from the book
@@ -126,7 +126,7 @@ class SimulatedVenue:
 
     def on_close(self, symbol: str, ts: int, c: float, v: float) -> None:
         """Same-bar-close matching (``fill_at="close"``): orders placed at ``ts`` trade at ``c``."""
-        for order in list(self.book.get(symbol, ())):
+        for order in list(self._book.get(symbol, ())):
             if order.created_ts != ts:
                 continue
             self._match(order, ts, c, c, c, c, v, bar_open=False)
@@ -143,11 +143,11 @@ class SimulatedVenue:
                 return
         rules = self.rules
         side = order.side
-        sink = self.sink
+        account = self.account
         market = rules.market
         band = None
         if market is not None:
-            band = market.limits(order.symbol, ts, sink.pre_close(order.symbol))
+            band = market.limits(order.symbol, ts, account.pre_close(order.symbol))
             if band is not None and (price >= band[1] - market.tick / 2 if side is Side.BUY
                                      else price <= band[0] + market.tick / 2):
                 return  # no buy at limit-up, no sell at limit-down: the order keeps working
@@ -155,7 +155,7 @@ class SimulatedVenue:
         if rules.participation is not None:
             qty = min(qty, rules.participation * v)
         if market is not None and market.t_plus_1 and side is Side.SELL:
-            qty = min(qty, sink.sellable(order.symbol))
+            qty = min(qty, account.sellable(order.symbol))
         if rules.lot_size > 0:
             whole = math.floor(qty / rules.lot_size + 1e-9) * rules.lot_size
             if market is None or side is Side.BUY or qty < remaining - 1e-9:  # odd lots: whole remainder only
@@ -167,7 +167,7 @@ class SimulatedVenue:
             if band is not None:
                 price = min(max(price, band[0]), band[1])
         commission = rules.commission(order.symbol, side, qty, price, ts)
-        problem = sink.affordable(order.symbol, side, qty, price, commission)
+        problem = account.affordable(order.symbol, side, qty, price, commission)
         if problem is not None:
             self._finish(order, OrderStatus.REJECTED, ts, problem)
             return
@@ -179,6 +179,7 @@ class SimulatedVenue:
             self._remove(order)
         else:
             order.status = OrderStatus.PARTIALLY_FILLED
+        sink = self.sink
         sink.on_fill(Fill(order.id, ts, order.symbol, side, qty, price, commission), order)
         sink.on_order_event(OrderEvent(ts, order.id, order.symbol, order.status), order)
 
@@ -215,14 +216,13 @@ class SimulatedVenue:
         self.sink.on_order_event(OrderEvent(ts, order.id, order.symbol, status, reason), order)
 
     def _remove(self, order: Order) -> None:
-        orders = self.book.get(order.symbol)
+        orders = self._book.get(order.symbol)
         if orders and order in orders:
             orders.remove(order)
-            self.n_open -= 1
             if order.tif is TimeInForce.DAY:
                 self._valid_day.pop(order.id, None)
             if not orders:
-                del self.book[order.symbol]
+                del self._book[order.symbol]
 
 
 def _limit_price(buy: bool, lim: float, o: float, h: float, l: float) -> float | None:

@@ -18,7 +18,7 @@ import msgspec
 import structlog
 
 from tradeloop.brokers.orders import Fill, Order, OrderEvent, OrderStatus
-from tradeloop.brokers.sim import FillSink
+from tradeloop.brokers.base import FillSink
 from tradeloop.brokers.fix.codec import Msg
 from tradeloop.brokers.fix.mapping import FIX_TO_ORD_STATUS, ExecType, cancel_request, new_order_single, replace_request, status_request
 from tradeloop.brokers.fix.session import FixSession, SessionConfig

@@ -11,50 +11,24 @@ import gc
 import time
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
 from typing import Any, Callable
 
 import numpy as np
 
-from tradeloop.brokers.orders import Fill, Order, OrderEvent
-from tradeloop.brokers.sim import FillRules
+from tradeloop.brokers.sim import FillRules, SimulatedVenue
 from tradeloop.data.schema import BarChunk, Bars, BarSeries, OneBar
-from tradeloop.risk.events import RiskEvent
 from tradeloop.risk.pipeline import RiskPipeline
 
+from tradeloop.engine.loop.clock import SimulatedClock
 from tradeloop.engine.loop.core import Engine
+from tradeloop.engine.runs.result import BacktestResult
 from tradeloop.engine.loop.market import HistoricalMarket
 from tradeloop.engine.loop.portfolio import Portfolio
 from tradeloop.engine.loop.strategy import Strategy
 
 CHUNK = 1 << 14
-
-
-@dataclass
-class BacktestResult:
-    """What a backtest produced: the equity curve per timestamp, orders, fills, events."""
-
-    symbols: list[str]
-    tz: str | None
-    start_cash: float
-    ts: np.ndarray
-    cash: np.ndarray
-    equity: np.ndarray
-    gross_exposure: np.ndarray
-    fills: list[Fill]
-    orders: list[Order]
-    order_events: list[OrderEvent]
-    bars: int
-    elapsed_s: float
-    metrics: dict[str, Any] = field(default_factory=dict)
-    risk_events: list[RiskEvent] = field(default_factory=list)
-    models: list[dict[str, Any]] = field(default_factory=list)   # predictor models used (version, runtime)
-
-    @property
-    def final_value(self) -> float:
-        return float(self.equity[-1]) if len(self.equity) else self.start_cash
 
 
 def merge_timeline(series: list[BarSeries]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -125,8 +99,8 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
     risk = risk or RiskPipeline([])
     market = HistoricalMarket(series)
     portfolio = Portfolio(cash)
-    engine = Engine(strategy, market, portfolio, rules, risk, order_prefix=order_prefix, log=log,
-                    trade_from=trade_from)
+    engine = Engine(strategy, market, portfolio, rules, risk, venue=SimulatedVenue(rules), clock=SimulatedClock(),
+                    order_prefix=order_prefix, log=log, trade_from=trade_from)
     ev_ts, ev_sym, columns = _merge(series)
     n = len(ev_ts)
     with fewer_gc_passes():
@@ -142,7 +116,7 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
 
 def _drive(engine: Engine, names: list[str], ev_ts: np.ndarray, ev_sym: np.ndarray,
            columns: Callable[[int, int], list[np.ndarray]], progress: Callable[[int, int], None] | None) -> None:
-    """Hand every timestamp's bars to ``engine.step`` as a lazy ``Bars`` group, chunk by chunk.
+    """Hand every timestamp's bars to ``tradeloop.engine.step`` as a lazy ``Bars`` group, chunk by chunk.
 
     Chunks end on a timestamp boundary and hold views of the columns; a group is just (chunk,
     lo, hi): no Bar is made unless the strategy asks for one. The loop itself runs in C (``map``

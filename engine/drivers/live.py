@@ -16,10 +16,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterable
 
-from tradeloop.brokers.sim import FillRules
+from tradeloop.brokers.base import Venue
+from tradeloop.brokers.sim import FillRules, SimulatedVenue
 from tradeloop.data.schema import Bar, Tick
 from tradeloop.risk.pipeline import RiskPipeline
 
+from tradeloop.engine.loop.clock import Clock, SimulatedClock
 from tradeloop.engine.loop.core import Engine
 from tradeloop.engine.loop.market import StreamingMarket
 from tradeloop.engine.loop.portfolio import Portfolio
@@ -63,19 +65,24 @@ class EquityLog:
 class LiveDriver:
     """Drives an :class:`Engine` over a :class:`StreamingMarket` from an async event source.
 
-    ``venue``: None simulates fills in-process (paper parity tests); a live run passes a
-    :class:`brokers.remote.RemoteVenue` so orders go to a broker. ``market``: one already warmed up
-    (indicators carried over from a replay of journaled bars after a restart).
+    ``venue``: None simulates fills in-process (a :class:`SimulatedVenue` with ``rules``: paper parity
+    tests, the runner's warm-up); a live run passes a :class:`tradeloop.brokers.remote.RemoteVenue` so orders go
+    to a broker. ``clock``: None is event time (a :class:`SimulatedClock`: the events' stamps, as in a
+    backtest); a :class:`tradeloop.engine.loop.clock.WallClock` makes ``now`` the machine's time. ``market``: one
+    already warmed up (indicators carried over from a replay of journaled bars after a restart).
     """
 
     def __init__(self, strategy: Strategy, symbols: list[str], *, cash: float = 100_000.0,
                  rules: FillRules | None = None, risk: RiskPipeline | None = None,
-                 order_prefix: str = "O", log: Any = None, venue: Any = None,
-                 market: StreamingMarket | None = None) -> None:
+                 order_prefix: str = "O", log: Any = None, venue: Venue | None = None,
+                 clock: Clock | None = None, market: StreamingMarket | None = None) -> None:
         self.symbols = sorted(symbols)
         self.market = market if market is not None else StreamingMarket(self.symbols)
-        self.engine = Engine(strategy, self.market, Portfolio(cash), rules or FillRules(), risk or RiskPipeline([]),
-                             order_prefix=order_prefix, log=log, venue=venue)
+        rules = rules or FillRules()
+        self.engine = Engine(strategy, self.market, Portfolio(cash), rules, risk or RiskPipeline([]),
+                             venue=venue if venue is not None else SimulatedVenue(rules),
+                             clock=clock if clock is not None else SimulatedClock(),
+                             order_prefix=order_prefix, log=log)
         self.equity = EquityLog()
         self._group: list[Bar] = []
         self._started = False

@@ -23,6 +23,7 @@ class Context:
 
     def __init__(self, engine: "Engine") -> None:
         self._engine = engine
+        self._clock = engine.clock
         self._market = engine.market
         self._portfolio = engine.portfolio
         self._new: list[Order] = []
@@ -33,7 +34,7 @@ class Context:
     @property
     def now(self) -> int:
         """The current timestamp (int64 ns), from the run's clock."""
-        return self._engine.now
+        return self._clock.now
 
     @property
     def symbols(self) -> list[str]:
@@ -175,6 +176,6 @@ class Context:
         engine = self._engine
         tif = tif if tif.__class__ is TimeInForce else TimeInForce(tif)
         order = Order(engine.next_order_id(), symbol, side, float(qty), kind, limit, stop, tif,
-                      engine.now, self._market.price(symbol), tag=tag)
+                      self._clock.now, self._market.price(symbol), tag=tag)
         self._new.append(order)
         return order

@@ -8,56 +8,45 @@ predictor would run once for all symbols (models issue), (5) the strategy's call
 (order and fill notices, timers, then bars), (6) the orders placed in (5) pass risk and go
 to the venue. An order placed at t therefore trades at t+1 at the earliest. An order the
 risk layer holds for review waits in ``Engine.held``, away from the venue, until answered.
+``Engine.tick(tick)`` runs the same order for one trade: match, risk state, notices, timers, ``on_tick``.
+
+The engine talks to its venue only through ``brokers.base.Venue`` (it binds itself as the venue's
+fill sink and account) and takes "now" only from its clock (``tradeloop.engine.loop.clock``); its callers
+build both.
 """
 from __future__ import annotations
 
 import functools
-import heapq
 from bisect import bisect_left
 from typing import Any, Callable, Sequence
 
 import structlog
 
 from tradeloop.brokers.orders import Fill, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
-from tradeloop.brokers.sim import FillRules, SimulatedVenue
-from tradeloop.data.schema import NS_PER_DAY, Bar, Bars, OneBar, Tick
+from tradeloop.brokers.base import Venue
+from tradeloop.brokers.settlement import Settlement
+from tradeloop.brokers.sim import FillRules
+from tradeloop.data.schema import Bar, Bars, OneBar, Tick
 from tradeloop.risk.pipeline import Decision, RiskPipeline
 
+from tradeloop.engine.loop.clock import Clock, SimulatedClock, Timers
 from tradeloop.engine.loop.context import Context
 from tradeloop.engine.loop.market import HistoricalMarket, Market
 from tradeloop.engine.loop.portfolio import Portfolio
 from tradeloop.engine.loop.strategy import PredictorSpec, Strategy
 
 
-class Timers:
-    """Recurring named timers on the run's clock."""
-
-    def __init__(self) -> None:
-        self.heap: list[tuple[int, int, str, int]] = []
-        self._seq = 0
-
-    def add(self, name: str, every: int, start: int) -> None:
-        if every <= 0:
-            raise ValueError(f"timer {name!r}: interval must be positive, got {every}")
-        heapq.heappush(self.heap, (start, self._seq, name, every))
-        self._seq += 1
-
-    def due(self, now: int) -> list[str]:
-        out = []
-        while self.heap and self.heap[0][0] <= now:
-            at, seq, name, every = heapq.heappop(self.heap)
-            out.append(name)
-            nxt = at + every * max(1, (now - at) // every + 1)
-            heapq.heappush(self.heap, (nxt, seq, name, every))
-        return out
-
-
 class Engine:
-    """Strategy + market view + portfolio + risk + venue, advanced one timestamp at a time."""
+    """Strategy + market view + portfolio + risk + venue, advanced one event at a time on one clock.
+
+    ``venue``: any :class:`tradeloop.brokers.base.Venue` (the caller builds it: ``SimulatedVenue(rules)`` for a
+    backtest or paper run, a ``RemoteVenue`` live); the engine binds itself to it as fill sink and
+    account. ``clock``: the only source of "now" (default: event time, a :class:`SimulatedClock`).
+    """
 
     def __init__(self, strategy: Strategy, market: Market, portfolio: Portfolio, rules: FillRules,
-                 risk: RiskPipeline, *, order_prefix: str = "O", log: Any = None, venue: Any = None,
-                 trade_from: int | None = None) -> None:
+                 risk: RiskPipeline, *, venue: Venue, clock: Clock | None = None, order_prefix: str = "O",
+                 log: Any = None, trade_from: int | None = None) -> None:
         self.strategy = strategy
         self.trade_from = trade_from  # strategy orders placed before this timestamp are refused (warm-up)
         self.market = market
@@ -66,12 +55,11 @@ class Engine:
         self.lot_size = rules.lot_size
         self.risk = risk
         self.log = log or structlog.get_logger("tradeloop.engine")
-        # the simulated venue matches here; a remote venue (live: brokers.remote.RemoteVenue) matches elsewhere,
-        # keeps n_open at 0 so step (1) never runs, and reports fills and order events to this engine
-        self.venue = venue if venue is not None else SimulatedVenue(rules, self)
+        self.clock: Clock = clock if clock is not None else SimulatedClock()
+        self.venue = venue
+        venue.bind(self, self)   # fills and order events come back here; matching asks this account
         self.timers = Timers()
         self.ctx = Context(self)
-        self.now = 0
         self.step_index = -1
         self.orders: dict[str, Order] = {}
         self.held: dict[str, Order] = {}                    # held for review, not at the venue
@@ -88,13 +76,17 @@ class Engine:
                              or type(strategy).on_order is not Strategy.on_order)
         self._at_close = rules.fill_at == "close"
         self._rows = market.rows if isinstance(market, HistoricalMarket) else None
-        self._t1 = rules.market is not None and rules.market.t_plus_1
-        self._bought: dict[str, tuple[int, float]] = {}    # T+1: symbol -> (day, quantity bought that day)
+        self.settlement = Settlement(rules.market is not None and rules.market.t_plus_1)   # T+1: today's buys
         self.mark = functools.partial(portfolio.equity, market.price)   # equity now, as one cheap call
         risk.attach(self)
         self.predictor: Any = None   # models.predictor.Predictor once a strategy asks for one
         self.models: list[dict[str, Any]] = []   # what use_predictor loaded: the run manifest's "models"
         self.step = self._make_step()
+
+    @property
+    def now(self) -> int:
+        """The current time (int64 ns), from the clock."""
+        return self.clock.now
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -164,8 +156,11 @@ class Engine:
         market = self.market
         enter = market.enter
         rows = market.rows
+        clock = self.clock
+        advance = clock.advance
+        inline = clock.__class__ is SimulatedClock   # its advance is inlined in step: one call less per step
         venue = self.venue
-        book = venue.book
+        working = venue.working          # read-only view: symbol -> its working orders
         venue_bar = venue.on_bar
         ctx = self.ctx
         new = ctx._new
@@ -186,7 +181,7 @@ class Engine:
             cls = bars.__class__
             if cls is OneBar:
                 s = bars.symbol
-                if s in book:
+                if s in working:
                     c, lo = bars.chunk, bars.lo
                     venue_bar(s, ts, c.open.item(lo), c.high.item(lo), c.low.item(lo), c.close.item(lo),
                               c.volume.item(lo))
@@ -194,24 +189,28 @@ class Engine:
             if cls is Bars:
                 c, lo, hi = bars.chunk, bars.lo, bars.hi
                 syms = c.symbol
-                for s in sorted(book) if len(book) > 1 else list(book):  # few symbols have orders: find those
+                for s in sorted(working) if len(working) > 1 else list(working):  # few symbols have orders
                     j = bisect_left(syms, s, lo, hi)
                     if j < hi and syms[j] == s:
                         venue_bar(s, ts, c.open.item(j), c.high.item(j), c.low.item(j), c.close.item(j),
                                   c.volume.item(j))
                 return
             for bar in bars:
-                if bar.symbol in book:
+                if bar.symbol in working:
                     venue_bar(bar.symbol, ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
 
         def step(ts: int, bars: Sequence[Bar]) -> None:
-            self.now = market.now = ts
+            if inline and ts >= clock.now:                              # the clock's time: event time
+                clock.now = now = ts                                    # (SimulatedClock.advance inlined)
+            else:
+                now = advance(ts)
+            market.now = ts                                             # the bars' own stamp, whatever the clock
             self.step_index += 1
             if bars.__class__ is OneBar:                                # the bars become 'now' (the
                 rows[bars.symbol] = bars.row                            # OneBar case of market.enter)
             else:
                 enter(bars)
-            if venue.n_open:                                            # (1) match
+            if working:                                                 # (1) match
                 match(ts, bars)
             if watch is not None:                                       # (3) risk state
                 watch(ts, bars)
@@ -220,7 +219,7 @@ class Engine:
             if notes:                                                   # (5) callbacks
                 deliver()
             if heap:
-                for name in due(ts):
+                for name in due(now):
                     strategy.on_timer(ctx, name)
             if per_bar:
                 for bar in bars:
@@ -231,7 +230,7 @@ class Engine:
                 route()
                 if at_close:
                     for bar in bars:
-                        if bar.symbol in book:
+                        if bar.symbol in working:
                             venue.on_close(bar.symbol, ts, bar.close, bar.volume)
                     if notes:
                         deliver()
@@ -242,11 +241,13 @@ class Engine:
         return step
 
     def tick(self, tick: Tick) -> None:
-        """Process one tick: its price becomes the symbol's price, working orders match at it, then ``on_tick``."""
-        self.now = self.market.now = tick.ts
+        """Process one tick: its price becomes the symbol's price, working orders match at it, risk
+        state updates, then order and fill notices, due timers and ``on_tick`` (the order of ``step``)."""
+        now = self.clock.advance(tick.ts)
+        self.market.now = tick.ts
         self.market.trade(tick.symbol, tick.ts, tick.price)
         self.step_index += 1
-        if tick.symbol in self.venue.book:
+        if tick.symbol in self.venue.working:
             p = tick.price
             self.venue.on_bar(tick.symbol, tick.ts, p, p, p, p, tick.size)
         if self.risk.monitors:
@@ -254,6 +255,9 @@ class Engine:
             self.risk.watch(tick.ts, [Bar(tick.symbol, tick.ts, p, p, p, p, tick.size)])
         if self._notes:
             self._deliver()
+        if self.timers.heap:
+            for name in self.timers.due(now):
+                self.strategy.on_timer(self.ctx, name)
         self.strategy.on_tick(self.ctx, tick)
         if self.ctx._new:
             self._route()
@@ -324,8 +328,7 @@ class Engine:
 
     def poll_risk(self, ts: int) -> None:
         """Live runs, before each step: answers to reviews, expiries, operator commands."""
-        self.now = ts
-        self._settle(ts)
+        self._settle(self.clock.advance(ts))
 
     def cancel_held(self, order: Order, reason: str) -> bool:
         """Withdraw an order held for review; False if it is not held."""
@@ -375,7 +378,7 @@ class Engine:
             else:
                 strategy.on_order(ctx, obj)
 
-    # -- FillSink: what the venue reports --------------------------------------------------
+    # -- brokers.base.Account: what the venue asks while matching -------------------------
     def affordable(self, symbol: str, side: Side, qty: float, price: float, commission: float) -> str | None:
         if side is Side.SELL:
             return None
@@ -386,11 +389,16 @@ class Engine:
             return f"insufficient cash at fill: needs {qty * price + commission:.2f}, has {cash:.2f}"
         return None
 
+    def pre_close(self, symbol: str) -> float:
+        return self.market.prev_close(symbol)
+
+    def sellable(self, symbol: str) -> float:
+        """The position, less (with T+1) what was bought today."""
+        return self.settlement.sellable(symbol, self.portfolio.position(symbol), self.clock.now)
+
+    # -- brokers.base.FillSink: what the venue reports -----------------------------------
     def on_fill(self, fill: Fill, order: Order) -> None:
-        if self._t1 and fill.side is Side.BUY:
-            day = fill.ts // NS_PER_DAY
-            prev = self._bought.get(fill.symbol)
-            self._bought[fill.symbol] = (day, fill.qty + (prev[1] if prev is not None and prev[0] == day else 0.0))
+        self.settlement.on_fill(fill)
         qty = self.portfolio.apply(fill)
         self.fills.append(fill)
         self.qty_log.append((self.step_index, fill.symbol, qty))
@@ -402,18 +410,6 @@ class Engine:
         self.order_events.append(event)
         if self._wants_notes:
             self._notes.append(("order", order))
-
-    def pre_close(self, symbol: str) -> float:
-        return self.market.prev_close(symbol)
-
-    def sellable(self, symbol: str) -> float:
-        """The position, less (with T+1) what was bought today."""
-        qty = self.portfolio.position(symbol)
-        if self._t1:
-            bought = self._bought.get(symbol)
-            if bought is not None and bought[0] == self.now // NS_PER_DAY:
-                qty -= bought[1]
-        return qty
 
     # -- AccountView for risk ------------------------------------------------------------
     @property
@@ -431,14 +427,14 @@ class Engine:
         return self.portfolio.equity(self.market.price)
 
     def working(self, symbol: str) -> float:
-        return sum(o.remaining if o.side is Side.BUY else -o.remaining for o in self.venue.book.get(symbol, ()))
+        return sum(o.remaining if o.side is Side.BUY else -o.remaining for o in self.venue.working.get(symbol, ()))
 
     def working_sells(self, symbol: str) -> float:
-        return sum(o.remaining for o in self.venue.book.get(symbol, ()) if o.side is Side.SELL)
+        return sum(o.remaining for o in self.venue.working.get(symbol, ()) if o.side is Side.SELL)
 
     def exposures(self) -> dict[str, float]:
         out = {s: p.qty for s, p in self.portfolio.positions.items() if p.qty}
-        for symbol in self.venue.book:
+        for symbol in self.venue.working:
             out[symbol] = out.get(symbol, 0.0) + self.working(symbol)
         return out
 

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from tradeloop.brokers.settlement import PriorCloses
 from tradeloop.data.indicators import INDICATORS
 from tradeloop.data.schema import BAR_FIELDS, NS_PER_DAY, Bar, Bars, BarSeries, OneBar
 
@@ -68,7 +69,7 @@ class Market:
     def __init__(self, symbols: Iterable[str]) -> None:
         self.symbols = sorted(symbols)
         self.rows: dict[str, int] = {s: -1 for s in self.symbols}
-        self.now = 0  # the current timestamp, set by the engine at each step
+        self.now = 0  # the stamp of the bars being processed, set by the engine at each event (not the clock)
         self.cols: dict[str, dict[str, np.ndarray]] = {}
         self._fields: dict[str, Series] = {}
 
@@ -227,7 +228,7 @@ class StreamingMarket(Market):
         self._updaters: list[tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]], dict[str, Any]]] = []
         self._keys: dict[int, str] = {}
         self._last_ts: dict[str, int] = {}
-        self._day: dict[str, tuple[int, float, float]] = {}  # symbol -> (day, prior day's close, last close)
+        self._closes = PriorCloses()   # the prior day's close, as the exchange simulator follows it
         self._trades: dict[str, tuple[int, float]] = {}     # symbol -> (ts, price) of its last tick
 
     def _new_buffer(self, key: str, sym: str) -> None:
@@ -262,9 +263,7 @@ class StreamingMarket(Market):
                 self._append(self._keys[id(vals)], sym, value)
         self.rows[sym] += 1
         self._last_ts[sym] = bar.ts
-        day = bar.ts // NS_PER_DAY
-        d = self._day.get(sym)
-        self._day[sym] = (day, d[1] if d is not None and d[0] == day else (d[2] if d is not None else _NAN), bar.close)
+        self._closes.on_bar(sym, bar.ts, bar.close)
 
     def trade(self, symbol: str, ts: int, price: float) -> None:
         """A tick: ``price`` traded in ``symbol`` at ``ts``."""
@@ -279,8 +278,7 @@ class StreamingMarket(Market):
 
     def prev_close(self, symbol: str) -> float:
         """The last close of the prior day (NaN on the first day seen); bars carry no pre_close."""
-        d = self._day.get(symbol)
-        return d[1] if d is not None else _NAN
+        return self._closes.prev_close(symbol)
 
     def nonzero_symbols(self, series: Series) -> list[str]:
         now, rows, vals = self.now, self.rows, series._vals
