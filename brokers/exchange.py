@@ -3,8 +3,8 @@
 Orders arrive as NewOrderSingle / OrderCancelRequest / OrderCancelReplaceRequest /
 OrderStatusRequest and are answered with ExecutionReports and OrderCancelRejects. Market data
 comes in through :meth:`ExchangeSimulator.on_bar` / :meth:`on_tick`, fed by a :class:`BarFeed`
-(a JSON-lines TCP port, stdin, or MQTT with lockstep acks: :mod:`brokers.exchange_feed`). Fills
-follow ``brokers.sim.FillRules`` exactly, because the matching *is* :class:`brokers.sim.SimulatedVenue`.
+(a JSON-lines TCP port, stdin, or MQTT with lockstep acks: :mod:`tradeloop.brokers.exchange_feed`). Fills
+follow ``brokers.sim.FillRules`` exactly, because the matching *is* :class:`tradeloop.brokers.sim.SimulatedVenue`.
 A bar at or before the last bar processed for its symbol (a tick before the last tick) is ignored,
 also across a restart on the same state file, so data re-published after a restart is not matched twice.
 
@@ -12,8 +12,9 @@ Sequence numbers, sent messages, working orders and ID counters live in one SQLi
 file and change in the same transaction as the messages they produce, so a simulator killed
 at any moment and restarted on the same file loses and duplicates nothing.
 
-Run it: ``python -m brokers.exchange --port 9878 --sender EXCH --target TRADER --password-env VAR``
-(add ``--mqtt mqtt://127.0.0.1:1883 --venue sim --interval 1d`` for market data from MQTT).
+Run it: ``python -m tradeloop.brokers.exchange --port 9878 --sender EXCH --target TRADER --password-env VAR``
+(add ``--rules RULES.json`` for a run's fill rules, written by ``tradeloop.brokers.fill_config.write_rules``, and
+``--mqtt mqtt://127.0.0.1:1883 --venue sim --interval 1d`` for market data from MQTT).
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import signal
 import sys
 from dataclasses import dataclass
@@ -31,9 +31,9 @@ from typing import Any, Protocol
 import msgspec
 import structlog
 
-from tradeloop.data.schema import NS_PER_DAY, Bar, Tick
+from tradeloop.data.schema import Bar, Tick
 
-from tradeloop.brokers.costs import FixedBpsSlippage, PercentCommission
+from tradeloop.brokers.fill_config import load_rules
 from tradeloop.brokers.fix.codec import Msg
 from tradeloop.brokers.fix.mapping import ExecType, ORD_STATUS_TO_FIX, execution_report, order_from_message
 from tradeloop.brokers.fix.secrets import SecretError, load_password
@@ -41,6 +41,7 @@ from tradeloop.brokers.fix.session import FixSession, SessionConfig
 from tradeloop.brokers.fix.spec import MsgType, Tag
 from tradeloop.brokers.fix.store import SQLiteSequenceStore
 from tradeloop.brokers.orders import Fill, Order, OrderEvent, OrderStatus, Side
+from tradeloop.brokers.settlement import PriorCloses, Settlement
 from tradeloop.brokers.sim import FillRules, SimulatedVenue
 
 _EPS = 1e-9
@@ -140,12 +141,9 @@ class _Rec:
     order: Order
 
 
-# per symbol: (day of the last bar, prior day's close, last close, position, day of buys, bought that day)
-_NO_SYMBOL = (-1, math.nan, math.nan, 0.0, -1, 0.0)
-
-
 class _ReportSink:
-    """The venue's FillSink: every fill and status change becomes an ExecutionReport."""
+    """The venue's FillSink and Account: every fill and status change becomes an ExecutionReport;
+    previous closes and T+1 come from the same ``tradeloop.brokers.settlement`` classes the engine uses."""
 
     def __init__(self, exchange: "ExchangeSimulator") -> None:
         self.x = exchange
@@ -159,12 +157,11 @@ class _ReportSink:
 
     def pre_close(self, symbol: str) -> float:
         """The last close of the prior day (NaN on the first day seen), as the live market computes it."""
-        return self.x._symbols.get(symbol, _NO_SYMBOL)[1]
+        return self.x.closes.prev_close(symbol)
 
     def sellable(self, symbol: str) -> float:
         """The trader's position from this exchange's fills, less (with T+1) what it bought today."""
-        day, _, _, pos, buy_day, bought = self.x._symbols.get(symbol, _NO_SYMBOL)
-        return pos - bought if buy_day == self.x.clock // NS_PER_DAY else pos
+        return self.x.settlement.sellable(symbol, self.x.positions.get(symbol, 0.0), self.x.clock)
 
     def on_order_event(self, event: OrderEvent, order: Order) -> None:
         if self.x._silent or event.status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
@@ -200,7 +197,9 @@ class ExchangeSimulator:
         self._last_bar: dict[str, Bar] = {}
         self._last_ts: dict[tuple[str, str], int] = {}  # (symbol, "bar"/"tick") -> ts of the last one processed
         self.ignored = 0  # bars/ticks not newer than the last processed (re-published data)
-        self._symbols: dict[str, tuple] = {}  # see _NO_SYMBOL; prices for price limits, positions for T+1
+        self.closes = PriorCloses()                                    # for price limits
+        self.settlement = Settlement(self.rules.market is not None and self.rules.market.t_plus_1)
+        self.positions: dict[str, float] = {}   # the trader's, from this exchange's fills (T+1 sellable)
         self._counters = {"order": 0, "exec": 0}
         self._dirty: set[str] = set()
         self._silent = False
@@ -208,9 +207,10 @@ class ExchangeSimulator:
         self._server: asyncio.AbstractServer | None = None
         self._load()
         for symbol, qty in (positions or {}).items():  # holdings from before this exchange (T+1 sellable)
-            if symbol not in self._symbols:
+            if symbol not in self.positions:
+                self.positions[symbol] = float(qty)
                 with self.store.atomic():
-                    self._set_symbol(symbol, _NO_SYMBOL[:3] + (float(qty), -1, 0.0))
+                    self._save_symbol(symbol)
 
     # ------------------------------------------------------------------ persistence
     def _load(self) -> None:
@@ -226,7 +226,10 @@ class ExchangeSimulator:
         self._last_ts = {(symbol, kind): int(ts) for symbol, kind, ts in
                          db.execute("SELECT symbol, kind, ts FROM exch_last_ts")}
         for symbol, data in db.execute("SELECT symbol, data FROM exch_symbol"):
-            self._symbols[symbol] = tuple(msgspec.msgpack.decode(data))
+            day, prior, last, pos, buy_day, bought = msgspec.msgpack.decode(data)
+            self.closes.restore(symbol, day, prior, last)
+            self.positions[symbol] = float(pos)
+            self.settlement.restore(symbol, buy_day, bought)
         for key, value in db.execute("SELECT key, value FROM exch_meta"):
             if key == "clock":
                 self.clock = int(value)
@@ -256,18 +259,17 @@ class ExchangeSimulator:
         self.store.db.execute("INSERT OR REPLACE INTO exch_meta VALUES (?, ?)", (kind, n))
         return n
 
-    def _set_symbol(self, symbol: str, state: tuple) -> None:
-        self._symbols[symbol] = state
+    def _save_symbol(self, symbol: str) -> None:
+        """Write the symbol's row: [day of the last bar, prior day's close, last close, position,
+        day of the last buy, bought that day] (inside the current unit)."""
+        row = [*self.closes.state(symbol), self.positions.setdefault(symbol, 0.0), *self.settlement.state(symbol)]
         self.store.db.execute("INSERT OR REPLACE INTO exch_symbol VALUES (?, ?)",
-                              (symbol, msgspec.msgpack.encode(list(state))))
+                              (symbol, msgspec.msgpack.encode(row)))
 
     def _position_after(self, fill: Fill) -> None:
-        day, prev, last, pos, buy_day, bought = self._symbols.get(fill.symbol, _NO_SYMBOL)
-        if fill.side is Side.BUY:
-            fill_day = fill.ts // NS_PER_DAY
-            bought = fill.qty + (bought if buy_day == fill_day else 0.0)
-            buy_day = fill_day
-        self._set_symbol(fill.symbol, (day, prev, last, pos + fill.signed_qty, buy_day, bought))
+        self.settlement.on_fill(fill)
+        self.positions[fill.symbol] = self.positions.get(fill.symbol, 0.0) + fill.signed_qty
+        self._save_symbol(fill.symbol)
 
     def _remember(self, clordid: str, order_id: str) -> None:
         self._clordids[clordid] = order_id
@@ -319,10 +321,9 @@ class ExchangeSimulator:
             self._processed(bar.symbol, "bar", bar.ts)
             self._advance(bar.ts)
             self._last_bar[bar.symbol] = bar
-            day, prev, last, *rest = self._symbols.get(bar.symbol, _NO_SYMBOL)
-            bar_day = bar.ts // NS_PER_DAY
-            self._set_symbol(bar.symbol, (bar_day, prev if day == bar_day else last, bar.close, *rest))
-            if bar.symbol in self.venue.book:
+            self.closes.on_bar(bar.symbol, bar.ts, bar.close)
+            self._save_symbol(bar.symbol)
+            if bar.symbol in self.venue.working:
                 self.venue.on_bar(bar.symbol, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
             self._save_dirty()
         return True
@@ -334,7 +335,7 @@ class ExchangeSimulator:
         with self.session.unit():
             self._processed(tick.symbol, "tick", tick.ts)
             self._advance(tick.ts)
-            if tick.symbol in self.venue.book:
+            if tick.symbol in self.venue.working:
                 p = tick.price
                 self.venue.on_bar(tick.symbol, tick.ts, p, p, p, p, tick.size)
             self._save_dirty()
@@ -528,7 +529,7 @@ def _configure_logging(json_logs: bool, level: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m brokers.exchange",
+    p = argparse.ArgumentParser(prog="python -m tradeloop.brokers.exchange",
                                 description="FIX 4.4 exchange simulator matching with the backtest's fill rules.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9878, help="FIX port (0: any free port)")
@@ -549,13 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-ca", help="CA file to verify the MQTT broker (turns TLS on)")
     p.add_argument("--tls-cert", help="client certificate file for the MQTT broker")
     p.add_argument("--tls-key", help="client key file for the MQTT broker")
-    p.add_argument("--fill-at", choices=("open", "close"), default="open")
-    p.add_argument("--market", default=None, help="market profile (e.g. cn-a: lots, T+1, price limits)")
-    p.add_argument("--participation", type=float, default=None)
-    p.add_argument("--lot-size", type=float, default=0.0)
-    p.add_argument("--commission-rate", type=float, default=0.0)
-    p.add_argument("--commission-min", type=float, default=0.0)
-    p.add_argument("--slippage-bps", type=float, default=None)
+    p.add_argument("--rules", metavar="RULES.json", default=None,
+                   help="the fill rules as JSON (brokers/fill_config.py: fill_at, participation, lot_size, "
+                        "commission, slippage, market); default: next bar's open, no costs, no market rules")
     p.add_argument("--clock-only", action="store_true",
                    help="orders count as placed at the exchange clock, ignoring the trader's TransactTime")
     p.add_argument("--log-json", action="store_true")
@@ -564,20 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def rules_from_args(args: argparse.Namespace) -> FillRules:
-    """The simulator's fill rules from its command line; ValueError names a bad choice."""
-    commission = PercentCommission(args.commission_rate, args.commission_min)
-    market, lot_size = None, args.lot_size
-    if args.market:
-        from tradeloop.brokers.profiles import PROFILES  # the market profiles the simulated venue knows
-        if args.market not in PROFILES:
-            raise ValueError(f"unknown market {args.market!r}; choose one of {', '.join(PROFILES)}")
-        market = PROFILES[args.market]()
-        lot_size = lot_size or market.lot_size
-        if not (args.commission_rate or args.commission_min):
-            commission = market.commission
-    return FillRules(fill_at=args.fill_at, participation=args.participation, lot_size=lot_size,
-                     commission=commission, market=market,
-                     slippage=FixedBpsSlippage(args.slippage_bps) if args.slippage_bps else None)
+    """The fill rules of ``--rules`` (defaults without it); a one-line ValueError naming a bad file."""
+    return load_rules(args.rules) if args.rules else FillRules()
 
 
 def mqtt_feed_from_args(args: argparse.Namespace) -> BarFeed | None:
@@ -623,7 +608,7 @@ async def _serve(args: argparse.Namespace, password: str | None, rules: FillRule
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m brokers.exchange`` (and later ``tradeloop exchange``)."""
+    """Entry point of ``python -m tradeloop.brokers.exchange`` (and later ``tradeloop exchange``)."""
     args = build_parser().parse_args(argv)
     try:
         password = load_password(args.password_env, args.password_file)

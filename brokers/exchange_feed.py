@@ -3,7 +3,7 @@
 ::
 
     feed = MqttBarFeed("mqtt://127.0.0.1:1883", venue="sim", interval="1d")
-    ExchangeSimulator(config, feeds=[feed])   # or: python -m brokers.exchange --mqtt mqtt://127.0.0.1:1883
+    ExchangeSimulator(config, feeds=[feed])   # or: python -m tradeloop.brokers.exchange --mqtt mqtt://127.0.0.1:1883
 
 It subscribes (QoS 1) to ``md/<venue>/+/bar/<interval>``, ``md/<venue>/+/tick`` and
 ``md/<venue>/$clock`` and hands events to the simulator one at a time, in arrival order. For a
@@ -11,7 +11,7 @@ It subscribes (QoS 1) to ``md/<venue>/+/bar/<interval>``, ``md/<venue>/+/tick`` 
 bar was matched and its ExecutionReports were handed to the FIX transport (``on_bar`` returns once
 the session unit has written them), so a lockstep replay (``tradeloop replay --lockstep exchange``)
 never publishes the next bar before the trader's reports are on their way. The connection
-reconnects by itself (:class:`data.mqtt.MqttFeed`); bars the simulator has already processed
+reconnects by itself (:class:`tradeloop.data.mqtt.MqttFeed`); bars the simulator has already processed
 (re-published after a restart) are ignored by the simulator itself.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ COMPONENT = "exchange"
 
 
 class MqttBarFeed:
-    """A :class:`brokers.exchange.BarFeed` reading a venue's bars, ticks and clock marks from MQTT."""
+    """A :class:`tradeloop.brokers.exchange.BarFeed` reading a venue's bars, ticks and clock marks from MQTT."""
 
     def __init__(self, url: str, *, venue: str = "sim", interval: str = "1d", ticks: bool = True,
                  component: str = COMPONENT, tls: TlsConfig | None = None, credentials: Credentials | None = None,

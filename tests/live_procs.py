@@ -13,10 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+from tradeloop.brokers.fill_config import write_rules
+from tradeloop.brokers.sim import FillRules
 from tradeloop.engine.live.paper import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+from tests.conftest import SHARED_DATA as SHARED  # noqa: E402  (../shared/data or $TRADELOOP_SHARED_DATA)
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
@@ -61,9 +63,13 @@ class Proc:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
 
 
-def exchange(folder: Path, mqtt: str, *, venue: str, interval: str, extra: tuple[str, ...] = (),
-             name: str = "exchange", env: dict[str, str] | None = None, port: int = 0) -> tuple[Proc, int]:
-    """The exchange simulator on FIX ``port`` (0: a free one), fed by MQTT; returns it and its FIX port."""
+def exchange(folder: Path, mqtt: str, *, venue: str, interval: str, rules: FillRules | None = None,
+             extra: tuple[str, ...] = (), name: str = "exchange", env: dict[str, str] | None = None,
+             port: int = 0) -> tuple[Proc, int]:
+    """The exchange simulator on FIX ``port`` (0: a free one), fed by MQTT, filling with ``rules`` (given as
+    a ``--rules`` JSON file; None: the simulator's defaults); returns it and its FIX port."""
+    if rules is not None:
+        extra = ("--rules", str(write_rules(folder / f"{name}-rules.json", rules)), *extra)
     p = Proc(name, ["-m", "tradeloop.brokers.exchange", "--port", str(port), "--state", str(folder / "exchange.sqlite"),
                     "--mqtt", mqtt, "--venue", venue, "--interval", interval, "--log-json", *extra], folder, env)
     return p, int(p.line()["fix_port"])

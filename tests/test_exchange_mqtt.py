@@ -20,6 +20,7 @@ import pytest
 
 from tradeloop.brokers.costs import PercentCommission
 from tradeloop.brokers.exchange import ExchangeSimulator
+from tradeloop.brokers.fill_config import write_rules
 from tradeloop.brokers.fix.codec import decode, encode
 from tradeloop.brokers.fix.mapping import new_order_single
 from tradeloop.brokers.fix.session import SessionConfig
@@ -53,11 +54,12 @@ def orcl(shared_data: Path) -> BarSeries:
 async def exchange_process(tmp: Path, url: str) -> AsyncIterator[tuple[dict, Path]]:
     """``python -m brokers.exchange --mqtt URL`` with JSON debug logs; yields its ready line and log path."""
     log = tmp / "exchange.log"
+    rules = write_rules(tmp / "rules.json", FillRules(commission=PercentCommission(RATE)))
     with open(log, "ab") as err:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tradeloop.brokers.exchange", "--port", "0", "--sender", "EXCH", "--target", "TRADER",
             "--password-env", "EXCH_PW", "--state", str(tmp / "x.sqlite"), "--mqtt", url, "--venue", "sim",
-            "--interval", "1d", "--commission-rate", str(RATE), "--log-json", "--log-level", "debug",
+            "--interval", "1d", "--rules", str(rules), "--log-json", "--log-level", "debug",
             cwd=ROOT, env={**os.environ, "EXCH_PW": PASSWORD}, stdout=asyncio.subprocess.PIPE, stderr=err)
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), 15)

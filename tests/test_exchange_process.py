@@ -13,13 +13,16 @@ from typing import AsyncIterator
 
 import pytest
 
+from tradeloop.brokers.costs import PerShareCommission, VolumeShareSlippage
 from tradeloop.brokers.exchange import build_parser, main
+from tradeloop.brokers.fill_config import write_rules
 from tradeloop.brokers.fix.client import Backoff, FixBroker
 from tradeloop.brokers.fix.rawpeer import RawPeer
 from tradeloop.brokers.fix.session import SessionConfig
 from tradeloop.brokers.fix.spec import MsgType, Tag
 from tradeloop.brokers.fix.store import SQLiteSequenceStore
 from tradeloop.brokers.orders import Fill, Order, OrderEvent, OrderStatus, OrderType, Side
+from tradeloop.brokers.sim import FillRules
 
 HOST = "127.0.0.1"
 PASSWORD = "correct horse battery staple"
@@ -61,14 +64,16 @@ class Simulator:
 
 
 @contextlib.asynccontextmanager
-async def simulator(tmp: Path, *, fix_port: int = 0, bars_port: int = 0, name: str = "sim") -> AsyncIterator[Simulator]:
+async def simulator(tmp: Path, *, fix_port: int = 0, bars_port: int = 0, name: str = "sim",
+                    rules: Path | None = None) -> AsyncIterator[Simulator]:
     log = tmp / f"{name}.log"
     env = {**os.environ, "EXCH_PW": PASSWORD}
     with open(log, "ab") as err:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tradeloop.brokers.exchange", "--port", str(fix_port), "--bars-port", str(bars_port),
             "--sender", "EXCH", "--target", "TRADER", "--password-env", "EXCH_PW", "--state", str(tmp / "x.sqlite"),
-            "--log-level", "debug", cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=err)
+            "--log-level", "debug", *(["--rules", str(rules)] if rules else []),
+            cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=err)
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), 15)
         assert line, f"simulator exited: {log.read_text()[-2000:]}"
@@ -176,3 +181,51 @@ def test_password_file_must_be_owner_only_and_the_command_line_takes_no_password
     os.environ.pop("TRADELOOP_TEST_UNSET_PW", None)
     assert main(["--password-env", "TRADELOOP_TEST_UNSET_PW"]) == 2
     assert "TRADELOOP_TEST_UNSET_PW is not set" in capsys.readouterr().err
+
+
+def test_the_simulator_process_fills_with_the_rules_file_it_is_given(tmp_path):
+    """Per-share commission, volume-share slippage and a participation cap, all read from ``--rules``."""
+    rules = FillRules(participation=0.5, commission=PerShareCommission(0.01, 1.0), slippage=VolumeShareSlippage(0.4))
+    path = write_rules(tmp_path / "rules.json", rules)
+
+    async def scenario():
+        async with simulator(tmp_path, rules=path) as sim:
+            broker = trader(sim.fix_port, tmp_path / "trader.sqlite")
+            await broker.start()
+            assert await broker.wait_logged_on(5)
+            o = Order("O1", "X", Side.BUY, 300.0, created_ts=T0)
+            broker.submit(o)
+            await wait_for(lambda: o.status is OrderStatus.ACCEPTED)
+            await sim.bar(1, 10, 12, 9, 11, v=400.0)     # 200 of 300 (half the volume), at 10 * (1 + 0.4 * 0.5**2)
+            await sim.bar(2, 11, 12, 10, 11, v=1000.0)   # the last 100, at 11 * (1 + 0.4 * 0.1**2)
+            await wait_for(lambda: o.status is OrderStatus.FILLED)
+            await broker.stop()
+            sim.proc.send_signal(signal.SIGTERM)
+            assert await sim.wait() == 0
+        return [(f.qty, f.price, f.commission) for f in drain(broker) if isinstance(f, Fill)]
+    assert run(scenario()) == [(200.0, rules.slippage(Side.BUY, 10.0, 200.0, 400.0), 2.0),
+                               (100.0, rules.slippage(Side.BUY, 11.0, 100.0, 1000.0), 1.0)]
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "No such file or directory"),
+    ("fill_at = 'open'", "not JSON"),
+    ('{"fill_at": "open", "slipage": {"kind": "bps", "bps": 5}}', "rules: unknown key 'slipage'"),
+    ('{"commission": {"kind": "per_share", "per_share": 0.01, "minimum_fee": 1}}',
+     "rules.commission(per_share): unknown key 'minimum_fee'"),
+])
+def test_a_bad_rules_file_is_one_line_naming_the_file_and_exit_2(tmp_path, capsys, content, message):
+    path = tmp_path / "rules.json"
+    if content is not None:
+        path.write_text(content)
+    assert main(["--port", "0", "--rules", str(path), "--state", str(tmp_path / "s.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: rules file {path}: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_the_per_rule_flags_are_gone():
+    for flag in ("--fill-at", "--market", "--participation", "--lot-size", "--commission-rate", "--commission-min",
+                 "--slippage-bps"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([flag, "1"])

@@ -16,7 +16,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from tradeloop.brokers.costs import PercentCommission
 from tradeloop.brokers.orders import Fill, Order
+from tradeloop.brokers.sim import FillRules
 from tests import live_procs
 from tests.live_procs import SHARED, wait_until
 from tests.mosquitto import mosquitto  # noqa: F401  (fixture)
@@ -55,8 +57,8 @@ def position(fills: list[Fill]) -> float:
 
 def exchange(tmp: Path, url: str, *, port: int = 0, name: str = "exchange") -> tuple[live_procs.Proc, int]:
     """The exchange simulator every test here trades against (venue k, daily bars, 0.1% commission)."""
-    return live_procs.exchange(tmp, url, venue="k", interval="1d", extra=("--commission-rate", "0.001"),
-                               port=port, name=name)
+    rules = FillRules(commission=PercentCommission(0.001))
+    return live_procs.exchange(tmp, url, venue="k", interval="1d", rules=rules, port=port, name=name)
 
 
 def paced_replay(tmp: Path, url: str, name: str = "replay") -> live_procs.Proc:

@@ -13,6 +13,7 @@ import pytest
 
 from tradeloop.engine.config.run import DataSpec, RunConfig
 from tradeloop.engine.assembly.backtest import backtest
+from tradeloop.engine.assembly.build import build_rules
 from tests import live_procs
 from tests.live_procs import SHARED
 from tests.mosquitto import mosquitto  # noqa: F401  (fixture)
@@ -23,13 +24,19 @@ DAILY = SHARED / "qbot" / "600519.SH.csv"
 FIVE_MIN = SHARED / "kronos" / "XSHG_5min_600977.csv"
 
 
-def backtest_fills(path: Path, strategy: str, params: dict, cash: float, rate: float | None,
-                   market: str = "") -> pl.DataFrame:
+def parity_config(path: Path, strategy: str, params: dict, cash: float, rate: float | None,
+                  market: str = "") -> RunConfig:
+    """The run both sides trade: ``strategy`` on ``path``, a percent commission ``rate`` (None: the default)."""
     cfg = RunConfig()
     cfg.run.strategy, cfg.run.cash, cfg.params, cfg.run.market = strategy, cash, dict(params), market
     if rate is not None:
         cfg.commission = {"kind": "percent", "rate": rate}
     cfg.data = [DataSpec(str(path))]
+    return cfg
+
+
+def backtest_fills(cfg: RunConfig) -> pl.DataFrame:
+    """The fills of the backtest of ``cfg``, as :func:`run_fills` reads a run folder's."""
     result, _ = backtest(cfg, write=False, progress=False)
     assert len(result.fills) > 10, "the comparison needs trades"
     return pl.DataFrame({"ts": [f.ts for f in result.fills], "symbol": [f.symbol for f in result.fills],
@@ -44,10 +51,12 @@ def run_fills(folder: Path) -> pl.DataFrame:
 
 
 def test_live_runner_against_the_exchange_makes_the_backtests_fills_on_daily_a_shares(mosquitto, tmp_path):
-    """A-share rules on both sides (--market cn-a: 100-share lots, T+1, price limits, A-share fees)."""
+    """A-share rules on both sides (--market cn-a: 100-share lots, T+1, price limits, A-share fees);
+    the exchange gets the run's rules as a --rules file."""
     params, cash = {"fast": 10, "slow": 30, "size": 100}, 1_000_000.0
-    expected = backtest_fills(DAILY, "sma_cross", params, cash, None, market="cn-a")
-    exch, port = live_procs.exchange(tmp_path, mosquitto.url, venue="cn", interval="1d", extra=("--market", "cn-a"))
+    cfg = parity_config(DAILY, "sma_cross", params, cash, None, market="cn-a")
+    expected = backtest_fills(cfg)
+    exch, port = live_procs.exchange(tmp_path, mosquitto.url, venue="cn", interval="1d", rules=build_rules(cfg))
     try:
         runner = live_procs.live(tmp_path, [
             "sma_cross", *[f"--param={k}={v}" for k, v in params.items()], "--cash", str(cash), "--market", "cn-a",
@@ -73,7 +82,7 @@ def test_paper_session_on_five_minute_bars_makes_the_backtests_fills(tmp_path):
     if live_procs_mosquitto() is None:
         pytest.skip("the mosquitto binary is not installed (Debian: apt-get install mosquitto)")
     params, cash, rate = {"size": 100}, 100_000.0, 0.001
-    expected = backtest_fills(FIVE_MIN, "mean_reversion", params, cash, rate)
+    expected = backtest_fills(parity_config(FIVE_MIN, "mean_reversion", params, cash, rate))
     out = tmp_path / "paper"
     code = main(["paper", "mean_reversion", "--data", str(FIVE_MIN), "--param", "size=100", "--cash", str(cash),
                  "--commission", repr(rate), "--out", str(out), "--quiet"])

@@ -1,9 +1,9 @@
 """``tradeloop paper``: a local MQTT broker, the exchange simulator and a replay, traded live in one command.
 
 It starts Mosquitto on a free loopback port (unless ``--mqtt`` names a broker), the exchange
-simulator as its own process (``python -m brokers.exchange``) with the run's fill rules, and
+simulator as its own process (``python -m tradeloop.brokers.exchange``) with the run's fill rules, and
 the live runner in this process; once both are subscribed it replays ``--data`` in lockstep
-with them (see engine/liverun.py), so the session is deterministic and its fills are the
+with them (see engine/live/runner.py), so the session is deterministic and its fills are the
 backtest's. The run folder holds the same files as a backtest's plus the state files.
 """
 from __future__ import annotations
@@ -22,14 +22,16 @@ from typing import Any
 
 import structlog
 
-from tradeloop.brokers.costs import FixedBpsSlippage, PercentCommission
+from tradeloop.brokers.fill_config import write_rules
 from tradeloop.brokers.sim import FillRules
 
-from tradeloop.engine.drivers.backtest import BacktestResult
+from tradeloop.engine.runs.result import BacktestResult
 from tradeloop.errors import ConfigError
 from tradeloop.engine.config.run import RunConfig
 from tradeloop.engine.live.runner import LiveRunner
-from tradeloop.engine.runs.recorder import package_versions, write_run
+from tradeloop.engine.report.walkforward import write_run_report
+from tradeloop.engine.runs.recorder import build_manifest, write_run
+from tradeloop.engine.telemetry.logs import RunEvents, run_events
 from tradeloop.engine.assembly.build import build_rules, load_inputs
 
 PAPER_VENUE = "paper"
@@ -95,41 +97,23 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def exchange_args(cfg: RunConfig, rules: FillRules) -> list[str]:
-    """The exchange simulator's flags giving it the fill rules of ``cfg`` (ConfigError for what it cannot take)."""
-    args = ["--fill-at", rules.fill_at]
-    if cfg.run.market:
-        args += ["--market", cfg.run.market]
-    else:
-        c = rules.commission
-        if not isinstance(c, PercentCommission):
-            raise ConfigError(f"paper: the exchange simulator takes percent commissions only, not {type(c).__name__}")
-        args += ["--commission-rate", repr(c.rate), "--commission-min", repr(c.minimum)]
-        if rules.lot_size:
-            args += ["--lot-size", repr(rules.lot_size)]
-    if rules.participation is not None:
-        args += ["--participation", repr(rules.participation)]
-    if rules.slippage is not None:
-        if not isinstance(rules.slippage, FixedBpsSlippage):
-            raise ConfigError(f"paper: the exchange simulator takes fixed-bps slippage only, "
-                              f"not {type(rules.slippage).__name__}")
-        args += ["--slippage-bps", repr(rules.slippage.bps)]
-    return args
+def exchange_args(folder: Path, rules: FillRules) -> list[str]:
+    """The exchange simulator's ``--rules`` flag: the run's fill rules written as JSON into the session folder,
+    so the exchange fills with every model a backtest can use (brokers/fill_config.py)."""
+    return ["--rules", str(write_rules(folder / "fill_rules.json", rules).resolve())]  # the child runs elsewhere
 
 
 class ExchangeProcess:
-    """``python -m brokers.exchange`` as a child process; ``fix_port`` once it printed its ready line."""
+    """``python -m tradeloop.brokers.exchange`` as a child process; ``fix_port`` once it printed its ready line."""
 
     def __init__(self, folder: Path, mqtt: str, interval: str, extra: list[str], *, sender: str = "EXCH",
                  target: str = "TRADER", timeout_s: float = 30.0) -> None:
-        root = Path(__file__).resolve().parents[1]
         cmd = [sys.executable, "-m", "tradeloop.brokers.exchange", "--port", "0", "--sender", sender, "--target", target,
                "--state", str(folder / "exchange.sqlite"), "--mqtt", mqtt, "--venue", PAPER_VENUE,
                "--interval", interval, "--log-json", *extra]
         self.log_path = folder / "exchange.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (open as long as the process runs)
-        self.proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=self._log,
-                                     env={**os.environ, "PYTHONPATH": str(root)})
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log)
         line = _readline(self.proc, timeout_s)
         try:
             ready = json.loads(line)
@@ -174,7 +158,13 @@ async def _session(cfg: RunConfig, series: list[Any], log: Any) -> tuple[Backtes
 
 
 def paper(cfg: RunConfig, *, out: Path | None = None, mqtt: str | None = None) -> tuple[BacktestResult, Path]:
-    """Trade ``cfg``'s strategy live against the exchange simulator over a replay of ``cfg.data``."""
+    """Trade ``cfg``'s strategy live against the exchange simulator over a replay of ``cfg.data``; write the
+    session folder (engine/runs/recorder.py) with its log events."""
+    with run_events() as events:
+        return _paper(cfg, out=out, mqtt=mqtt, events=events)
+
+
+def _paper(cfg: RunConfig, *, out: Path | None, mqtt: str | None, events: RunEvents) -> tuple[BacktestResult, Path]:
     log = structlog.get_logger("tradeloop.paper")
     series, inputs = load_inputs(cfg)
     rules = build_rules(cfg)
@@ -189,7 +179,7 @@ def paper(cfg: RunConfig, *, out: Path | None = None, mqtt: str | None = None) -
     exchange = None
     try:
         url = mqtt or broker.url
-        exchange = ExchangeProcess(folder, url, interval, exchange_args(cfg, rules))
+        exchange = ExchangeProcess(folder, url, interval, exchange_args(folder, rules))
         cfg.live.mqtt, cfg.live.fix, cfg.live.state = url, f"127.0.0.1:{exchange.fix_port}", str(state)
         cfg.live.symbols = [s.symbol for s in series]
         cfg.live.venue, cfg.live.interval, cfg.live.lockstep = PAPER_VENUE, interval, True
@@ -200,11 +190,8 @@ def paper(cfg: RunConfig, *, out: Path | None = None, mqtt: str | None = None) -
             exchange.stop()
         if broker is not None:
             broker.stop()
-    config = cfg.to_dict()
-    config["run"].pop("out", None)
-    manifest = {"config": config, "mode": "paper", "inputs": inputs, "symbols": result.symbols,
-                "strategy": {"params": runner.strategy.params}, "models": result.models,
-                "versions": package_versions(), "tz": series[0].tz}
-    write_run(folder, result, manifest)
     log.info("paper_done", fills=len(result.fills), steps=runner.stats.steps, out=str(folder))
+    manifest = build_manifest("paper", cfg, runner.strategy, rules, inputs=inputs, models=result.models,
+                              symbols=result.symbols, tz=series[0].tz, details=runner.details())
+    write_run(folder, result, manifest, report=write_run_report, events=events)
     return result, folder
