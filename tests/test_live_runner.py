@@ -217,7 +217,9 @@ def test_a_strategy_that_raises_mid_session_stops_the_runner_and_says_what_is_le
     assert "tradeloop live: stopped by ZeroDivisionError: the strategy divided by zero; 1 order(s) still working " \
            "at the venue (O00000001)" in log and f"--state {state} resumes it" in log
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["failed"] == "ZeroDivisionError: the strategy divided by zero"
+    assert manifest["kind"] == "live" and manifest["status"] == "failed"
+    assert manifest["error"] == "ZeroDivisionError: the strategy divided by zero"
+    assert (out / "report.html").is_file() and (out / "events.jsonl").is_file()
 
 
 

@@ -18,9 +18,9 @@ from tradeloop.engine.report import run as report_mod
 from tradeloop.engine.cli.main import main
 from tradeloop.engine.runs.folders import load_run
 from tests.browser import Chromium, chromium_binary
+from tests.conftest import ORCL, need
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "samples" / "orcl-1995-2014.txt"
+SAMPLE = ORCL  # backtrader's ORCL daily bars in ../shared/data; need(SAMPLE) skips where absent
 MB = 1 << 20
 CHARTS = ("Equity vs benchmark", "Excess return", "Underwater", "Monthly returns", "Rolling Sharpe",
           "Distribution of daily returns", "Positions")
@@ -28,7 +28,7 @@ CHARTS = ("Equity vs benchmark", "Excess return", "Underwater", "Monthly returns
 
 def write_benchmark_csv(path: Path) -> Path:
     """A made-up index over the sample's dates (a seeded random walk), as a plain OHLCV CSV."""
-    dates = [line.split(",")[0] for line in SAMPLE.read_text().splitlines()[1:]]
+    dates = [line.split(",")[0] for line in need(SAMPLE).read_text().splitlines()[1:]]
     close = 1000.0 * np.exp(np.cumsum(np.random.default_rng(7).normal(0.0003, 0.01, len(dates))))
     rows = [f"{d},{c:.4f},{c:.4f},{c:.4f},{c:.4f},1000" for d, c in zip(dates, close)]
     path.write_text("Date,Open,High,Low,Close,Volume\n" + "\n".join(rows) + "\n")
@@ -36,7 +36,7 @@ def write_benchmark_csv(path: Path) -> Path:
 
 
 def backtest(out: Path, *extra: str) -> int:
-    return main(["backtest", "sma_cross", "--data", str(SAMPLE), "--param", "size=1000", "--commission", "0.001",
+    return main(["backtest", "sma_cross", "--data", str(need(SAMPLE)), "--param", "size=1000", "--commission", "0.001",
                  "--out", str(out), "--quiet", *extra])
 
 

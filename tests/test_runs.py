@@ -10,15 +10,15 @@ import polars as pl
 import pytest
 
 from tradeloop.engine.cli.main import main
+from tests.conftest import ORCL, SHARED_DATA, need
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-SAMPLE = ROOT / "data" / "samples" / "orcl-1995-2014.txt"
+SAMPLE = ORCL  # backtrader's ORCL daily bars in ../shared/data; need(SAMPLE) skips where absent
 FILES = ("manifest.json", "metrics.json", "equity.parquet", "orders.parquet", "order_events.parquet", "fills.parquet")
 
 
 def backtest_cli(out: Path, *extra: str) -> int:
-    return main(["backtest", "sma_cross", "--data", str(SAMPLE), "--param", "size=1000", "--cash", "100000",
+    return main(["backtest", "sma_cross", "--data", str(need(SAMPLE)), "--param", "size=1000", "--cash", "100000",
                  "--commission", "0.001", "--out", str(out), "--quiet", *extra])
 
 
@@ -51,7 +51,7 @@ def test_naive_timestamps_are_written_back_exactly_as_read(tmp_path):
     backtest_cli(tmp_path / "run")
     fills = pl.read_parquet(tmp_path / "run" / "fills.parquet")
     assert fills["ts"].dtype == pl.Datetime("ns")
-    file_dates = {line.split(",")[0] for line in SAMPLE.read_text().splitlines()[1:]}
+    file_dates = {line.split(",")[0] for line in need(SAMPLE).read_text().splitlines()[1:]}
     written = [str(t) for t in fills["ts"]]
     assert written[0] == "1995-05-12 00:00:00"  # the date as it appears in the file, no zone shift
     assert all(w.endswith(" 00:00:00") and w[:10] in file_dates for w in written)
@@ -73,7 +73,7 @@ cash = 100000
 [params]
 size = 1000
 [[data]]
-path = "{SAMPLE}"
+path = "{need(SAMPLE)}"
 symbol = "ORCL"
 [commission]
 kind = "percent"
@@ -89,7 +89,7 @@ rate = 0.001
 
 
 def test_symbol_follows_its_data_flag(tmp_path):
-    assert main(["backtest", "sma_cross", "--data", str(SAMPLE), "--symbol", "ORCL", "--out", str(tmp_path / "r"),
+    assert main(["backtest", "sma_cross", "--data", str(need(SAMPLE)), "--symbol", "ORCL", "--out", str(tmp_path / "r"),
                  "--quiet"]) == 0
     assert pl.read_parquet(tmp_path / "r" / "fills.parquet")["symbol"].unique().to_list() == ["ORCL"]
 
@@ -107,16 +107,16 @@ def test_bad_configuration_is_a_clear_error(tmp_path, capsys, argv, message):
 
 
 def test_unknown_strategy_and_missing_file(tmp_path, capsys):
-    assert main(["backtest", "no_such", "--data", str(SAMPLE), "--out", str(tmp_path / "r")]) == 2
+    bars = tmp_path / "bars.csv"
+    bars.write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,1,1,1,1\n")
+    assert main(["backtest", "no_such", "--data", str(bars), "--out", str(tmp_path / "r")]) == 2
     assert "no_such" in capsys.readouterr().err
     assert main(["backtest", "sma_cross", "--data", str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv" in capsys.readouterr().err
 
 
 def test_bad_data_is_reported_with_file_line_and_field(tmp_path, capsys):
-    bad = SHARED / "pyalgotrade" / "orcl-2010-googlefinance-malformed.csv"
-    if not bad.exists():
-        pytest.skip("shared data not present")
+    bad = need(SHARED_DATA / "pyalgotrade" / "orcl-2010-googlefinance-malformed.csv")
     assert main(["backtest", "sma_cross", "--data", str(bad), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "orcl-2010-googlefinance-malformed.csv:3" in err and "Open" in err
@@ -125,7 +125,7 @@ def test_bad_data_is_reported_with_file_line_and_field(tmp_path, capsys):
 
 def test_data_import_then_backtest_from_the_catalog(tmp_path):
     cat = tmp_path / "cat"
-    assert main(["data", "import", str(SAMPLE), "--catalog", str(cat)]) == 0
+    assert main(["data", "import", str(need(SAMPLE)), "--catalog", str(cat)]) == 0
     assert main(["backtest", "sma_cross", "--catalog", str(cat), "--data", "orcl-1995-2014", "--param", "size=1000",
                  "--commission", "0.001", "--out", str(tmp_path / "r"), "--quiet"]) == 0
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
@@ -135,7 +135,7 @@ def test_data_import_then_backtest_from_the_catalog(tmp_path):
 def test_a_backtest_never_imports_torch(tmp_path):
     """Heavy imports happen only when a model is used (the 2 s small-file figure is in bench/)."""
     code = ("import sys; from tradeloop.engine.cli.main import main; "
-            f"main(['backtest','sma_cross','--data',{str(SAMPLE)!r},'--out',{str(tmp_path / 'r')!r},'--quiet']); "
+            f"main(['backtest','sma_cross','--data',{str(need(SAMPLE))!r},'--out',{str(tmp_path / 'r')!r},'--quiet']); "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.split()[-1] == "False"

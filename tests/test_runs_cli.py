@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from tradeloop.engine.cli.main import main
+from tests.conftest import ORCL, need
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "samples" / "orcl-1995-2014.txt"
+SAMPLE = ORCL  # backtrader's ORCL daily bars in ../shared/data; need(SAMPLE) skips where absent
 
 
 def backtest(out: Path, *extra: str) -> int:
-    return main(["backtest", "sma_cross", "--data", str(SAMPLE), "--commission", "0.001", "--out", str(out),
+    return main(["backtest", "sma_cross", "--data", str(need(SAMPLE)), "--commission", "0.001", "--out", str(out),
                  "--quiet", *extra])
 
 
@@ -106,7 +107,7 @@ def test_a_run_keeps_only_its_own_events(root):
 
 def test_log_lines_are_key_value_for_people_and_json_with_log_json(tmp_path):
     def stderr(*extra: str) -> str:
-        cmd = [sys.executable, "-m", "tradeloop", "backtest", "sma_cross", "--data", str(SAMPLE), "--quiet",
+        cmd = [sys.executable, "-m", "tradeloop", "backtest", "sma_cross", "--data", str(need(SAMPLE)), "--quiet",
                "--out", str(tmp_path / "r"), *extra]
         return subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stderr
 

@@ -181,9 +181,10 @@ def test_cli_sweep(shared_data, tmp_path, capsys):
 def test_a_sweep_point_writes_nothing_and_does_not_hash_its_inputs(shared_data, monkeypatch, tmp_path):
     """sha256 is for a written run's manifest; a sweep point (write=False) skips it."""
     import tradeloop.engine.assembly.backtest as session
+    import tradeloop.engine.assembly.build as build
     hashed: list[str] = []
-    real = session.file_sha256
-    monkeypatch.setattr(session, "file_sha256", lambda p: hashed.append(str(p)) or real(p))
+    real = build.file_sha256
+    monkeypatch.setattr(build, "file_sha256", lambda p: hashed.append(str(p)) or real(p))
     point, _ = session.backtest(_cfg(shared_data), write=False, progress=False)
     assert hashed == []
     written, folder = session.backtest(_cfg(shared_data), out=tmp_path / "run", progress=False)

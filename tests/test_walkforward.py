@@ -157,8 +157,9 @@ def test_sma_cross_walks_forward_with_each_window_starting_from_the_last_ones_eq
     assert fills.height == sum(len(s.result.fills) + len(s.handoff) for s in spans)
     assert fills.filter(pl.col("order_id").str.ends_with("HANDOFF"))["commission"].sum() == 0.0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["kind"] == "walkforward" and manifest["walkforward"]["train"] == "1y"
-    assert manifest["windows"][0]["test_start"] == "2011-01-01" and manifest["train"] is None
+    details = manifest["details"]
+    assert manifest["kind"] == "walkforward" and details["spec"]["train"] == "1y"
+    assert details["windows"][0]["test_start"] == "2011-01-01" and details["training"] is None
     report = (out / "report.html").read_text()
     assert "<h2>Walk-forward windows</h2>" in report and "2020-07-01 .. 2021-01-01" in report
     assert main(["report", str(out), "--out", str(tmp_path / "again.html")]) == 0    # re-rendered the same way

@@ -8,30 +8,34 @@ from pathlib import Path
 
 import structlog
 
-from tradeloop.brokers.costs import describe
 from tradeloop.engine.assembly.build import (build_risk, build_rules, build_strategy, check_symbols, load_inputs, run_id,
                                              trade_from_ts)
 from tradeloop.engine.config.run import RunConfig
-from tradeloop.engine.drivers.backtest import BacktestResult, run_backtest
-from tradeloop.engine.metrics.benchmark import benchmark_metrics, load_benchmark, span_of, write_benchmark
+from tradeloop.engine.drivers.backtest import run_backtest
+from tradeloop.engine.runs.result import BacktestResult
+from tradeloop.engine.metrics.benchmark import benchmark_metrics, load_benchmark, span_of
 from tradeloop.engine.metrics.gates import apply_gates, parse_gates
 from tradeloop.engine.metrics.performance import compute_metrics
 from tradeloop.engine.metrics.risk_events import risk_metrics
 from tradeloop.engine.metrics.signals import signal_metrics
-from tradeloop.engine.report.run import write_report
-from tradeloop.engine.runs.recorder import package_versions, write_run
-from tradeloop.engine.telemetry.logs import logs_run_events
+from tradeloop.engine.report.walkforward import write_run_report
+from tradeloop.engine.runs.recorder import build_manifest, write_run
+from tradeloop.engine.telemetry.logs import RunEvents, run_events
 from tradeloop.engine.telemetry.progress import LazyProgress
 
 
-@logs_run_events
 def backtest(cfg: RunConfig, *, out: Path | None = None, write: bool = True,
              progress: bool | None = None) -> tuple[BacktestResult, Path | None]:
-    """Run the backtest ``cfg`` describes; write its folder unless ``write`` is False."""
+    """Run the backtest ``cfg`` describes; write its folder (with its log events) unless ``write`` is False."""
+    with run_events() as events:
+        return _backtest(cfg, out=out, write=write, progress=progress, events=events)
+
+
+def _backtest(cfg: RunConfig, *, out: Path | None, write: bool, progress: bool | None,
+              events: RunEvents) -> tuple[BacktestResult, Path | None]:
     log = structlog.get_logger("tradeloop.backtest")
     gates = parse_gates(cfg.gates)
     strategy = build_strategy(cfg)
-    cls = type(strategy)
     series, inputs = load_inputs(cfg, hashes=write)
     bench = (load_benchmark(cfg.run.benchmark, on_bad=cfg.run.on_bad, span=span_of(series))
              if cfg.run.benchmark else None)
@@ -55,23 +59,7 @@ def backtest(cfg: RunConfig, *, out: Path | None = None, write: bool = True,
     target = Path(out or cfg.run.out or Path("runs") / run_id(cfg, cfg.run.strategy.rpartition(":")[2]))
     result.metrics.update(signal_metrics(target))
     apply_gates(gates, result.metrics)
-    config = cfg.to_dict()
-    config["run"].pop("out", None)  # where a run was written is not part of what it is
-    manifest = {
-        "config": config,
-        "strategy": {"class": f"{cls.__module__}:{cls.__qualname__}", "params": strategy.params},
-        "fill_rules": {"fill_at": rules.fill_at, "participation": rules.participation, "lot_size": rules.lot_size,
-                       "commission": describe(rules.commission), "slippage": describe(rules.slippage),
-                       "market": rules.market.describe() if rules.market is not None else None},
-        "inputs": inputs + ([bench.entry] if bench is not None else []),
-        "models": result.models,
-        "seed": cfg.run.seed,
-        "versions": package_versions(),
-        "symbols": result.symbols,
-        "tz": result.tz,
-    }
-    write_run(target, result, manifest)
-    if bench is not None:
-        write_benchmark(target, bench, result.ts, result.tz)
-    write_report(target)
+    manifest = build_manifest("backtest", cfg, strategy, rules, inputs=inputs, benchmark=bench, models=result.models,
+                              symbols=result.symbols, tz=result.tz)
+    write_run(target, result, manifest, report=write_run_report, benchmark=bench, events=events)
     return result, target

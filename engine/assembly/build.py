@@ -41,9 +41,9 @@ def resolve_strategy(spec: str) -> type[Strategy]:
             raise ConfigError(f"strategy {spec!r}: {mod_name} has no Strategy subclass {cls_name!r}")
         return cls
     try:
-        module = importlib.import_module(f"strategies.{spec}")
+        module = importlib.import_module(f"tradeloop.strategies.{spec}")
     except ModuleNotFoundError as e:
-        if e.name != f"strategies.{spec}":
+        if e.name != f"tradeloop.strategies.{spec}":
             raise
         raise ConfigError(f"strategy {spec!r}: no such module in strategies/ (or give module:Class)") from None
     found = [c for c in vars(module).values()

@@ -28,7 +28,8 @@ class _DataAction(argparse.Action):
 def add_run_args(cmd: argparse.ArgumentParser, *, out_help: str, quiet_help: str) -> None:
     """The flags every command that runs backtests takes (they build the RunConfig, see config_from_args)."""
     cmd.add_argument("strategy", nargs="?", help="module:Class, file.py:Class, or a name in strategies/")
-    cmd.add_argument("--data", action=_DataAction, metavar="PATH", help="bar file (CSV/Parquet/JSON); repeat for more")
+    cmd.add_argument("--data", action=_DataAction, metavar="PATH",
+                     help="bar file (CSV/Parquet/JSON), or sample:GOOG|EURUSD|BTCUSD (the samples extra); repeat for more")
     cmd.add_argument("--symbol", action=_DataAction, metavar="NAME", help="symbol of the preceding --data")
     cmd.add_argument("--param", action="append", default=[], metavar="K=V", help="strategy parameter")
     cmd.add_argument("--cash", type=float, help="starting cash")
@@ -71,7 +72,18 @@ def config_from_args(a: argparse.Namespace, base: RunConfig | None = None) -> Ru
         cfg.override(item)
     if not cfg.run.strategy:
         raise ConfigError("no strategy: give STRATEGY or run.strategy in the config")
+    resolve_samples(cfg)
     return cfg
+
+
+def resolve_samples(cfg: RunConfig) -> None:
+    """``sample:NAME`` inputs and benchmark (flags or config) become the installed files' paths (data.samples)."""
+    from tradeloop.data.samples import resolve
+    if not cfg.run.catalog:  # with a catalog, --data names a symbol of it
+        for spec in cfg.data:
+            spec.path = resolve(spec.path)
+    if cfg.run.benchmark:
+        cfg.run.benchmark = resolve(cfg.run.benchmark)
 
 
 def gate_exit(metrics: dict[str, Any], strict: bool) -> int:

@@ -1,4 +1,4 @@
-"""``tradeloop live`` and ``tradeloop paper``: their flags and what they run (engine/liverun.py, engine/paper.py)."""
+"""``tradeloop live`` and ``tradeloop paper``: their flags and what they run (engine/live/runner.py, engine/live/paper.py)."""
 from __future__ import annotations
 
 import argparse

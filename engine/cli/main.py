@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_sweep_parser(sub: Any) -> None:
-    """``sweep STRATEGY --grid K=V1,V2 ...``: one backtest per grid point (engine/sweep.py)."""
+    """``sweep STRATEGY --grid K=V1,V2 ...``: one backtest per grid point (engine/research/sweep.py)."""
     sw = sub.add_parser("sweep", help="one backtest per point of a parameter grid, ranked (sweep.parquet, sweep.json)")
     add_run_args(sw, out_help="sweep folder (default runs/sweep-<strategy>-<time>)", quiet_help="no ranking table")
     sw.add_argument("--grid", action="append", default=[], metavar="K=V1,V2,...",
@@ -93,7 +93,7 @@ def print_summary(result: Any, out: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from tradeloop.engine.report.html import format_metric
+    from tradeloop.engine.metrics.format import format_metric
     m = result.metrics
     t = Table(title="backtest", show_header=False)
     fmt = {"final_value": "{:,.6f}", "total_return": "{:.2%}", "annual_return": "{:.2%}", "sharpe": "{:.3f}",
@@ -117,21 +117,22 @@ def print_summary(result: Any, out: Path | None) -> None:
 
 def cmd_data_import(a: argparse.Namespace) -> int:
     from tradeloop.data.catalog import import_files
+    from tradeloop.data.samples import resolve
     kw = {"encoding": a.encoding, "tz": a.tz, "on_bad": a.on_bad}
-    symbols = import_files([Path(p) for p in a.paths], Path(a.catalog), **kw)
+    symbols = import_files([Path(resolve(p)) for p in a.paths], Path(a.catalog), **kw)
     print(f"imported {len(symbols)} symbol(s) into {a.catalog}: {', '.join(symbols)}")
     return 0
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from tradeloop.engine.report.run import write_report
-    from tradeloop.engine.report.walkforward import is_walkforward, write_walkforward_report
-    print(write_walkforward_report(a.run_dir, a.out) if is_walkforward(a.run_dir) else write_report(a.run_dir, a.out))
+    from tradeloop.engine.report.walkforward import write_run_report
+    print(write_run_report(a.run_dir, a.out))
     return 0
 
 
 def cmd_runs(a: argparse.Namespace) -> int:
-    from tradeloop.engine.runs.listing import list_runs, print_compare, print_runs, write_compare
+    from tradeloop.engine.report.compare import write_compare
+    from tradeloop.engine.runs.listing import list_runs, print_compare, print_runs
     if a.runs_command == "list":
         print_runs(list_runs(a.root), a.root)
         return 0
@@ -142,9 +143,10 @@ def cmd_runs(a: argparse.Namespace) -> int:
 
 
 def cmd_strategies(a: argparse.Namespace) -> int:
+    import importlib
     import pkgutil
 
-    import tradeloop.strategies as strategies
+    strategies = importlib.import_module("tradeloop.strategies")   # by name, like any strategy: the CLI's one upward step
     from tradeloop.engine.assembly.build import resolve_strategy
     for info in sorted(pkgutil.iter_modules(strategies.__path__), key=lambda i: i.name):
         try:
@@ -158,8 +160,8 @@ def cmd_strategies(a: argparse.Namespace) -> int:
 
 
 PASSTHROUGH_HELP = {
-    "exchange": "run the FIX 4.4 exchange simulator (python -m brokers.exchange --help)",
-    "replay": "publish bar files to MQTT in time order (python -m data.replay --help)",
+    "exchange": "run the FIX 4.4 exchange simulator (python -m tradeloop.brokers.exchange --help)",
+    "replay": "publish bar files to MQTT in time order (python -m tradeloop.data.replay --help)",
     "models": "train a predictor model from a TOML file, or time the runtimes (models train|bench)",
 }
 

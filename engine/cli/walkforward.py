@@ -21,7 +21,7 @@ WF_KEYS = ("train", "test", "step", "embargo", "anchored", "warmup", "val")
 
 
 def add_walkforward_parser(sub: Any) -> None:
-    """Register ``walkforward STRATEGY --train 2y --test 3m ...`` (engine/walkforward.py)."""
+    """Register ``walkforward STRATEGY --train 2y --test 3m ...`` (engine/research/walkforward.py)."""
     from tradeloop.engine.cli.args import add_run_args
     wf = sub.add_parser("walkforward", help="retrain and backtest window by window, stitched into one run")
     add_run_args(wf, out_help="run folder (default runs/<id>)", quiet_help="no summary table")
@@ -108,7 +108,7 @@ def print_walkforward(m: dict[str, Any], out: Path | None, seconds: float) -> No
     from rich.console import Console
     from rich.table import Table
 
-    from tradeloop.engine.report.html import format_metric
+    from tradeloop.engine.metrics.format import format_metric
     t = Table(title="walk-forward windows")
     for col in ("#", "test from", "model", "val acc", "return", "sharpe", "max dd", "trades", "status"):
         t.add_column(col)

@@ -7,7 +7,7 @@ killed at any instant therefore restarts with a file in which the orders it sent
 messages the venue will resend agree: no order is sent twice and no fill is booked twice or lost.
 
 Positions and cash are not stored: they are the starting cash plus the journaled fills, replayed
-through the same :class:`~engine.portfolio.Portfolio` (one source of truth, nothing to drift).
+through the same :class:`~tradeloop.engine.loop.portfolio.Portfolio` (one source of truth, nothing to drift).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """``tradeloop live``: bars over MQTT -> the backtest's engine, risk layer and strategy -> a FIX 4.4 broker.
 
 Start-up: open the state file (``live.state``: FIX sequence numbers and the journal of
-engine/journal.py), refuse one that belongs to another run, rebuild cash and positions from the
+engine/live/journal.py), refuse one that belongs to another run, rebuild cash and positions from the
 journaled fills, replay the journaled bars through the strategy with every order refused
 (warm-up: indicators and strategy state come back, nothing is sent), log on to the broker (it
 resends what we missed; ExecIDs already booked are ignored), and reconcile each order the
@@ -43,7 +43,7 @@ from tradeloop.risk.pipeline import RiskPipeline, reject
 from tradeloop.risk.review import QueueReviewer
 from tradeloop.risk.stale import StaleGuard
 
-from tradeloop.engine.drivers.backtest import BacktestResult
+from tradeloop.engine.runs.result import BacktestResult
 from tradeloop.errors import ConfigError
 from tradeloop.engine.config.run import RunConfig
 from tradeloop.engine.live.journal import Journal, Recovered
@@ -52,6 +52,9 @@ from tradeloop.engine.drivers.live import LiveDriver
 from tradeloop.engine.metrics.performance import compute_metrics
 from tradeloop.engine.metrics.risk_events import risk_metrics
 from tradeloop.engine.assembly.build import build_risk, build_rules, build_strategy, load_inputs
+from tradeloop.engine.report.walkforward import write_run_report
+from tradeloop.engine.runs.recorder import Status, build_manifest, write_run
+from tradeloop.engine.telemetry.logs import RunEvents, run_events
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -127,6 +130,7 @@ class LiveRunner:
         self.tick_lag = LagStats()   # arrival (after on_tick and its orders) minus each tick's ts
         self.ready = asyncio.Event()   # set once logged on, reconciled and subscribed to market data
         self._saved_risk: dict[str, Any] = {}
+        self.inputs: list[dict[str, Any]] = []   # manifest entries of the --data history files
         self._lock = lock_state(live.state)
         try:
             self._build()
@@ -185,7 +189,6 @@ class LiveRunner:
         self.driver = LiveDriver(self.strategy, live.symbols, cash=cfg.run.cash, rules=self.rules, risk=self.risk,
                                  order_prefix=cfg.run.order_prefix, log=self.log, venue=self.venue, market=market)
         self.engine = engine = self.driver.engine
-        self.venue.bind(engine)
         self._book(engine, rec, orders)
         engine.orders.update(orders)
         engine._order_seq = rec.order_seq(engine._order_prefix)
@@ -230,7 +233,7 @@ class LiveRunner:
         """
         if not self.cfg.data:
             return []
-        series, _ = load_inputs(self.cfg, hashes=False)
+        series, self.inputs = load_inputs(self.cfg, hashes=False)
         unknown = sorted({s.symbol for s in series} - set(self.live.symbols))
         if unknown:
             raise ConfigError(f"--data history for {', '.join(unknown)}: not among live.symbols "
@@ -425,6 +428,10 @@ class LiveRunner:
             res.metrics["live"].update(lags)
         return res
 
+    def details(self) -> dict[str, Any]:
+        """What only a session has, for its manifest's ``details``: the runner's counts (:class:`LiveStats`)."""
+        return {"session": dict(vars(self.stats))}
+
     def close(self) -> None:
         self.store.close()
         self._lock.close()   # releases the state file for the next runner
@@ -448,9 +455,16 @@ async def run_live(cfg: RunConfig, *, out: Path | None = None, stop: asyncio.Eve
     """Run one live session and write its run folder to ``out`` (if given); ``on_ready(runner)`` once trading.
 
     An error after trading started (the strategy raising, say) still writes the run folder of the
-    session so far, logs ``live.failed`` with the traceback and the orders left working at the venue
-    (they stay there: the state file resumes the session), and raises :class:`LiveFailure`.
+    session so far (manifest ``status: failed`` with the ``error``), logs ``live.failed`` with the
+    traceback and the orders left working at the venue (they stay there: the state file resumes the
+    session), and raises :class:`LiveFailure`.
     """
+    with run_events() as events:
+        return await _run_live(cfg, out=out, stop=stop, log=log, on_ready=on_ready, events=events)
+
+
+async def _run_live(cfg: RunConfig, *, out: Path | None, stop: asyncio.Event | None, log: Any, on_ready: Any,
+                    events: RunEvents) -> tuple[BacktestResult, Path | None]:
     runner = LiveRunner(cfg, log=log)
     waiter = None
     if on_ready is not None:
@@ -470,17 +484,19 @@ async def run_live(cfg: RunConfig, *, out: Path | None = None, stop: asyncio.Eve
         if waiter is not None:
             waiter.cancel()
         runner.close()
-    if out is not None:
-        from tradeloop.engine.runs.recorder import package_versions, write_run
-        config = cfg.to_dict()
-        config["run"].pop("out", None)
-        manifest = {"config": config, "mode": "live", "strategy": {"params": runner.strategy.params},
-                    "symbols": result.symbols, "models": result.models, "versions": package_versions(), "tz": None,
-                    **({"failed": f"{type(failure).__name__}: {failure}"} if failure is not None else {})}
-        write_run(Path(out), result, manifest)
+    folder = Path(out) if out is not None else None
+    error = f"{type(failure).__name__}: {failure}" if failure is not None else None
+    open_orders: list[str] = []
     if failure is not None:
         open_orders = sorted(o.id for o in runner.venue.open_orders())
-        runner.log.error("live.failed", error=f"{type(failure).__name__}: {failure}", open_orders=open_orders,
-                         state=cfg.live.state, exc_info=failure)
-        raise LiveFailure(failure, open_orders, cfg.live.state, Path(out) if out is not None else None) from failure
-    return result, Path(out) if out is not None else None
+        runner.log.error("live.failed", error=error, open_orders=open_orders, state=cfg.live.state, exc_info=failure)
+    if folder is not None:
+        status: Status = ("failed" if failure is not None else
+                          "stopped" if stop is not None and stop.is_set() else "completed")
+        manifest = build_manifest("live", cfg, runner.strategy, runner.rules, inputs=runner.inputs,
+                                  models=result.models, symbols=result.symbols, tz=result.tz, status=status,
+                                  error=error, details=runner.details())
+        write_run(folder, result, manifest, report=write_run_report, events=events)
+    if failure is not None:
+        raise LiveFailure(failure, open_orders, cfg.live.state, folder) from failure
+    return result, folder

@@ -2,7 +2,7 @@
 
 Alignment
 ---------
-The benchmark file (any format :func:`data.loaders.load_bars` reads; a date and a close column are
+The benchmark file (any format :func:`tradeloop.data.loaders.load_bars` reads; a date and a close column are
 enough, as in an index export) is reduced to one close per calendar day (the day's last bar). For
 every day ``d`` of the run, the aligned close ``A_d`` is the benchmark's last close on or before
 ``d`` (carried forward over benchmark holidays, never taken from the future); days before the
@@ -14,7 +14,7 @@ Definitions (``P`` = 252 periods a year, ``n`` = covered days)
 -------------------------------------------------------------
 ``b_d``                      benchmark daily return ``A_d / A_{d-1} - 1``, and 0 on ``d_0``: the benchmark
                              is held from the close of the run's first covered day.
-``r_d``                      the run's daily returns (:func:`engine.metrics.daily_returns`).
+``r_d``                      the run's daily returns (:func:`tradeloop.engine.metrics.daily_returns`).
 ``benchmark_return``         ``A_{d_k} / A_{d_0} - 1``.
 ``benchmark_annual_return``  ``(A_{d_k} / A_{d_0}) ** (P / n) - 1`` (CAGR as for the run).
 ``benchmark_max_drawdown``   max drawdown of ``A`` over the cover, ``A_{d_0}`` the first peak.
@@ -161,10 +161,9 @@ def benchmark_metrics(bench: Benchmark, ts: np.ndarray, equity: np.ndarray, star
 
 def write_benchmark(run_dir: Path, bench: Benchmark, ts: np.ndarray, tz: str | None) -> Path:
     """``benchmark.parquet`` [ts, close]: the benchmark close aligned to each day of the run (for the report)."""
-    from tradeloop.engine.runs.recorder import ts_series
-
     days, _ = daily_equity(ts, np.zeros(len(ts)))
-    df = pl.DataFrame([ts_series("ts", days, tz), pl.Series("close", align(bench, days), pl.Float64)])
+    df = pl.DataFrame([pl.Series("ts", np.asarray(days, np.int64)).cast(pl.Datetime("ns", tz)),
+                       pl.Series("close", align(bench, days), pl.Float64)])
     df = df.with_columns(pl.col("close").fill_nan(None))
     path = run_dir / BENCHMARK_FILE
     df.write_parquet(path, compression="zstd", statistics=True)

@@ -1,6 +1,6 @@
 """The series a report plots, derived from a run's daily equity: drawdown, monthly returns, rolling Sharpe.
 
-All use the daily series of :mod:`engine.metrics` (the equity at each day's last bar, the starting
+All use the daily series of :mod:`tradeloop.engine.metrics` (the equity at each day's last bar, the starting
 cash as the value before the first day), so a chart and the metric it illustrates agree.
 """
 from __future__ import annotations

@@ -3,10 +3,10 @@
 Inputs
 ------
 ``ts``       int64 nanoseconds, one per bar, non-decreasing. Naive wall time is stored as if it
-             were UTC (see :mod:`data.schema`), so the calendar day of a bar is ``ts // NS_PER_DAY``.
+             were UTC (see :mod:`tradeloop.data.schema`), so the calendar day of a bar is ``ts // NS_PER_DAY``.
 ``equity``   account value (cash + marked positions) at each bar's mark, same length as ``ts``.
 ``start_cash`` the account value before the first bar (> 0).
-``fills``    the run's executions (:class:`brokers.orders.Fill`).
+``fills``    the run's executions (:class:`tradeloop.brokers.orders.Fill`).
 
 Definitions (``P = periods_per_year``, 252 by default; ``n`` = number of days)
 ------------------------------------------------------------------------------

@@ -2,26 +2,9 @@
 from __future__ import annotations
 
 import html
-import math
 from typing import Any, Iterable, Sequence
 
-__all__ = ["esc", "page", "table", "Raw", "format_metric", "METRIC_GROUPS"]
-
-PCT = {"total_return", "annual_return", "volatility", "max_drawdown", "max_drawdown_intraday", "win_rate", "exposure",
-       "best_day", "worst_day", "benchmark_return", "benchmark_annual_return", "benchmark_max_drawdown",
-       "excess_return", "alpha", "tracking_error", "signal_accuracy"}
-MONEY = {"start_cash", "final_value", "total_commission", "avg_trade_pnl"}
-INTS = {"trades", "days", "bars", "max_drawdown_duration", "max_consecutive_losing_days", "benchmark_days"}
-METRIC_GROUPS: dict[str, tuple[str, ...]] = {
-    "Returns": ("start_cash", "final_value", "total_return", "annual_return", "best_day", "worst_day"),
-    "Risk": ("volatility", "sharpe", "sortino", "calmar", "max_drawdown", "max_drawdown_intraday",
-             "max_drawdown_duration", "max_consecutive_losing_days"),
-    "Trading": ("trades", "win_rate", "profit_factor", "avg_trade_pnl", "turnover", "exposure", "total_commission",
-                "days", "bars"),
-    "Benchmark": ("benchmark_return", "benchmark_annual_return", "benchmark_max_drawdown", "excess_return", "alpha",
-                  "beta", "information_ratio", "tracking_error", "benchmark_days"),
-    "Signals": ("signal_accuracy",),
-}
+__all__ = ["esc", "page", "table", "Raw"]
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#fafafa;color:#1d1d1f}
@@ -75,20 +58,3 @@ class Raw:
 
     def __init__(self, markup: str) -> None:
         self.html = markup
-
-
-def format_metric(key: str, value: Any) -> str:
-    """A metric value for people: percentages, money with thousands separators, ratios to 3 decimals."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return "n/a"
-    if key in PCT:
-        return f"{value:.2%}"
-    if key in MONEY:
-        return f"{value:,.2f}"
-    if key in INTS:
-        return f"{int(value):,}"
-    return f"{value:.3f}"

@@ -1,9 +1,10 @@
-"""``report.html`` of a run: one self-contained page (inline SVG, no scripts, no network) people read.
+"""``report.html`` of a run of any kind: one self-contained page (inline SVG, no scripts, no network).
 
-Sections: headline figures, gates, equity vs benchmark with the excess curve, underwater chart,
-monthly returns, rolling Sharpe, daily return distribution, exposure over time, metrics, trades
-(round trips), risk events and the manifest. Curves are daily (as the metrics) and downsampled to a
-few thousand points, so a 20-year daily or a 2-year 5-minute run stays well under 5 MB.
+Sections: headline figures (and the status of a session that did not complete), gates, equity vs
+benchmark with the excess curve, underwater chart, monthly returns, rolling Sharpe, daily return
+distribution, exposure over time, a live or paper session's counts, metrics, trades (round trips),
+risk events and the manifest. Curves are daily (as the metrics) and downsampled to a few thousand
+points, so a 20-year daily or a 2-year 5-minute run stays well under 5 MB.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import structlog
 
 from tradeloop.engine.report.charts import Line, fmt_num, fmt_pct, heatmap, histogram, line_chart
 from tradeloop.engine.metrics.curves import MONTHS, monthly_table, rolling_sharpe, underwater
-from tradeloop.engine.report.html import METRIC_GROUPS, Raw, esc, format_metric, page, table
+from tradeloop.engine.report.html import Raw, esc, page, table
+from tradeloop.engine.metrics.format import METRIC_GROUPS, format_metric
 from tradeloop.engine.metrics.performance import daily_equity, daily_returns, round_trips
 from tradeloop.engine.runs.folders import RunData, load_run, ts_ns
 
@@ -44,10 +46,6 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     return path
 
 
-def _day_label(ns: int) -> str:
-    return str(np.datetime64(int(ns), "ns").astype("datetime64[D]"))
-
-
 def _ts_label(ns: int) -> str:
     t = np.datetime64(int(ns), "ns")
     return str(t.astype("datetime64[D]")) if int(ns) % 86_400_000_000_000 == 0 else str(t.astype("datetime64[m]"))
@@ -63,10 +61,11 @@ def render_report(run: RunData) -> str:
     m = run.metrics
     symbols = ", ".join(run.manifest.get("symbols") or [])
     span = f"{_ts_label(ts[0])} to {_ts_label(ts[-1])}" if len(ts) else "no bars"
+    kind = "" if run.kind == "backtest" else f"{run.kind} "
     head = [f"<h1>{esc(run.strategy)} on {esc(symbols or '?')}</h1>",
-            f'<p class="sub">run {esc(run.id)} &middot; {esc(span)} &middot; {len(ts):,} bars, {len(days):,} days</p>',
-            _headline(m), _gates(m)]
-    tail = ["<h2>Metrics</h2>", _metrics(m), "<h2>Trades</h2>", _trades(run),
+            f'<p class="sub">{esc(kind)}run {esc(run.id)} &middot; {esc(span)} &middot; {len(ts):,} bars, '
+            f'{len(days):,} days</p>', _status(run), _headline(m), _gates(m)]
+    tail = [*_session(run), "<h2>Metrics</h2>", _metrics(m), "<h2>Trades</h2>", _trades(run),
             "<h2>Risk events</h2>", _risk_events(run), "<h2>Manifest</h2>", _manifest(run.manifest)]
     if not len(ts):
         note = '<p class="note">The run has no bars (check the data span and run.start / run.end): no charts.</p>'
@@ -81,6 +80,32 @@ def render_report(run: RunData) -> str:
             "<figure>" + histogram(r, title="Distribution of daily returns") + "</figure>",
             "<figure>" + _exposure(run, ts, eq) + "</figure>", *tail]
     return page(f"tradeloop report: {run.id}", "\n".join(body))
+
+
+def _status(run: RunData) -> str:
+    """A note for a run that did not complete (a live session stopped or failed)."""
+    if run.status == "completed":
+        return ""
+    error = run.manifest.get("error") or run.manifest.get("failed")
+    return f'<p class="note">{esc(run.kind)} session {esc(run.status)}' + (f": {esc(error)}" if error else "") + "</p>"
+
+
+def _session(run: RunData) -> list[str]:
+    """A live or paper session's counts (bars, steps, recovered orders, tick lag), from ``metrics.json``."""
+    stats = run.metrics.get("live")
+    if not isinstance(stats, dict):
+        return []
+    return ["<h2>Session</h2>", table(["count", "value"], [[k, _session_value(v)] for k, v in stats.items()])]
+
+
+def _session_value(v: Any) -> str:
+    if isinstance(v, dict):                    # tick lag percentiles
+        return ", ".join(f"{k} {_session_value(x)}" for k, x in v.items())
+    if isinstance(v, list):                    # a per-second series: its length (all of it is in metrics.json)
+        return f"{len(v):,} values (metrics.json)"
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return f"{v:,.6g}" if isinstance(v, float) else f"{v:,}"
+    return "n/a" if v is None else str(v)
 
 
 def _headline(m: dict[str, Any]) -> str:
@@ -166,7 +191,7 @@ def _metrics(m: dict[str, Any]) -> str:
         rows = [[k, format_metric(k, m[k])] for k in keys if k in m]
         if rows:
             blocks.append(f"<div><b>{esc(group)}</b>" + table(["metric", "value"], rows) + "</div>")
-    known = {k for keys in METRIC_GROUPS.values() for k in keys} | {"gates"}
+    known = {k for keys in METRIC_GROUPS.values() for k in keys} | {"gates", "live"}   # live: the Session section
     other = [[k, format_metric(k, v)] for k, v in sorted(m.items()) if k not in known]
     if other:
         blocks.append("<div><b>Other</b>" + table(["metric", "value"], other) + "</div>")

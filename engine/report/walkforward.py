@@ -1,6 +1,6 @@
 """``report.html`` of a walk-forward run: the standard run report plus a table of its windows.
 
-The page is :func:`engine.report.render_report` of the stitched run (its metrics without the
+The page is :func:`tradeloop.engine.report.render_report` of the stitched run (its metrics without the
 per-window list) with one section inserted before the charts: every window's training and test
 spans, model, validation accuracy, starting cash, and its own return, Sharpe, drawdown and trades,
 or its error.
@@ -13,8 +13,10 @@ from typing import Any
 
 import structlog
 
-from tradeloop.engine.report.html import Raw, esc, format_metric, table
-from tradeloop.engine.report.run import REPORT_FILE, render_report
+from tradeloop.engine.report.html import Raw, esc, table
+
+from tradeloop.engine.metrics.format import format_metric
+from tradeloop.engine.report.run import REPORT_FILE, render_report, write_report
 from tradeloop.engine.runs.folders import load_run, read_json
 
 ANCHOR = "<h2>Performance</h2>"
@@ -67,3 +69,8 @@ def write_walkforward_report(run_dir: str | Path, out: str | Path | None = None)
     os.replace(tmp, path)
     structlog.get_logger("tradeloop.report").info("report_written", path=str(path), bytes=len(text.encode()))
     return path
+
+
+def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """The report of any run folder: the walk-forward page for a walk-forward run, the run page otherwise."""
+    return write_walkforward_report(run_dir, out) if is_walkforward(run_dir) else write_report(run_dir, out)

@@ -7,7 +7,7 @@ for every item, results in the order of ``items``. A unit that raises is reporte
 ``fn`` must be a module-level function and ``items`` small picklable values (a sweep sends a
 ``RunConfig`` dict whose inputs are file paths, never loaded frames), so the same call works
 in a spawned process or on a remote Dask worker. ``progress`` is called ``(done, total)`` as
-units finish (a :class:`engine.progress.LazyProgress` fits).
+units finish (a :class:`tradeloop.engine.telemetry.progress.LazyProgress` fits).
 
 Dask is optional: it is imported only when the dask executor is built
 (``pip install "dask[distributed]>=2024.1"``, part of the ``test`` extra).

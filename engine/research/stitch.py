@@ -1,6 +1,6 @@
 """Walk-forward stitching: cut each window's backtest to its test span and join the spans into one run.
 
-Rules (the module docstring of :mod:`engine.walkforward` explains why):
+Rules (the module docstring of :mod:`tradeloop.engine.research.walkforward` explains why):
 
 - A window's backtest reads bars from its warm-up start, but only its test span is kept: the
   equity rows, fills, orders, order events and risk events stamped at or after ``test_start``.
@@ -22,7 +22,7 @@ import numpy as np
 from tradeloop.brokers.orders import Fill, Side
 from tradeloop.data.schema import BarSeries
 
-from tradeloop.engine.drivers.backtest import BacktestResult
+from tradeloop.engine.runs.result import BacktestResult
 from tradeloop.engine.metrics.performance import compute_metrics
 from tradeloop.engine.research.windows import Window
 

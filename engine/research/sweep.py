@@ -29,7 +29,7 @@ With per-period (daily, not annualised) Sharpe ratios::
 daily Sharpe ratios, ``SR*`` the daily Sharpe of the best point (by the ranking metric), ``s``
 and ``k`` the skewness and (non-excess, normal = 3) kurtosis of its daily returns (population
 moments), ``T`` its number of daily returns. A daily Sharpe is the run's annualised ``sharpe``
-divided by ``sqrt(252)`` (see engine/metrics.py). With ``N < 2`` or ``V = 0`` there is nothing to
+divided by ``sqrt(252)`` (see engine/metrics/performance.py). With ``N < 2`` or ``V = 0`` there is nothing to
 deflate by and ``SR0 = 0`` (DSR is then the probabilistic Sharpe ratio against 0). The DSR is
 null when the best has no Sharpe, ``T < 2``, or the denominator is not positive.
 """

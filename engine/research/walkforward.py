@@ -3,7 +3,7 @@
 ``tradeloop walkforward STRATEGY --data ... --train 2y --test 3m [--step 3m] [--embargo N]
 [--anchored] [--warmup 6m] [--val 0.2] [--train-config train.toml] [--executor serial|process|dask]``
 
-Windows (:mod:`engine.windows` gives the arithmetic): window k tests [test_start, test_end) and
+Windows (:mod:`tradeloop.engine.research.windows` gives the arithmetic): window k tests [test_start, test_end) and
 trains on [train_start, train_end), where train_end lies ``embargo`` bars before test_start.
 
 Per window, in this order:
@@ -27,7 +27,7 @@ Per window, in this order:
    placed before test_start (``run.trade_from``, an engine option; the refused orders are counted
    per window as ``warmup_orders_refused``). Bars at or after test_end are cut off before it runs.
 
-Stitching (:mod:`engine.stitch`): each window starts flat with the previous window's ending equity
+Stitching (:mod:`tradeloop.engine.research.stitch`): each window starts flat with the previous window's ending equity
 as its cash (the first with ``run.cash``), so the test spans join into one continuous account; a
 window's positions open at its last bar are handed off to cash at that bar's closes (no costs, one
 ``W<k>-HANDOFF`` fill per symbol). Because of this carry the backtests run in order; they are
@@ -35,10 +35,11 @@ cheap next to training, which runs in parallel. A window that fails (training or
 reported with its error in ``metrics.json`` and the report, is absent from the stitched curve, and
 the next window starts with the last ending equity; the other windows finish.
 
-The run folder (``runs/<id>/`` or ``--out``) holds what a backtest writes: ``manifest.json`` (the
-configuration, the walk-forward and training settings, inputs with sha256, the windows with their
-models), ``metrics.json`` (the stitched run's metrics at the top level, ``windows``: one entry per
-window with its spans, model, training accuracy and its own metrics, and ``walkforward`` counts),
+The run folder (``runs/<id>/`` or ``--out``) holds what a backtest writes (engine/runs/recorder.py):
+``manifest.json`` (``kind: walkforward``; its ``details`` hold the walk-forward spec, the training
+settings and the windows with their models), ``metrics.json`` (the stitched run's metrics at the
+top level, ``windows``: one entry per window with its spans, model, training accuracy and its own
+metrics, and ``walkforward`` counts),
 ``equity.parquet``, ``fills.parquet``, ``orders.parquet``, ``order_events.parquet``,
 ``risk_events.parquet``, ``events.jsonl`` and one ``report.html`` with a table of the windows.
 Nothing in them depends on the executor.
@@ -58,7 +59,7 @@ from tradeloop.errors import ConfigError
 
 from tradeloop.engine.config.run import RunConfig
 from tradeloop.engine.research.executors import Executor, Result, call_unit, run_units
-from tradeloop.engine.telemetry.logs import logs_run_events
+from tradeloop.engine.telemetry.logs import RunEvents, run_events
 from tradeloop.engine.telemetry.progress import LazyProgress
 from tradeloop.engine.research.stitch import Span, cut_span, handoff_fills, stitch
 from tradeloop.engine.loop.strategy import Strategy
@@ -276,20 +277,27 @@ def stitched_result(outcomes: list[WindowOutcome], series: list[Any], cash: floa
     return result
 
 
-@logs_run_events
 def run_walkforward(cfg: RunConfig, spec: WindowSpec, train: dict[str, Any] | None = None, *,
                     embargo_given: bool | None = None, executor: Executor | str = "process",
                     workers: int | None = None, address: str | None = None, out: str | Path | None = None,
                     write: bool = True, progress: bool | None = None) -> tuple[WalkForwardResult, Path | None]:
-    """Run the walk-forward ``spec`` of ``cfg``; write the stitched run folder unless ``write`` is False.
+    """Run the walk-forward ``spec`` of ``cfg``; write the stitched run folder (with its log events) unless
+    ``write`` is False.
 
     ``embargo_given`` False (default: True when ``spec.embargo`` is non-zero) lets a model's
     embargo default to its label horizon.
     """
+    with run_events() as events:
+        return _run_walkforward(cfg, spec, train, embargo_given=embargo_given, executor=executor, workers=workers,
+                                address=address, out=out, write=write, progress=progress, events=events)
+
+
+def _run_walkforward(cfg: RunConfig, spec: WindowSpec, train: dict[str, Any] | None, *, embargo_given: bool | None,
+                     executor: Executor | str, workers: int | None, address: str | None, out: str | Path | None,
+                     write: bool, progress: bool | None, events: RunEvents) -> tuple[WalkForwardResult, Path | None]:
     from tradeloop.engine.metrics.benchmark import load_benchmark, span_of
     from tradeloop.engine.metrics.gates import apply_gates, parse_gates
-    from tradeloop.engine.assembly.risk import check_symbols
-    from tradeloop.engine.assembly.build import build_rules, load_inputs, resolve_strategy, run_id
+    from tradeloop.engine.assembly.build import build_rules, check_symbols, load_inputs, resolve_strategy, run_id
     log = structlog.get_logger("tradeloop.walkforward")
     t0 = time.perf_counter()
     cls = resolve_strategy(cfg.run.strategy)
@@ -334,59 +342,22 @@ def run_walkforward(cfg: RunConfig, spec: WindowSpec, train: dict[str, Any] | No
     if not any(o.span is not None for o in outcomes):
         raise ConfigError("walk-forward: every window failed; nothing to write: "
                           + "; ".join(f"window {o.window.index + 1}: {o.error}" for o in outcomes[:3]))
-    wf.out = write_walkforward(Path(run_out or Path("runs") / rid), wf, cfg, spec, train, cls, inputs, bench)
+    wf.out = write_walkforward(Path(run_out or Path("runs") / rid), wf, cfg, spec, train, cls, inputs, bench,
+                               events)
     return wf, wf.out
 
 
 def write_walkforward(target: Path, wf: WalkForwardResult, cfg: RunConfig, spec: WindowSpec,
                       train: dict[str, Any] | None, cls: type[Strategy], inputs: list[dict[str, Any]],
-                      bench: Any) -> Path:
-    """Step 4: the run folder: manifest, metrics, tables, benchmark, report."""
-    from tradeloop.engine.metrics.benchmark import write_benchmark
-    from tradeloop.engine.runs.recorder import write_run
+                      bench: Any, events: RunEvents | None = None) -> Path:
+    """Step 4: the run folder (:func:`tradeloop.engine.runs.recorder.write_run`), its details the spec, training and windows."""
     from tradeloop.engine.assembly.build import build_rules
-    from tradeloop.engine.report.walkforward import write_walkforward_report
+    from tradeloop.engine.report.walkforward import write_run_report
+    from tradeloop.engine.runs.recorder import build_manifest, write_run
     result = wf.result
-    config = cfg.to_dict()
-    config["run"].pop("out", None)  # where a run was written is not part of what it is
-    manifest = {
-        "kind": "walkforward",
-        "config": config,
-        "walkforward": spec.to_dict(),
-        "train": train,
-        "strategy": {"class": f"{cls.__module__}:{cls.__qualname__}", "params": dict(cfg.params)},
-        "fill_rules": _fill_rules(build_rules(cfg)),
-        "inputs": inputs + ([bench.entry] if bench is not None else []),
-        "windows": [{**o.window.describe(), "model": o.model} for o in wf.windows],
-        "models": result.models,
-        "seed": cfg.run.seed,
-        "versions": _versions(train is not None),
-        "symbols": result.symbols,
-        "tz": result.tz,
-    }
-    write_run(target, result, manifest)
-    if bench is not None:
-        write_benchmark(target, bench, result.ts, result.tz)
-    write_walkforward_report(target)
-    return target
-
-
-def _fill_rules(rules: Any) -> dict[str, Any]:
-    from tradeloop.brokers.costs import describe
-    return {"fill_at": rules.fill_at, "participation": rules.participation, "lot_size": rules.lot_size,
-            "commission": describe(rules.commission), "slippage": describe(rules.slippage),
-            "market": rules.market.describe() if rules.market is not None else None}
-
-
-def _versions(models: bool) -> dict[str, str]:
-    from importlib import metadata
-
-    from tradeloop.engine.runs.recorder import package_versions
-    out = package_versions()
-    if models:
-        for name in ("torch", "onnx", "onnxruntime"):
-            try:
-                out[name] = metadata.version(name)
-            except metadata.PackageNotFoundError:
-                out[name] = "not installed"
-    return out
+    details = {"spec": spec.to_dict(), "training": train,
+               "windows": [{**o.window.describe(), "model": o.model} for o in wf.windows]}
+    manifest = build_manifest("walkforward", cfg, cls, build_rules(cfg), params=dict(cfg.params), inputs=inputs,
+                              benchmark=bench, models=result.models, symbols=result.symbols, tz=result.tz,
+                              details=details, model_packages=train is not None)
+    return write_run(target, result, manifest, report=write_run_report, benchmark=bench, events=events)

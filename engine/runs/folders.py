@@ -13,7 +13,8 @@ from tradeloop.brokers.orders import Fill, Side
 
 from tradeloop.errors import ConfigError
 
-__all__ = ["RunFolderError", "RunData", "REQUIRED", "check_folder", "load_run", "read_json", "resolve_run", "ts_ns"]
+__all__ = ["RunFolderError", "RunData", "REQUIRED", "check_folder", "load_run", "read_json", "resolve_run", "run_kind",
+           "run_status", "ts_ns"]
 
 REQUIRED = ("manifest.json", "metrics.json", "equity.parquet", "fills.parquet")
 RISK_EVENTS = "risk_events.parquet"
@@ -49,6 +50,26 @@ class RunData:
     def strategy(self) -> str:
         """The strategy as configured (name or module:Class)."""
         return str(self.manifest.get("config", {}).get("run", {}).get("strategy", "?"))
+
+    @property
+    def kind(self) -> str:
+        """backtest, walkforward, live or paper (:func:`run_kind`)."""
+        return run_kind(self.manifest)
+
+    @property
+    def status(self) -> str:
+        """completed, failed or stopped; folders written before the manifest said so count as completed."""
+        return run_status(self.manifest)
+
+
+def run_kind(manifest: dict[str, Any]) -> str:
+    """The kind of run a manifest describes; older folders said ``mode`` (live, paper) or nothing (backtest)."""
+    return str(manifest.get("kind") or manifest.get("mode") or "backtest")
+
+
+def run_status(manifest: dict[str, Any]) -> str:
+    """How the run ended; older folders said ``failed`` (the error) or nothing."""
+    return str(manifest.get("status") or ("failed" if manifest.get("failed") else "completed"))
 
 
 def ts_ns(col: pl.Series) -> np.ndarray:
@@ -88,7 +109,7 @@ def check_folder(path: str | Path, required: tuple[str, ...] = REQUIRED) -> Path
     missing = [name for name in required if not (p / name).is_file()]
     if missing:
         raise RunFolderError(f"{path} is not a complete run folder: missing {', '.join(missing)} "
-                             "(a finished backtest writes them)")
+                             "(every finished run writes them)")
     return p
 
 

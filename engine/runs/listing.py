@@ -1,7 +1,8 @@
-"""Past runs: ``tradeloop runs list`` (a table of run folders) and ``runs compare`` (side by side + overlaid curves)."""
+"""Past runs in the terminal: ``tradeloop runs list`` (a table of run folders) and ``runs compare``'s metric table.
+
+The compare page (overlaid curves) is :mod:`tradeloop.engine.report.compare`."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -9,13 +10,10 @@ from typing import Any, Sequence
 import polars as pl
 import structlog
 
-from tradeloop.engine.report.charts import Line, fmt_pct, line_chart
-from tradeloop.engine.metrics.curves import underwater
-from tradeloop.engine.report.html import METRIC_GROUPS, format_metric, page, table
-from tradeloop.engine.metrics.performance import daily_equity
-from tradeloop.engine.runs.folders import RunFolderError, check_folder, load_run, read_json, resolve_run, ts_ns
+from tradeloop.engine.metrics.format import METRIC_GROUPS, format_metric
+from tradeloop.engine.runs.folders import RunFolderError, read_json, run_kind, run_status
 
-__all__ = ["RunRow", "list_runs", "print_runs", "compare_rows", "print_compare", "write_compare"]
+__all__ = ["RunRow", "list_runs", "print_runs", "compare_rows", "print_compare", "run_names", "COLORS"]
 
 LIST_KEYS = ("final_value", "total_return", "sharpe", "max_drawdown")
 COLORS = ("#1f5fbf", "#ff7f0e", "#1a9850", "#9467bd", "#d62728", "#17becf", "#8c564b", "#e377c2")
@@ -26,6 +24,7 @@ class RunRow:
     """One line of ``runs list``."""
 
     id: str
+    kind: str          # backtest, walkforward, live or paper; "live (failed)" for a session that did not complete
     strategy: str
     first: str
     last: str
@@ -44,7 +43,7 @@ def _span(path: Path) -> tuple[str, str]:
 
 
 def list_runs(root: str | Path = "runs") -> list[RunRow]:
-    """Every run folder under ``root`` (those with manifest.json and metrics.json), oldest first."""
+    """Every run folder under ``root`` (those with manifest.json and metrics.json), of every kind, oldest first."""
     base = Path(root)
     if not base.is_dir():
         raise RunFolderError(f"runs folder {root} not found (give --root DIR)")
@@ -59,7 +58,9 @@ def list_runs(root: str | Path = "runs") -> list[RunRow]:
             continue
         first, last = _span(p)
         strategy = str(manifest.get("config", {}).get("run", {}).get("strategy", "?"))
-        rows.append(RunRow(p.name, strategy, first, last, metrics, (p / "metrics.json").stat().st_mtime))
+        status = run_status(manifest)
+        kind = run_kind(manifest) + ("" if status == "completed" else f" ({status})")
+        rows.append(RunRow(p.name, kind, strategy, first, last, metrics, (p / "metrics.json").stat().st_mtime))
     rows.sort(key=lambda r: (r.mtime, r.id))
     return rows
 
@@ -81,15 +82,17 @@ def print_runs(rows: Sequence[RunRow], root: str | Path) -> None:
         console.print(f"no runs under {root}")
         return
     t = Table(title=f"runs in {root}")
-    for name, just in (("id", "left"), ("strategy", "left"), ("span", "left"), ("final value", "right"),
-                       ("total return", "right"), ("sharpe", "right"), ("max drawdown", "right")):
+    for name, just in (("id", "left"), ("kind", "left"), ("strategy", "left"), ("span", "left"),
+                       ("final value", "right"), ("total return", "right"), ("sharpe", "right"),
+                       ("max drawdown", "right")):
         t.add_column(name, justify=just)
     for r in rows:
-        t.add_row(r.id, r.strategy, f"{r.first} .. {r.last}", *(format_metric(k, r.metrics.get(k)) for k in LIST_KEYS))
+        t.add_row(r.id, r.kind, r.strategy, f"{r.first} .. {r.last}",
+                  *(format_metric(k, r.metrics.get(k)) for k in LIST_KEYS))
     console.print(t)
 
 
-def _names(paths: Sequence[Path]) -> list[str]:
+def run_names(paths: Sequence[Path]) -> list[str]:
     names = [p.name for p in paths]
     return names if len(set(names)) == len(names) else [str(p) for p in paths]
 
@@ -108,41 +111,8 @@ def print_compare(paths: Sequence[Path], metrics: Sequence[dict[str, Any]]) -> N
 
     t = Table(title="compare")
     t.add_column("metric")
-    for name in _names(paths):
+    for name in run_names(paths):
         t.add_column(name, justify="right")
     for row in compare_rows(metrics):
         t.add_row(*row)
     _console().print(t)
-
-
-def _times(v: float) -> str:
-    return f"{v:.3g}x"
-
-
-def write_compare(runs: Sequence[str], out: str | Path = "compare.html", root: str | Path = "runs") -> tuple[Path, list[Path], list[dict[str, Any]]]:
-    """Load runs (folders or ids under ``root``), write one HTML page with overlaid curves; return it and what was read."""
-    if len(runs) < 2:
-        raise RunFolderError("compare needs at least two runs")
-    paths = [check_folder(resolve_run(r, root)) for r in runs]
-    loaded = [load_run(p) for p in paths]
-    names = _names(paths)
-    growth, dd = [], []
-    for i, (name, run) in enumerate(zip(names, loaded)):
-        days, e = daily_equity(ts_ns(run.equity["ts"]), run.equity["equity"].to_numpy())
-        color = COLORS[i % len(COLORS)]
-        growth.append(Line(name, days, e / run.start_cash, color))
-        dd.append(Line(name, days, underwater(e, run.start_cash), color))
-    metrics = [run.metrics for run in loaded]
-    body = ["<h1>Compare runs</h1>",
-            table(["run", "strategy", "folder"], [[n, r.strategy, str(r.path)] for n, r in zip(names, loaded)], left=3),
-            "<figure>" + line_chart(growth, title="Growth of 1 (log scale)", height=320, y_fmt=_times, log_y=True)
-            + "</figure>",
-            "<figure>" + line_chart(dd, title="Drawdown", height=220, y_fmt=fmt_pct) + "</figure>",
-            "<h2>Metrics</h2>", table(["metric", *names], compare_rows(metrics))]
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page("tradeloop: compare " + " vs ".join(names), "\n".join(body)), encoding="utf-8")
-    os.replace(tmp, path)
-    return path, paths, metrics
-

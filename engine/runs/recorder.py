@@ -1,4 +1,8 @@
-"""Writing a run folder: manifest, metrics, equity, orders, order events and fills.
+"""The one run recorder: the manifest every kind of run writes, and the run folder around it.
+
+Backtests, walk-forwards, live and paper sessions write the same folder: ``manifest.json`` (one
+schema, :func:`build_manifest`), ``metrics.json``, the Parquet tables, ``benchmark.parquet`` when
+the run had one, ``events.jsonl`` when its log events were recorded, and ``report.html``.
 
 Nothing in these files depends on the wall clock, so the same inputs and configuration give
 bit-identical files. Timestamps are written back in the form they were read: naive input
@@ -9,27 +13,98 @@ from __future__ import annotations
 import json
 import os
 import platform
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import polars as pl
 
-from tradeloop.engine.drivers.backtest import BacktestResult
+from tradeloop.brokers.costs import describe
+from tradeloop.engine.metrics.benchmark import write_benchmark
 from tradeloop.engine.metrics.risk_events import risk_frame
+from tradeloop.engine.runs.result import BacktestResult
+from tradeloop.engine.telemetry.logs import EVENTS_FILE
+
+if TYPE_CHECKING:
+    from tradeloop.brokers.sim import FillRules
+    from tradeloop.engine.config.run import RunConfig
+    from tradeloop.engine.loop.strategy import Strategy
+    from tradeloop.engine.metrics.benchmark import Benchmark
+    from tradeloop.engine.telemetry.logs import RunEvents
+
+__all__ = ["Kind", "Status", "KINDS", "STATUSES", "MANIFEST_KEYS", "build_manifest", "fill_rules_entry", "frames",
+           "package_versions", "ts_series", "write_json", "write_run"]
+
+Kind = Literal["backtest", "walkforward", "live", "paper"]
+Status = Literal["completed", "failed", "stopped"]
+KINDS: tuple[str, ...] = ("backtest", "walkforward", "live", "paper")
+STATUSES: tuple[str, ...] = ("completed", "failed", "stopped")
+#: the top-level keys of every manifest, whatever the kind
+MANIFEST_KEYS = ("kind", "status", "error", "config", "strategy", "fill_rules", "risk", "market", "inputs", "models",
+                 "seed", "versions", "symbols", "tz", "details")
 
 VERSIONED = ("tradeloop", "numpy", "polars", "pyarrow", "numba", "structlog")
+MODEL_PACKAGES = ("torch", "onnx", "onnxruntime")
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(models: bool = False) -> dict[str, str]:
+    """Python's and the engine's package versions; the model packages too when ``models``."""
     out = {"python": platform.python_version()}
-    for name in VERSIONED:
+    for name in VERSIONED + (MODEL_PACKAGES if models else ()):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def fill_rules_entry(rules: FillRules) -> dict[str, Any]:
+    """How orders were filled and charged, as the manifest holds it."""
+    return {"fill_at": rules.fill_at, "participation": rules.participation, "lot_size": rules.lot_size,
+            "commission": describe(rules.commission), "slippage": describe(rules.slippage),
+            "market": rules.market.describe() if rules.market is not None else None}
+
+
+def build_manifest(kind: Kind, cfg: RunConfig, strategy: Strategy | type[Strategy], rules: FillRules, *,
+                   inputs: Sequence[dict[str, Any]], models: Sequence[dict[str, Any]], symbols: Sequence[str],
+                   tz: str | None, status: Status = "completed", error: str | None = None,
+                   params: Mapping[str, Any] | None = None, benchmark: Benchmark | None = None,
+                   details: Mapping[str, Any] | None = None, model_packages: bool = False) -> dict[str, Any]:
+    """The manifest of one run, the same keys (:data:`MANIFEST_KEYS`) for every kind.
+
+    ``strategy`` is the instance that ran (its resolved params) or, where none stands for the whole
+    run (walk-forward windows), its class with ``params``; ``details`` holds what only this kind
+    has (walk-forward windows, a session's stats); ``error`` says why a failed run stopped.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"run kind {kind!r}: expected one of {', '.join(KINDS)}")
+    if status not in STATUSES:
+        raise ValueError(f"run status {status!r}: expected one of {', '.join(STATUSES)}")
+    cls = strategy if isinstance(strategy, type) else type(strategy)
+    resolved = dict(params if params is not None else getattr(strategy, "params", {}))
+    config = cfg.to_dict()
+    config["run"].pop("out", None)  # where a run was written is not part of what it is
+    live = kind in ("live", "paper")
+    return {
+        "kind": kind,
+        "status": status,
+        "error": error,
+        "config": config,
+        "strategy": {"class": f"{cls.__module__}:{cls.__qualname__}", "params": resolved},
+        "fill_rules": fill_rules_entry(rules),
+        "risk": asdict(cfg.risk),
+        "market": {"profile": cfg.run.market or None, "venue": cfg.live.venue if live else None,
+                   "interval": cfg.live.interval if live else None},
+        "inputs": [*inputs, *([benchmark.entry] if benchmark is not None else [])],
+        "models": list(models),
+        "seed": cfg.run.seed,
+        "versions": package_versions(model_packages or bool(models)),
+        "symbols": list(symbols),
+        "tz": tz,
+        "details": dict(details or {}),
+    }
 
 
 def ts_series(name: str, values: Any, tz: str | None) -> pl.Series:
@@ -91,8 +166,17 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_run(out: Path, result: BacktestResult, manifest: dict[str, Any]) -> Path:
-    """Write every file of the run folder ``out`` (created if needed) and return it."""
+def write_run(out: Path, result: BacktestResult, manifest: dict[str, Any], *,
+              report: Callable[[Path], object] | None, benchmark: Benchmark | None = None,
+              events: RunEvents | None = None) -> Path:
+    """Write every file of the run folder ``out`` (created if needed) and return it.
+
+    Tables, metrics and manifest first, then ``benchmark.parquet`` (with ``benchmark``), then
+    ``report(out)`` (engine.report.walkforward.write_run_report: report.html for every kind; the
+    report floor sits above this one, so it is passed in) and last ``events.jsonl`` (with
+    ``events``), so the events file holds the report's own log line too.
+    """
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, df in frames(result).items():
         tmp = out / f".{name}.parquet.tmp"
@@ -100,4 +184,10 @@ def write_run(out: Path, result: BacktestResult, manifest: dict[str, Any]) -> Pa
         os.replace(tmp, out / f"{name}.parquet")
     write_json(out / "metrics.json", result.metrics)
     write_json(out / "manifest.json", manifest)
+    if benchmark is not None:
+        write_benchmark(out, benchmark, result.ts, result.tz)
+    if report is not None:
+        report(out)
+    if events is not None:
+        events.save(out / EVENTS_FILE)
     return out

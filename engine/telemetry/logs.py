@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import json as _json
 import logging
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Iterator
 
 import structlog
 
@@ -46,7 +45,7 @@ def configure(json: bool = False, level: str = "info") -> None:
 # ------------------------------------------------------------------------ run event file sink
 # The event files of the runs active in this context (thread or task): runs on threads of one
 # process (Dask with processes=False, a caller's own thread pool) each record only their own
-# events. Threads a run starts for its own work get its context through ``models.batching``.
+# events. Threads a run starts for its own work get its context through ``tradeloop.models.batching``.
 _SINKS: contextvars.ContextVar[tuple[IO[str], ...]] = contextvars.ContextVar("tradeloop_run_sinks", default=())
 
 
@@ -95,17 +94,3 @@ class RunEvents:
             shutil.copyfileobj(self.buffer, out)
         self.buffer.seek(0, 2)
         return path
-
-
-def logs_run_events(fn: Callable[..., tuple[Any, Path | None]]) -> Callable[..., tuple[Any, Path | None]]:
-    """Decorate a runner returning ``(result, run_dir | None)`` so its log events land in ``run_dir/events.jsonl``."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> tuple[Any, Path | None]:
-        with run_events() as events:
-            result, run_dir = fn(*args, **kwargs)
-            if run_dir is not None:
-                events.save(Path(run_dir) / EVENTS_FILE)
-        return result, run_dir
-
-    return wrapper
