@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Wall time of a whole `tradeloop backtest` process on a small file (the bundled ORCL sample).
+"""Wall time of a whole `tradeloop backtest` process on a small file (backtrader's ORCL daily bars,
+../shared/data/backtrader/orcl-1995-2014.txt, or the same file under $TRADELOOP_SHARED_DATA).
 
 Target: under 2 s, process start to exit, with numba's on-disk cache warm (the first run on a
 machine compiles the indicator kernels once). Also reports whether torch was imported: heavy
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -19,7 +21,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "samples" / "orcl-1995-2014.txt"
+SHARED_DATA = Path(os.environ.get("TRADELOOP_SHARED_DATA") or ROOT.parent / "shared" / "data")
+SAMPLE = SHARED_DATA / "backtrader" / "orcl-1995-2014.txt"
 
 
 def once(out: Path) -> float:
@@ -34,10 +37,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
     a = ap.parse_args()
+    if not SAMPLE.exists():
+        sys.exit(f"{SAMPLE} not found: put ../shared beside the clone or set TRADELOOP_SHARED_DATA")
     with tempfile.TemporaryDirectory() as tmp:
         first = once(Path(tmp) / "warm")
         times = [once(Path(tmp) / f"r{i}") for i in range(a.repeat)]
-    probe = subprocess.run([sys.executable, "-c", "import sys, engine.session; print('torch' in sys.modules)"],
+    probe = subprocess.run([sys.executable, "-c", "import sys, tradeloop.engine.assembly.backtest; print('torch' in sys.modules)"],
                            capture_output=True, text=True, cwd=ROOT).stdout.strip()
     print(json.dumps({"bars": 5036, "first_run_s": round(first, 3), "median_s": round(statistics.median(times), 3),
                       "max_s": round(max(times), 3), "target_s": 2.0, "torch_imported": probe == "True"}))

@@ -16,9 +16,9 @@ from tradeloop.engine.metrics.benchmark import BENCHMARK_KEYS, Benchmark, align,
 from tradeloop.engine.cli.main import main
 from tradeloop.errors import ConfigError
 from tradeloop.engine.metrics.signals import signal_accuracy
+from tests.conftest import ORCL, need
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "samples" / "orcl-1995-2014.txt"
+SAMPLE = ORCL  # backtrader's ORCL daily bars in ../shared/data; need(SAMPLE) skips where absent
 D0 = int(np.datetime64("2024-01-01", "ns").astype(np.int64))
 
 
@@ -75,7 +75,7 @@ def test_a_partial_cover_is_measured_over_the_covered_days_only():
 
 # ------------------------------------------------------------------------------ through the CLI
 def backtest(out: Path, *extra: str) -> int:
-    return main(["backtest", "sma_cross", "--data", str(SAMPLE), "--param", "size=1000", "--out", str(out),
+    return main(["backtest", "sma_cross", "--data", str(need(SAMPLE)), "--param", "size=1000", "--out", str(out),
                  "--quiet", *extra])
 
 

@@ -31,7 +31,8 @@ def test_models_train_registers_a_model_from_a_toml_file(tmp_path, capsys):
     pytest.importorskip("torch")
     from pathlib import Path
 
-    qbot = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qbot" / "600519.SH.csv"
+    from tests.conftest import SHARED_DATA
+    qbot = SHARED_DATA / "qbot" / "600519.SH.csv"
     if not qbot.exists():
         pytest.skip("../shared/data is not beside the checkout")
     cfg = tmp_path / "train.toml"

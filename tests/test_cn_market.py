@@ -30,7 +30,7 @@ from tradeloop.risk.pipeline import BatchState
 
 from .helpers import Scripted, series
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.conftest import SHARED_DATA as SHARED  # noqa: E402  (../shared/data or $TRADELOOP_SHARED_DATA)
 QBOT = SHARED / "qbot"
 KRONOS = SHARED / "kronos" / "XSHG_5min_600977.csv"
 pytestmark = pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is not beside the checkout")

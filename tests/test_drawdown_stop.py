@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -15,10 +14,10 @@ from tradeloop.engine.assembly.backtest import backtest
 from tradeloop.risk.drawdown import DrawdownGuard
 from tradeloop.risk.pipeline import RiskPipeline
 
+from tests.conftest import ORCL, need
+
 from .helpers import Scripted, series
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-ORCL = SHARED / "backtrader" / "orcl-1995-2014.txt"
 MAX = 0.15
 
 
@@ -41,8 +40,7 @@ def first_breach(res, limit: float) -> int:
 
 @pytest.fixture(scope="module")
 def plain():
-    if not SHARED.exists():
-        pytest.skip("../shared/data is not beside the checkout")
+    need(ORCL)
     res = backtest(sma_config(), write=False, progress=False)[0]
     assert res.metrics["max_drawdown"] > MAX   # the strategy does reach the level
     return res
@@ -129,9 +127,12 @@ def test_an_operator_reset_lets_entries_through_again():
     ("max", 1.5, "drawdown max must be a fraction between 0 and 1"),
     ("action", "sell", "risk.drawdown.action must be 'block' or 'flatten', not 'sell'"),
 ])
-def test_bad_drawdown_settings_are_clear_errors(key, value, message):
+def test_bad_drawdown_settings_are_clear_errors(tmp_path, key, value, message):
     from tradeloop.errors import ConfigError
+    bars = tmp_path / "bars.csv"  # any file: the settings are refused before a bar is read
+    bars.write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,10,11,9,10,100\n2024-01-03,10,11,9,10,100\n")
     cfg = sma_config(**{key: value})
+    cfg.data = [DataSpec(str(bars))]
     with pytest.raises(ConfigError, match=message):
         backtest(cfg, write=False, progress=False)
 

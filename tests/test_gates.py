@@ -9,14 +9,14 @@ import pytest
 from tradeloop.engine.cli.main import EXIT_GATE_FAILED, main
 from tradeloop.errors import ConfigError
 from tradeloop.engine.metrics.gates import evaluate_gates, failed_gates, parse_gate, parse_gates
+from tests.conftest import ORCL, need
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "samples" / "orcl-1995-2014.txt"
+SAMPLE = ORCL  # backtrader's ORCL daily bars in ../shared/data; need(SAMPLE) skips where absent
 # the sample run: sharpe 0.226, max_drawdown 0.1826, max_consecutive_losing_days 8, no benchmark
 
 
 def backtest(out: Path, *extra: str) -> int:
-    return main(["backtest", "sma_cross", "--data", str(SAMPLE), "--param", "size=1000", "--commission", "0.001",
+    return main(["backtest", "sma_cross", "--data", str(need(SAMPLE)), "--param", "size=1000", "--commission", "0.001",
                  "--out", str(out), "--quiet", *extra])
 
 
@@ -93,7 +93,7 @@ def test_strict_fails_a_benchmark_gate_of_a_run_without_benchmark(tmp_path, caps
 
 
 def test_the_summary_table_says_pass_or_fail(tmp_path, capsys):
-    main(["backtest", "sma_cross", "--data", str(SAMPLE), "--param", "size=1000", "--commission", "0.001",
+    main(["backtest", "sma_cross", "--data", str(need(SAMPLE)), "--param", "size=1000", "--commission", "0.001",
           "--out", str(tmp_path / "run"), "--set", "gates.sharpe=>= 2", "--set", "gates.trades=>= 10"])
     out = capsys.readouterr().out
     assert "gate sharpe >= 2" in out and "FAIL sharpe = 0.226115" in out

@@ -1,7 +1,6 @@
 """Limit-move halts on real A-share days: a big move from the previous close refuses new orders for the day."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from tradeloop.risk.pipeline import RiskPipeline
 
 from .helpers import Scripted, series
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.conftest import SHARED_DATA as SHARED  # noqa: E402  (../shared/data or $TRADELOOP_SHARED_DATA)
 QBOT = SHARED / "qbot"
 pytestmark = pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is not beside the checkout")
 

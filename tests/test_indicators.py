@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +13,10 @@ from hypothesis import strategies as st
 
 from tradeloop.data import indicators as ind
 from tradeloop.data.indicators import INDICATORS, IndicatorSpec
+from tests.conftest import ORCL, SHARED, need
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "samples" / "orcl-1995-2014.txt"
-BT_COMMON = Path("/work/shared/bench/common.py")
+SAMPLE = ORCL  # backtrader's ORCL daily bars in ../shared/data; need(SAMPLE) skips where absent
+BT_COMMON = SHARED / "bench" / "common.py"
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -200,7 +200,7 @@ def test_sma_half_way_cases_round_like_fsum():
 
 @pytest.fixture(scope="module")
 def orcl() -> dict[str, np.ndarray]:
-    raw = np.genfromtxt(SAMPLE, delimiter=",", names=True, dtype=None, encoding="ascii")
+    raw = np.genfromtxt(need(SAMPLE), delimiter=",", names=True, dtype=None, encoding="ascii")
     return {k: raw[c].astype(float) for k, c in
             (("open", "Open"), ("high", "High"), ("low", "Low"), ("close", "Close"))}
 
@@ -248,7 +248,7 @@ def run_backtrader(round_prices: bool) -> dict[str, np.ndarray]:
             out["cross"] = bt.ind.CrossOver(out["sma10"], out["sma30"])
 
     cerebro = bt.Cerebro(stdstats=False)
-    cerebro.adddata(bt.feeds.YahooFinanceCSVData(dataname=str(SAMPLE), adjclose=False,
+    cerebro.adddata(bt.feeds.YahooFinanceCSVData(dataname=str(need(SAMPLE)), adjclose=False,
                                                  round=round_prices))
     cerebro.addstrategy(Probe)
     strat = cerebro.run()[0]
@@ -291,7 +291,7 @@ def test_matches_backtrader_exactly(bt_lines):
 
 
 def test_crossover_matches_the_bench_reference(orcl):
-    """/work/shared/bench/common.py bt_cross is the fill-level reference of the SMA strategy."""
+    """../shared/bench/common.py bt_cross is the fill-level reference of the SMA strategy."""
     if not BT_COMMON.exists():
         pytest.skip("bench reference not available")
     spec = importlib.util.spec_from_file_location("bench_common", BT_COMMON)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,7 @@ from tradeloop.strategies.mean_reversion import MeanReversion
 from tradeloop.strategies.momentum_rotation import MomentumRotation
 from tradeloop.strategies.sma_cross import SmaCross
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.conftest import SHARED_DATA as SHARED  # noqa: E402  (../shared/data or $TRADELOOP_SHARED_DATA)
 pytestmark = pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is not beside the checkout")
 
 

@@ -23,7 +23,7 @@ from tradeloop.engine.assembly.build import build_risk, build_rules
 from .helpers import Scripted, series
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+from tests.conftest import SHARED_DATA as SHARED  # noqa: E402  (../shared/data or $TRADELOOP_SHARED_DATA)
 
 
 async def cli(*args: str) -> tuple[int, str, str]:

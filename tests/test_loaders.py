@@ -1,4 +1,4 @@
-"""load_bars and the bar checks, against the real files in /work/shared/data and small files written here."""
+"""load_bars and the bar checks, against the real files in ../shared/data and small files written here."""
 from __future__ import annotations
 
 import gzip
@@ -105,12 +105,24 @@ def test_every_bar_file_loads_with_readme_rows_and_range(shared_data, rel, kw, r
     validate_series(s)
 
 
-def test_symbol_defaults_to_the_file_stem_without_data_suffixes():
-    assert symbol_of("data/samples/orcl-1995-2014.txt") == "orcl-1995-2014"
+def test_symbol_defaults_to_the_file_stem_without_data_suffixes(tmp_path):
+    assert symbol_of("backtrader/orcl-1995-2014.txt") == "orcl-1995-2014"
     assert symbol_of("zipline/AAPL.csv.gz") == "AAPL"
     assert symbol_of("qbot/000002.SZ.csv") == "000002.SZ"
     assert symbol_of("freqtrade/UNITTEST_BTC-1m.json") == "UNITTEST_BTC-1m"
-    assert load_bars(Path(__file__).resolve().parents[1] / "data" / "samples" / "orcl-1995-2014.txt").symbol == "orcl-1995-2014"
+    f = write(tmp_path, "orcl-1995-2014.txt", "Date,Open,High,Low,Close,Volume\n1995-01-03,2,3,1,2,10\n")
+    assert load_bars(f).symbol == "orcl-1995-2014"
+
+
+def test_an_unnamed_index_column_of_dates_is_the_date(tmp_path):
+    # pandas' DataFrame.to_csv layout (the backtesting package's GOOG.csv, EURUSD.csv, BTCUSD.csv)
+    f = write(tmp_path, "GOOG.csv", ",Open,High,Low,Close,Volume\n2004-08-19,100,104.06,95.96,100.34,22351900\n"
+                                    "2004-08-20,101.01,109.08,100.5,108.31,11428600\n")
+    s = load_bars(f)
+    assert s.symbol == "GOOG" and days(s) == ["2004-08-19", "2004-08-20"]
+    assert s.open.tolist() == [100.0, 101.01] and s.volume.tolist() == [22351900.0, 11428600.0]
+    h = write(tmp_path, "EURUSD.csv", ",Open,High,Low,Close,Volume\n2017-04-19 09:00:00,1.0716,1.0722,1.07083,1.07219,1413\n")
+    assert load_bars(h).ts.tolist() == [ns("2017-04-19T09:00:00")]
 
 
 def test_symbol_argument_wins(shared_data):

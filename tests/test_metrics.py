@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +24,8 @@ from tradeloop.engine.metrics.performance import (
     round_trips,
 )
 
-DATA = Path("/work/shared/data")
+from tests.conftest import SHARED_DATA as DATA, need  # noqa: E402  (../shared/data or $TRADELOOP_SHARED_DATA)
+
 HOUR = NS_PER_DAY // 24
 D0 = 18_000 * NS_PER_DAY          # 2019-04-14, a Sunday; any day works: days are calendar days
 SQ252 = math.sqrt(252)
@@ -358,17 +358,17 @@ def _ns(values) -> np.ndarray:
 
 
 def _orcl():
-    df = pd.read_csv(DATA / "backtrader/orcl-1995-2014.txt")
+    df = pd.read_csv(need(DATA / "backtrader/orcl-1995-2014.txt"))
     return _ns(df["Date"]), df["Close"].to_numpy(float)
 
 
 def _moutai():
-    df = pd.read_csv(DATA / "qbot/600519.SH.csv").sort_values("trade_date")
+    df = pd.read_csv(need(DATA / "qbot/600519.SH.csv")).sort_values("trade_date")
     return _ns(pd.to_datetime(df["trade_date"].astype(str), format="%Y%m%d")), df["close"].to_numpy(float)
 
 
 def _kronos_5min():
-    df = pd.read_csv(DATA / "kronos/XSHG_5min_600977.csv")
+    df = pd.read_csv(need(DATA / "kronos/XSHG_5min_600977.csv"))
     return _ns(df["timestamps"]), df["close"].to_numpy(float)
 
 

@@ -16,7 +16,9 @@ import pytest
 
 from tradeloop.data.schema import NS_PER_DAY, BarSeries
 
-QBOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qbot"
+from tests.conftest import SHARED_DATA  # noqa: E402  (../shared/data or $TRADELOOP_SHARED_DATA)
+
+QBOT = SHARED_DATA / "qbot"
 TINY_NET = {"kind": "conv_transformer", "sizes": {"d_model": 16, "layers": 1, "heads": 2, "ff": 32, "dropout": 0.0}}
 TINY_FEATURES = {"lookback": 16}
 _CACHE: dict[str, object] = {}

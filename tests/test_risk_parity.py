@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -13,7 +12,7 @@ from tradeloop.engine.drivers.live import LiveDriver
 from tradeloop.engine.assembly.build import build_risk, build_rules
 from tradeloop.strategies.mean_reversion import MeanReversion
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.conftest import SHARED_DATA as SHARED  # noqa: E402  (../shared/data or $TRADELOOP_SHARED_DATA)
 pytestmark = pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is not beside the checkout")
 
 SETTINGS = ("run.market='cn-a'", "risk.halt.move=0.02", "risk.drawdown.daily_loss=0.001",

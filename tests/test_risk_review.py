@@ -1,7 +1,6 @@
 """Large-order review in backtests: a policy answers every held order, and held orders never fill."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -12,7 +11,7 @@ from tradeloop.errors import ConfigError
 from tradeloop.engine.config.run import DataSpec, RunConfig
 from tradeloop.engine.assembly.backtest import backtest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.conftest import SHARED_DATA as SHARED  # noqa: E402  (../shared/data or $TRADELOOP_SHARED_DATA)
 ORCL = SHARED / "backtrader" / "orcl-1995-2014.txt"
 pytestmark = pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is not beside the checkout")
 

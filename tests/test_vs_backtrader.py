@@ -20,7 +20,7 @@ from tradeloop.data.loaders import load_bars
 from tradeloop.engine.config.run import DataSpec, RunConfig
 from tradeloop.engine.assembly.backtest import backtest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from tests.conftest import SHARED  # noqa: E402  (../shared, or the folder above $TRADELOOP_SHARED_DATA)
 BT_SMA = SHARED / "bench" / "bt_sma.py"
 
 pytest.importorskip("backtrader")

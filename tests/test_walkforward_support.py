@@ -16,7 +16,9 @@ import pytest
 from tradeloop.engine.config.run import DataSpec, RunConfig
 from tradeloop.engine.research.windows import WindowSpec
 
-QBOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qbot"
+from tests.conftest import SHARED_DATA  # noqa: E402  (../shared/data or $TRADELOOP_SHARED_DATA)
+
+QBOT = SHARED_DATA / "qbot"
 FILES = ("600519.SH", "000858.SZ")
 TINY_NET = {"kind": "conv_transformer", "sizes": {"d_model": 16, "layers": 1, "heads": 2, "ff": 32, "dropout": 0.0}}
 PRICE_COLS = ("open", "high", "low", "close", "pre_close", "change", "pct_chg", "vol", "amount")
