@@ -133,7 +133,7 @@ def _rolling_mean_grid(x: np.ndarray, n: int, e: int) -> np.ndarray:
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """kernels._cross_k in numpy: the sign at t is taken against the last non-zero a - b before t."""
+    """The crossover in numpy: the sign at t is taken against the last non-zero a - b before t."""
     N = len(a)
     out = np.zeros(N)
     valid = (a == a) & (b == b)

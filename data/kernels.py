@@ -370,25 +370,3 @@ def _roc_k(x, n):
     return out
 
 
-@_jit
-def _cross_k(a, b):
-    """CrossOver kernel: +1/-1 when a crosses b against the last non-zero difference."""
-    N = a.shape[0]
-    out = np.zeros(N)
-    s = -1
-    for i in range(N):
-        if a[i] == a[i] and b[i] == b[i]:
-            s = i
-            break
-    if s < 0:
-        return out
-    prev = a[s] - b[s]
-    for t in range(s + 1, N):
-        if prev < 0.0 and a[t] > b[t]:
-            out[t] = 1.0
-        elif prev > 0.0 and a[t] < b[t]:
-            out[t] = -1.0
-        d = a[t] - b[t]
-        if d != 0.0:
-            prev = d
-    return out

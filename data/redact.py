@@ -1,7 +1,7 @@
 """Log redaction shared by every part that handles secrets (MQTT and FIX passwords).
 
 :func:`register_secret` records a secret the moment it is read; :func:`redact_secrets`, a
-structlog processor that ``engine.logs.configure`` always installs before any sink or renderer,
+structlog processor that ``tradeloop.engine.telemetry.logs.configure`` always installs before any sink or renderer,
 replaces every registered secret and every secret-named key in every log event with ``***``.
 The registry is process-wide on purpose: a secret read anywhere must be hidden everywhere.
 """

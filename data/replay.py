@@ -1,7 +1,7 @@
 """Replay publisher: stored bars -> MQTT topics in (timestamp, symbol) order, clock marks, an end-of-stream marker.
 
 Any file the loaders read (CSV/.txt/.gz, Parquet, freqtrade JSON) or any BarSeries is published
-on ``md/<venue>/<symbol>/bar/<interval>`` with the v1 payload of :mod:`data.mqtt.wire`, as fast
+on ``md/<venue>/<symbol>/bar/<interval>`` with the v1 payload of :mod:`tradeloop.data.mqtt.wire`, as fast
 as possible (``speed=None``) or paced at ``speed`` times real time (``speed=60``: one minute of
 market time per second). At most ``max_inflight`` publishes are unacknowledged at once (aiomqtt
 warns above 10). When done, ``md/<venue>/$eos`` carries ``{"v":1,"n":<published>,"ts":<last ts>}``
@@ -17,8 +17,8 @@ and combines with ``speed`` (a group goes out at its paced time or on the last a
 
 Command line (the CLI owner wires it as ``tradeloop replay``)::
 
-    python -m data.replay --data ORCL=orcl-2014.txt --mqtt mqtt://127.0.0.1:1883 --speed 3600
-    python -m data.replay --data ORCL=orcl-2014.txt --lockstep exchange,runner --lockstep-timeout 30
+    python -m tradeloop.data.replay --data ORCL=orcl-2014.txt --mqtt mqtt://127.0.0.1:1883 --speed 3600
+    python -m tradeloop.data.replay --data ORCL=orcl-2014.txt --lockstep exchange,runner --lockstep-timeout 30
 
 Credentials come from ``TRADELOOP_MQTT_USERNAME`` / ``TRADELOOP_MQTT_PASSWORD``, never from arguments.
 """

@@ -39,7 +39,7 @@ def run_tasks(fn: Callable[[T], None], tasks: Iterable[T], workers: int | None =
     ``tasks`` may be a generator: the worker threads start on its first tasks while this thread
     produces the rest (the predictor's precompute computes features series by series meanwhile).
     Each task runs in a copy of the caller's context, so its log events carry the caller's bound
-    context and reach the caller's run event file (``engine.logs``)."""
+    context and reach the caller's run event file (``tradeloop.engine.telemetry.logs``)."""
     n = resolve_workers(workers)
     if n == 1:
         for t in tasks:

@@ -5,9 +5,9 @@ features. The batch form (``compute_features``: a whole series, for training and
 loops it over the bars; the streaming forms (``FeatureStream`` for one symbol, ``FeatureBank``
 for many, with a ring of the last ``lookback`` rows per symbol) call it bar by bar. Both run the
 same float operations in the same order, so they agree bit for bit (property-tested), and row
-t reads only bars 0..t. EMA, MACD, RSI and ATR follow ``data.indicators`` exactly (backtrader
+t reads only bars 0..t. EMA, MACD, RSI and ATR follow ``tradeloop.data.indicators`` exactly (backtrader
 definitions, exact ``fsum`` seeds: the kernels reuse its ``_sum_slice``), so those columns equal
-expressions over ``data.indicators`` batch values to the last bit (tested).
+expressions over ``tradeloop.data.indicators`` batch values to the last bit (tested).
 
 Features, in column order (c close, o open, h high, l low, v volume, a amount):
 

@@ -69,13 +69,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def predict_windows(model: Any, windows: np.ndarray, batch: int = MAX_BATCH) -> np.ndarray:
-    """Logits of many windows, in model calls of at most ``batch`` windows."""
-    if not len(windows):
-        return np.empty((0, 2), np.float32)
-    return np.concatenate([model.predict(windows[a:a + batch]) for a in range(0, len(windows), batch)])
-
-
 def predict_series(model: Any, series: BarSeries, spec: FeatureSpec | None = None,
                    batch: int = MAX_BATCH) -> np.ndarray:
     """Batch path: probabilities [N, 2] for every bar of a series (NaN rows before a full window)."""

@@ -1,6 +1,6 @@
 """Pre-trade checks on one order: sellable quantity, lots, position and exposure limits, order rate, price collar.
 
-Each is a small callable ``check(order, state) -> Verdict | None`` (see :mod:`risk.pipeline`).
+Each is a small callable ``check(order, state) -> Verdict | None`` (see :mod:`tradeloop.risk.pipeline`).
 "Projected" positions count the orders already working at the venue and those accepted
 earlier in the same batch, so two orders cannot together break a limit that each keeps.
 """

@@ -80,10 +80,6 @@ def reject(reason: str) -> Verdict:
     return Verdict("reject", reason)
 
 
-def hold(reason: str) -> Verdict:
-    return Verdict("hold", reason)
-
-
 @dataclass(slots=True)
 class Decision:
     """The pipeline's verdict on one order: ``action`` is ``accept``, ``reject`` or ``hold``."""
@@ -177,19 +173,6 @@ class CashCheck:
         if after < 0 and opening:
             return Verdict("reject", f"insufficient cash: needs {order.qty * price + fee:.2f}, has {state.cash:.2f}")
         state.cash = after
-        return None
-
-
-@dataclass(frozen=True)
-class NoShortCheck:
-    """Refuse a sell of more than is held, counting the batch's orders (see also SellableCheck)."""
-
-    name: str = "no_short"
-
-    def __call__(self, order: Order, state: BatchState) -> Verdict | None:
-        if order.side is Side.SELL and order.qty > state.position(order.symbol) + 1e-9:
-            return Verdict("reject", f"sell {order.qty:g} exceeds position {state.position(order.symbol):g} "
-                                     "(short selling is off)")
         return None
 
 

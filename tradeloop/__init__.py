@@ -8,7 +8,7 @@ The subpackages, one job each (data flows down this list):
 
 - ``tradeloop.data``: market value types, file loaders and validation, the Parquet catalog,
   indicators, MQTT market data.
-- ``tradeloop.brokers``: venues behind one contract (``brokers.base``): the simulated fill
+- ``tradeloop.brokers``: venues behind one contract (``tradeloop.brokers.base``): the simulated fill
   engine, the FIX 4.4 adapter, the exchange simulator; commission, slippage and market rules.
 - ``tradeloop.risk``: pre-trade checks, review of large orders, halts, drawdown stops.
 - ``tradeloop.models``: features, networks, training, runtimes, the registry, the predictor.

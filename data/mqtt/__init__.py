@@ -3,7 +3,7 @@
 Topics ``md/<venue>/<symbol>/bar/<interval>``, ``md/<venue>/<symbol>/tick``, ``md/<venue>/$eos`` and the
 lockstep marks ``md/<venue>/$clock`` / ``md/<venue>/$ack/<component>``;
 payloads such as ``{"v":1,"ts":<int ns>,"o":..,"h":..,"l":..,"c":..,"vol":..}``. The full schema is in
-:mod:`data.mqtt.wire`; the publisher that replays stored data is :mod:`data.replay`.
+:mod:`tradeloop.data.mqtt.wire`; the publisher that replays stored data is :mod:`tradeloop.data.replay`.
 """
 from tradeloop.data.mqtt.conn import MqttServer, Credentials, TlsConfig, install_redaction, redact_secrets, register_secret
 from tradeloop.data.mqtt.feed import Ack, ClockMark, FeedStats, FeedStatus, MqttFeed, MqttFeedError

@@ -20,7 +20,7 @@
 - Latency: clients set TCP_NODELAY; give the broker ``set_tcp_nodelay true`` too (mosquitto.conf),
   or Nagle's algorithm with delayed ACKs holds messages up to 40 ms at high rates (p99 2.7 ms -> 40 ms
   at 10k msg/s in bench/mqtt_load.py).
-- Lockstep (see :mod:`data.mqtt.wire`): with ``clock=True`` the venue's ``$clock`` marks come out
+- Lockstep (see :mod:`tradeloop.data.mqtt.wire`): with ``clock=True`` the venue's ``$clock`` marks come out
   as :class:`ClockMark` events, and with ``acks=["exchange", ...]`` those components' ``$ack`` marks as
   :class:`Ack` events, in arrival order among the bars (one queue). :meth:`publish` / :meth:`ack`
   send on the feed's own connection (waiting through a reconnect), so an ack follows the data it

@@ -37,7 +37,7 @@ Tick, v1 (``v``, ``ts`` and ``p`` required; the others optional)::
     {"v":1,"ts":1718680500000000000,"p":11.27,"q":300.0,"b":11.26,"a":11.27,"bq":1200.0,"aq":800.0}
 
     p    float  last price, finite and > 0           q   float  traded size (default 0: a pure quote)
-    b a  float  best bid / ask, finite and > 0, or absent/null (NaN in :class:`~data.schema.Tick`)
+    b a  float  best bid / ask, finite and > 0, or absent/null (NaN in :class:`~tradeloop.data.schema.Tick`)
     bq aq float best bid / ask size, finite and >= 0, or absent/null (0)
 
 End of stream, v1::
