@@ -8,10 +8,10 @@ Without ``--model`` it times the default-size network (Conv1d 16->64, 4 encoder 
 64 with 8 heads, 64 x 16 windows) with seeded random weights, exported to a temporary folder.
 Inputs are real windows (features of ``--data``). Each runtime's logits are also compared with
 torch fp32 on those windows (``agreement``: max |logit diff| and share of the same class). The
-report names the CPU's bf16/int8 matrix units (``cpu_flags``) and the load average before and
-after; ``windows_per_cpu_s`` divides by this thread's CPU time, not counting time spent waiting
-for a core held by other work; ``--chunk`` overrides a runtime's default chunk (windows per
-internal call).
+report names the CPU's bf16/int8 matrix units (``cpu_flags``; ``cpu_cap``: the level they are
+capped at, ``runtime/cpu.py``) and the load average before and after; ``windows_per_cpu_s``
+divides by this thread's CPU time, not counting time spent waiting for a core held by other work;
+``--chunk`` overrides a runtime's default chunk (windows per internal call).
 """
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     batches = [int(b) for b in a.batch.split(",")]
 
     from tradeloop.models.registry import Registry
-    from tradeloop.models.runtime.cpu import capabilities
+    from tradeloop.models.runtime.cpu import capabilities, max_isa
 
     load_before = round(os.getloadavg()[0], 2)
     tmp = tempfile.TemporaryDirectory()
@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     windows = real_windows(reference.spec, Path(a.data))
     want = reference.predict(windows)
     report = {"model": ref, "threads": a.threads, "cpu": platform.processor() or platform.machine(),
-              "cpu_count": os.cpu_count(), "cpu_flags": capabilities(), "python": platform.python_version(),
-              "runtimes": []}
+              "cpu_count": os.cpu_count(), "cpu_flags": capabilities(), "cpu_cap": max_isa(),
+              "python": platform.python_version(), "runtimes": []}
     for name in a.runtime.split(","):
         m = reg.load(ref, name, threads=a.threads, **({"chunk": a.chunk} if a.chunk else {}))
         got = np.concatenate([m.predict(windows[i:i + 512]) for i in range(0, len(windows), 512)])

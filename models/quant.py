@@ -1,11 +1,13 @@
 """Quantization-aware training for the linear layers, matching ONNX Runtime's dynamic int8.
 
-ONNX Runtime's dynamic quantization (``onnx-cpu-int8``) stores MatMul/Gemm weights as int8,
-symmetric per tensor, and quantizes their inputs at run time to uint8 with a per-tensor range
-that includes zero. QAT simulates exactly that on every ``nn.Linear`` with torch's
-straight-through fake-quantize ops (the primitives ``torch.ao``'s FakeQuantize modules wrap;
-``torch.ao.quantization`` itself is deprecated in torch 2.13), so the trained float weights
-lose little when ONNX Runtime quantizes them. ``finish_qat`` bakes the int8-grid weights in.
+ONNX Runtime's dynamic quantization (``onnx-cpu-int8``, ``export.quantize_int8``) stores
+MatMul/Gemm weights as int8, symmetric per tensor on a 7-bit grid (q in [-64, 64], scale
+max|w| / 64: ``export`` says why), and quantizes their inputs at run time to uint8 with a
+per-tensor range that includes zero. QAT simulates exactly that on every ``nn.Linear`` with
+torch's straight-through fake-quantize ops (the primitives ``torch.ao``'s FakeQuantize modules
+wrap; ``torch.ao.quantization`` itself is deprecated in torch 2.13), so the trained float weights
+lose little when ONNX Runtime quantizes them. ``finish_qat`` bakes the grid weights in: the
+quantizer then finds the same max|w|, so the same grid, and keeps them as they are.
 """
 from __future__ import annotations
 
@@ -15,13 +17,16 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from tradeloop.models.export import INT8_WEIGHT_MAX
+
 
 class FakeQuantWeight(nn.Module):
-    """Weight -> the nearest point of its symmetric per-tensor int8 grid (gradient passes through)."""
+    """Weight -> the nearest point of its symmetric per-tensor 7-bit grid (gradient passes through)."""
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        scale = (w.detach().abs().max() / 127.0).clamp_min(1e-12).float()
-        return torch.fake_quantize_per_tensor_affine(w, scale, torch.zeros((), dtype=torch.int32), -127, 127)
+        scale = (w.detach().abs().max() / INT8_WEIGHT_MAX).clamp_min(1e-12).float()
+        return torch.fake_quantize_per_tensor_affine(w, scale, torch.zeros((), dtype=torch.int32), -INT8_WEIGHT_MAX,
+                                                     INT8_WEIGHT_MAX)
 
 
 def _fake_quant_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[torch.Tensor]:
@@ -46,7 +51,7 @@ def start_qat(net: nn.Module) -> list[Any]:
 
 
 def finish_qat(net: nn.Module, handles: list[Any]) -> None:
-    """Stop fake-quantizing inputs; replace each weight by its int8-grid value (a plain float tensor)."""
+    """Stop fake-quantizing inputs; replace each weight by its grid value (a plain float tensor)."""
     for h in handles:
         h.remove()
     for m in net.modules():

@@ -14,7 +14,7 @@ from tests.test_models_support import trained
 
 torch = pytest.importorskip("torch", reason="torch not installed (pip install -e '.[models]')")
 
-import models.runtime.native as native  # noqa: E402  (after the torch skip: the module itself needs no torch)
+import tradeloop.models.runtime.native as native  # noqa: E402  (after the torch skip: the module itself needs no torch)
 
 KERNELS = native.load_kernels()
 needs_kernels = pytest.mark.skipif(KERNELS is None, reason=f"native kernels unavailable here: {native.unavailable_reason()}")

@@ -1,10 +1,19 @@
 """Specification of models.runtime: one predict(windows) -> logits interface; every runtime is
 checked against torch fp32 on the same real windows (fp32 within 1e-5; bf16 within 1e-2; int8 the
 same class on at least 98% of them); runtimes that cannot run here fail with a clear error. The
-bf16 tests pass with or without AMX / AVX-512 BF16 (without them torch emulates bf16)."""
+bf16 tests pass with or without AMX / AVX-512 BF16 (without them torch emulates bf16); the int8
+files have 7-bit weights, which ONNX Runtime computes exactly with or without VNNI, and a file
+with full-range int8 weights is refused where VNNI is missing. One test reruns the agreement
+checks in a process capped at AVX2 (oneDNN, numba, the native kernels: ``cpu.capped_env``), so a
+machine with AVX-512 or AMX proves the AVX2 paths too."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,8 +141,11 @@ def test_bf16_on_a_cpu_without_bf16_units_runs_and_says_it_is_emulated(monkeypat
     assert m.predict(np.zeros((3, 16, 16), np.float32)).shape == (3, 2)
 
 
-def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
-    from tradeloop.models.runtime.cpu import capabilities, cpu_flags, native_bf16
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path, monkeypatch):
+    from tradeloop.models.runtime.cpu import CAP_ENV, ONEDNN_ENV, capabilities, cpu_flags, native_bf16
+
+    monkeypatch.delenv(CAP_ENV, raising=False)
+    monkeypatch.delenv(ONEDNN_ENV, raising=False)
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_vnni amx_bf16 amx_tile\n\n"
@@ -143,6 +155,160 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     assert native_bf16(flags) and not native_bf16(frozenset({"avx512f"}))
     assert capabilities(flags)["amx_bf16"] and not capabilities(flags)["amx_int8"]
     assert cpu_flags(tmp_path / "missing") == frozenset()
+
+
+SPR_FLAGS = "fpu sse4_1 avx f16c fma avx2 avx_vnni avx512f avx512bw avx512vl avx512_vnni avx512_bf16 avx512_fp16 " \
+            "amx_tile amx_bf16 amx_int8"
+
+
+def test_a_cap_drops_every_flag_above_its_level(tmp_path, monkeypatch):
+    from tradeloop.models.runtime import cpu
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {SPR_FLAGS}\n")
+    full = frozenset(SPR_FLAGS.split())
+    assert cpu.cap_flags(full, "avx2") == {"fpu", "sse4_1", "avx", "f16c", "fma", "avx2"}
+    assert cpu.cap_flags(full, "AVX512_CORE_VNNI") == full - {"avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
+                                                              "amx_int8"}
+    assert cpu.cap_flags(full, "avx512_core_amx") == full and cpu.cap_flags(full, None) == full
+    monkeypatch.delenv(cpu.ONEDNN_ENV, raising=False)
+    monkeypatch.setenv(cpu.CAP_ENV, "avx2")
+    flags = cpu.cpu_flags(info)
+    assert cpu.raw_cpu_flags(info) == full and not cpu.native_bf16(flags) and not cpu.native_int8(flags)
+    assert cpu.cap_note() == " (capped at avx2 by TRADELOOP_MAX_CPU_ISA)"
+    monkeypatch.delenv(cpu.CAP_ENV)
+    monkeypatch.setenv(cpu.ONEDNN_ENV, "AVX512_CORE_BF16")       # oneDNN's own cap counts as well
+    assert cpu.native_bf16(cpu.cpu_flags(info)) and "amx_int8" not in cpu.cpu_flags(info)
+    monkeypatch.setenv(cpu.ONEDNN_ENV, "no-such-isa")            # oneDNN ignores what it does not know
+    assert cpu.cpu_flags(info) == full and cpu.cap_note() == ""
+    monkeypatch.setenv(cpu.CAP_ENV, "avx3")
+    with pytest.raises(ValueError, match="TRADELOOP_MAX_CPU_ISA='avx3' is not an instruction-set level"):
+        cpu.cpu_flags(info)
+    assert cpu.capped_env("avx2") == {"TRADELOOP_MAX_CPU_ISA": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                                      "NUMBA_CPU_NAME": "haswell"}
+
+
+@pytest.mark.parametrize("key", MODELS)
+def test_int8_files_have_7_bit_weights_which_no_cpu_saturates(key):
+    """ONNX Runtime's u8 x s8 kernel without VNNI adds product pairs in saturating 16-bit lanes
+    (full-range weights agreed with fp32 on 85-92% of real windows there); 2 x 255 x 64 fits."""
+    import onnx
+    from onnx import numpy_helper
+
+    from tradeloop.models.runtime.onnx_cpu import saturating_weights
+
+    root, ref = trained(key)
+    path = Registry(root).info(ref).path / "model.int8.onnx"
+    graph = onnx.load(str(path)).graph
+    init = {t.name: t for t in graph.initializer}
+    weights = [init[n.input[1]] for n in graph.node if n.op_type == "MatMulInteger" and n.input[1] in init]
+    assert weights and {t.data_type for t in weights} == {onnx.TensorProto.INT8}
+    assert max(int(np.abs(numpy_helper.to_array(t).astype(np.int16)).max()) for t in weights) == 64
+    assert saturating_weights(path) == []
+
+
+def test_a_full_range_int8_file_is_refused_where_the_cpu_has_no_vnni(tmp_path, monkeypatch):
+    """A file from before 7-bit weights: refused on a CPU without VNNI / AMX-INT8 (here, or with
+    the flags capped at AVX2), named with the feature missing; opened where the CPU has one."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from tradeloop.models.runtime import cpu
+    from tradeloop.models.runtime.onnx_cpu import OnnxCPURuntime, saturating_weights
+
+    root, ref = trained("default")
+    info = Registry(root).info(ref)
+    old = tmp_path / "model.int8.onnx"
+    quantize_dynamic(str(info.path / "model.onnx"), str(old), weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul", "Gemm"])
+    assert len(saturating_weights(old)) > 0
+    refusal = r"model\.int8\.onnx has full-range int8 weights .* this CPU has no AVX-VNNI, AVX512-VNNI or AMX-INT8"
+    monkeypatch.delenv(cpu.ONEDNN_ENV, raising=False)
+    monkeypatch.delenv(cpu.CAP_ENV, raising=False)
+    if cpu.native_int8():
+        assert OnnxCPURuntime(old, info.lookback, info.n_features, name="onnx-cpu-int8").predict(
+            reference("default")[0][:4]).shape == (4, 2)
+    else:
+        with pytest.raises(RuntimeUnavailable, match=refusal + ": ONNX Runtime"):
+            OnnxCPURuntime(old, info.lookback, info.n_features, name="onnx-cpu-int8")
+    monkeypatch.setenv(cpu.CAP_ENV, "avx2")
+    with pytest.raises(RuntimeUnavailable, match=refusal + r" \(capped at avx2 by TRADELOOP_MAX_CPU_ISA\)"):
+        OnnxCPURuntime(old, info.lookback, info.n_features, name="onnx-cpu-int8")
+    assert Registry(root).load(ref, "onnx-cpu-int8").runtime.name == "onnx-cpu-int8"   # 7-bit weights: opens
+
+
+def test_bf16_lstm_runs_where_onednn_has_no_bf16_kernels(monkeypatch):
+    """Under autocast torch sends the LSTM to oneDNN's bf16 RNN even where oneDNN has no bf16
+    kernels (AVX2: "could not create a primitive descriptor"); there it runs as a bf16 copy."""
+    from structlog.testing import capture_logs
+
+    import tradeloop.models.runtime.bf16_net as bn
+    from tradeloop.models.runtime.torch_bf16 import TorchBF16Runtime
+
+    monkeypatch.setattr(bn, "fused_available", lambda: False)
+    root, ref = trained("lstm")
+    x, want = reference("lstm")
+    info = Registry(root).info(ref)
+    with capture_logs() as logs:
+        rt = TorchBF16Runtime(info.load_net(), info.lookback, info.n_features)
+    assert rt.forward.rnn_bf16 is True and rt.native_bf16 is False
+    assert [e["log_level"] for e in logs if e["event"] == "bf16_emulated"] == ["warning"]
+    got = rt.predict(x[::2])
+    assert np.abs(got - want[::2]).max() <= 1e-2
+    assert (got.argmax(1) == want[::2].argmax(1)).mean() >= 0.98
+
+
+CAPPED_CHECK = """
+import json, sys
+import numpy as np, numba, torch
+from tradeloop.models.registry import Registry
+from tradeloop.models.runtime import cpu
+from tests.test_models_runtime import real_windows
+root, refs, data = sys.argv[1], json.loads(sys.argv[2]), np.load(sys.argv[3])
+out = {"flags": sorted(cpu.capabilities().items()), "numba_cpu": numba.config.CPU_NAME,
+       "onednn_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}
+reg = Registry(root)
+x = real_windows(reg.info(refs["default"]).spec)[::8]
+out["features_max_diff"] = float(np.abs(x - data["default_x"]).max())
+for key, runtime in [("default", "torch-cpu-bf16"), ("lstm", "torch-cpu-bf16"), ("default", "onnx-cpu-int8")]:
+    m = reg.load(refs[key], runtime)
+    got, want = m.predict(data[key + "_x"]), data[key + "_want"]
+    out[key + " " + runtime] = {"max_abs_diff": float(np.abs(got - want).max()),
+                                "same_class": float((got.argmax(1) == want.argmax(1)).mean()),
+                                **{k: getattr(m.runtime, k, None) for k in ("native_bf16", "native", "fused", "amx")}}
+print(json.dumps(out))
+"""
+
+
+def test_the_agreement_holds_with_the_cpu_capped_at_avx2(tmp_path):
+    """oneDNN (ONEDNN_MAX_CPU_ISA), numba (NUMBA_CPU_NAME) and the native kernels (built with
+    -mno-avx512f) act as on an AVX2 CPU: bf16 is emulated and says so, the LSTM still runs, the
+    Conv1d+Transformer takes the plain torch path, features and int8 agree as uncapped."""
+    from tradeloop.models.runtime.cpu import capped_env
+
+    refs, data = {}, {}
+    for key in ("default", "lstm"):
+        root, refs[key] = trained(key)
+        x, want = reference(key)
+        data[key + "_x"], data[key + "_want"] = x[::8], want[::8]
+    np.savez(tmp_path / "ref.npz", **data)
+    env = {**os.environ, **capped_env("avx2")}
+    repo = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join([str(repo), env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-c", CAPPED_CHECK, root, json.dumps(refs), str(tmp_path / "ref.npz")],
+                          capture_output=True, text=True, env=env, cwd=repo, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    print(json.dumps(out))
+    flags = dict(out["flags"])
+    assert flags["avx2"] and not any(v for k, v in flags.items() if k != "avx2")
+    assert out["numba_cpu"] == "haswell" and out["onednn_bf16"] is False
+    assert out["features_max_diff"] <= 1e-6
+    bf16, lstm, int8 = out["default torch-cpu-bf16"], out["lstm torch-cpu-bf16"], out["default onnx-cpu-int8"]
+    assert (bf16["native_bf16"], bf16["native"], bf16["fused"], bf16["amx"]) == (False, False, False, False)
+    assert lstm["native_bf16"] is False
+    for got in (bf16, lstm):
+        assert got["max_abs_diff"] <= 1e-2 and got["same_class"] >= 0.98
+    assert int8["same_class"] >= 0.98
 
 
 def test_bench_reports_latency_throughput_and_agreement_of_each_runtime(capsys):

@@ -25,6 +25,7 @@ Inputs are standardized in fp32; the pooled output, final LayerNorm and head run
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -175,12 +176,37 @@ class BF16ConvTransformer:
         return F.linear(F.layer_norm(pooled, (pooled.shape[-1],), *self.norm_out), self.head_w, self.head_b)
 
 
+def _to_bf16(a: Any) -> Any:
+    """Floating tensors (also inside tuples, e.g. an LSTM's (h0, c0)) as bf16; anything else as is."""
+    if isinstance(a, torch.Tensor):
+        return a.to(BF16) if a.is_floating_point() else a
+    return tuple(_to_bf16(b) for b in a) if isinstance(a, tuple) else a
+
+
+def _bf16_args(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return _to_bf16(args)
+
+
 class AutocastBF16:
-    """Any other network (the LSTM): the fp32 module under CPU bf16 autocast, logits as float32."""
+    """Any other network (the LSTM): the fp32 module under CPU bf16 autocast, logits as float32.
+
+    Under autocast torch sends an LSTM to oneDNN's bf16 RNN even where oneDNN has no bf16 kernels
+    (a CPU without AVX-512, or ``ONEDNN_MAX_CPU_ISA=AVX2``), which fails with "could not create a
+    primitive descriptor for the LSTM forward propagation primitive". There (``fused_available()``
+    false) each recurrent layer is a bf16 copy fed bf16 inputs instead, which torch runs on its own
+    kernels (emulated bf16: correct, slower than fp32); the rest of the network stays under autocast.
+    """
 
     def __init__(self, net: Any) -> None:
         self.net = net.to("cpu", torch.float32).eval()
         self.fused = self.native = False
+        self.rnn_bf16 = not fused_available() and any(isinstance(m, torch.nn.RNNBase) for m in self.net.modules())
+        if self.rnn_bf16:
+            self.net = copy.deepcopy(self.net)
+            for m in self.net.modules():
+                if isinstance(m, torch.nn.RNNBase):
+                    m.to(BF16)
+                    m.register_forward_pre_hook(_bf16_args)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cpu", dtype=BF16):

@@ -4,11 +4,13 @@ Where the CPU has AMX, ``open_runtime`` runs the Conv1d+Transformer as ``amx_cpu
 instead (the whole forward in native code, ~2.5x faster). Here the Conv1d+Transformer runs as
 ``bf16_net.BF16ConvTransformer``: fused oneDNN linears, attention and LayerNorm in the AVX-512
 kernels of ``native/`` where they build (``native = True``), else on torch ops; ``native=False``
-keeps torch ops only. Other networks run under CPU bf16 autocast. On a CPU without native
-bf16 units torch emulates bf16 (correct, slower than fp32): the runtime still works, says so in
-a warning log, and reports ``native_bf16 = False``. Big batches run in chunks of ``chunk``
-windows: by default 256 with the native kernels and 64 without (the best of 16-1024 measured on
-one core; the torch path's attention scores leave the L2 cache beyond 64 windows).
+keeps torch ops only. Other networks run under CPU bf16 autocast (an LSTM as a bf16 copy where
+oneDNN has no bf16 kernels: ``bf16_net.AutocastBF16``). On a CPU without native bf16 units
+(AMX / AVX-512 BF16; also where ``cpu.max_isa()`` caps them off, or torch's oneDNN offers no
+bf16 kernels) torch emulates bf16 (correct, slower than fp32): the runtime still works, says so
+and why in a warning log, and reports ``native_bf16 = False``. Big batches run in chunks of
+``chunk`` windows: by default 256 with the native kernels and 64 without (the best of 16-1024
+measured on one core; the torch path's attention scores leave the L2 cache beyond 64 windows).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import numpy as np
 import structlog
 
 from tradeloop.models.runtime.base import as_windows
-from tradeloop.models.runtime.cpu import native_bf16
+from tradeloop.models.runtime.cpu import cap_note, native_bf16
 
 
 class TorchBF16Runtime:
@@ -32,7 +34,7 @@ class TorchBF16Runtime:
                  fused: bool | None = None, native: bool | None = None) -> None:
         import torch
 
-        from tradeloop.models.runtime.bf16_net import bf16_forward
+        from tradeloop.models.runtime.bf16_net import bf16_forward, fused_available
 
         if threads:
             torch.set_num_threads(int(threads))
@@ -41,7 +43,8 @@ class TorchBF16Runtime:
         log = structlog.get_logger("tradeloop.models")
         self.forward = bf16_forward(net.to("cpu", torch.float32).eval(), fused, native)
         self.fused, self.native = self.forward.fused, self.forward.native
-        self.native_bf16 = native_bf16()
+        units, onednn = native_bf16(), fused_available()
+        self.native_bf16 = units and onednn
         self.lookback, self.n_features = lookback, n_features
         self.chunk = max(1, int(chunk)) if chunk else (256 if self.native else 64)
         if native is None and not self.native and hasattr(self.forward, "blocks"):  # the rewrite, kernels missing
@@ -50,9 +53,10 @@ class TorchBF16Runtime:
             log.info("native_kernels_unavailable", runtime=self.name, reason=unavailable_reason(),
                      detail="attention and LayerNorm run on torch ops (about 1.5x slower)")
         if not self.native_bf16:
-            log.warning(
-                "bf16_emulated", runtime=self.name,
-                detail="this CPU has no AMX or AVX-512 BF16: bf16 is emulated and slower than torch-cpu fp32")
+            why = (f"this CPU has no AMX or AVX-512 BF16{cap_note()}" if not units
+                   else "torch's oneDNN offers no bf16 kernels on this CPU")
+            log.warning("bf16_emulated", runtime=self.name,
+                        detail=f"{why}: bf16 is emulated and slower than torch-cpu fp32")
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
         """Logits float32 [batch, classes]."""

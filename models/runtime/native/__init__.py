@@ -8,6 +8,9 @@ version and this CPU's flags, then loaded with ctypes (calls release the GIL, so
 in parallel). A build is written to a temporary name and renamed, so processes that start at once
 never load a half-written library. Without a compiler or without AVX-512, :func:`load_kernels`
 returns ``None`` and :func:`unavailable_reason` says why; callers then keep their torch path.
+Where ``cpu.max_isa()`` caps the CPU (``TRADELOOP_MAX_CPU_ISA=avx2``), the instruction sets above
+the cap are switched off in the build (``-mno-avx512f``, ``-mno-amx-tile``, ...), so the library is
+the one an AVX2 CPU gets: it reports no AVX-512 and no AMX, and the callers take their other paths.
 """
 from __future__ import annotations
 
@@ -21,10 +24,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tradeloop.models.runtime.cpu import cpu_flags
+from tradeloop.models.runtime.cpu import cap_note, cpu_flags, raw_cpu_flags
 
 SOURCES = tuple(Path(__file__).with_name(n) for n in ("kernels.c", "amx_net.c"))
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared")
+# cpuinfo flag -> the compiler option that switches it off where cpu.max_isa() drops it
+# (-mno-avx512f takes every AVX-512 extension with it; AMX and AVX-VNNI are separate).
+_NO_ISA = {"avx2": "-mno-avx2", "avx_vnni": "-mno-avxvnni", "avx512f": "-mno-avx512f", "avx512_vnni": "-mno-avx512vnni",
+           "avx512_bf16": "-mno-avx512bf16", "amx_tile": "-mno-amx-tile", "amx_bf16": "-mno-amx-bf16",
+           "amx_int8": "-mno-amx-int8"}
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 
 
@@ -53,11 +61,17 @@ def _compiler() -> str | None:
     return shutil.which(os.environ.get("CC", "cc"))
 
 
+def _flags() -> tuple[str, ...]:
+    """The compiler flags: FLAGS, and an -mno-* for each instruction set the CPU cap drops."""
+    dropped = raw_cpu_flags() - cpu_flags()
+    return (*FLAGS, *(opt for flag, opt in _NO_ISA.items() if flag in dropped))
+
+
 def _build_key(cc: str) -> str:
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30,
                              check=False).stdout
     h = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES))
-    for part in (version, " ".join(FLAGS), " ".join(sorted(cpu_flags()))):
+    for part in (version, " ".join(_flags()), " ".join(sorted(cpu_flags()))):
         h.update(part.encode())
     return h.hexdigest()[:16]
 
@@ -67,7 +81,7 @@ def _build(cc: str, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run([cc, *FLAGS, "-o", tmp, *map(str, SOURCES), "-lm"], capture_output=True, text=True,
+        done = subprocess.run([cc, *_flags(), "-o", tmp, *map(str, SOURCES), "-lm"], capture_output=True, text=True,
                               timeout=120, check=False)
         if done.returncode:
             raise OSError(f"{cc} failed on {', '.join(s.name for s in SOURCES)}: {done.stderr.strip()[-400:]}")
@@ -93,7 +107,7 @@ def _load() -> tuple[NativeKernels | None, str | None]:
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:  # RuntimeError: no home folder to cache in
         return None, f"could not build or load the native kernels: {e}"
     if not lib.tl_available():
-        return None, "this CPU has no AVX-512"
+        return None, f"this CPU has no AVX-512{cap_note()}"
     lib.tl_attention_bf16.argtypes = [_PTR, _PTR, _I64, _I64, _I64, _I64]
     lib.tl_layernorm_bf16.argtypes = [_PTR, _PTR, _PTR, _PTR, _I64, _I64, ctypes.c_float]
     lib.tl_net_new.argtypes = [_PTR, _PTR, _PTR, _PTR]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from tradeloop.models.runtime.base import as_windows
+from tradeloop.models.runtime.cpu import cap_note
 from tradeloop.models.runtime.native import load_kernels, unavailable_reason
 
 LOG2E = 1.4426950408889634
@@ -94,7 +95,7 @@ def build(state: Mapping[str, np.ndarray], settings: Mapping[str, Any]) -> tuple
     handle = ctypes.c_void_p()
     rc = lib.tl_net_new(dims.ctypes.data, scalars.ctypes.data, ptrs, ctypes.byref(handle))
     if rc:
-        return None, _REASONS.get(rc, f"tl_net_new returned {rc}")
+        return None, _REASONS.get(rc, f"tl_net_new returned {rc}") + (cap_note() if rc in (-2, -4) else "")
     return AMXNet(lib, handle.value, T, F, C), None
 
 
