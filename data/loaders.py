@@ -12,6 +12,7 @@ from datetime import datetime
 import hashlib
 import json
 import re
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tradeloop.data.errors import DataError
+from tradeloop.data.errors import DataError, check_file
 from tradeloop.data.schema import BAR_FIELDS, BarSeries
 from tradeloop.data.validate import OnBad, RawBars, clean
 
@@ -62,6 +63,7 @@ _VALUE = re.compile(r"^[\d\s:/.\-T+Z]*\d[\d\s:/.\-T+Z]*$|^\d{1,2}-[A-Za-z]{3}-\d
 
 def file_sha256(path: str | Path) -> str:
     """Hex sha256 of a file's bytes, read in 1 MiB chunks (for manifests and catalog metadata)."""
+    check_file(path)  # never open a FIFO or a device: it would block or never end
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -85,23 +87,41 @@ def load_bars(path: str | Path, symbol: str | None = None, *, columns: Mapping[s
               encoding: str | None = None, tz: str | None = None, date_format: str | None = None,
               separator: str | None = None, has_header: bool | None = None, on_bad: OnBad = "raise",
               log: list | None = None) -> BarSeries:
-    """Load one bar file (CSV/.gz/.txt, Parquet, freqtrade JSON) into a checked, ascending BarSeries."""
+    """Load one bar file (CSV/.gz/.txt, Parquet, freqtrade JSON) into a checked, ascending BarSeries.
+
+    Anything wrong with the file (not a regular file, empty, binary, damaged gzip or Parquet, no
+    data rows, a bad cell) is a DataError naming the file, and the line and field where there is one.
+    """
     src = str(path)
     p = Path(path)
+    if check_file(p).st_size == 0:  # a directory, FIFO or device is refused before anything opens it
+        raise DataError(src, 0, "", "empty file")
     kind = _kind(p)
-    if kind == "json":
-        raw, extra = _json_raw(p, src)
-        utc = True
-    else:
-        if kind == "parquet":
-            df = pl.read_parquet(p)
-            names, rows, header, layout = df.columns, None, 0, None
+    try:
+        if kind == "json":
+            raw, extra = _json_raw(p, src)
+            utc = True
         else:
-            df, names, rows, header, layout = _csv_frame(p, src, encoding, separator, has_header, columns)
-        mapping = _map_columns(names, layout, columns, src)
-        raw, extra, utc = _frame_raw(df, names, mapping, rows, header, src, tz, date_format,
-                                     fill_ohl=columns is not None)
+            if kind == "parquet":
+                df = _read_parquet(p, src)
+                names, rows, header, layout, ragged = df.columns, None, 0, None, None
+            else:
+                df, names, rows, header, layout, ragged = _csv_frame(p, src, encoding, separator, has_header, columns)
+            mapping = _map_columns(names, layout, columns, src)
+            if kind == "parquet":
+                _check_dtypes(df, names, mapping, src)
+            raw, extra, utc = _frame_raw(df, names, mapping, rows, header, src, tz, date_format,
+                                         fill_ohl=columns is not None, ragged=ragged)
+    except DataError:
+        raise
+    except (OSError, EOFError, zlib.error, UnicodeError, ValueError, OverflowError, pl.exceptions.PolarsError,
+            pl.exceptions.PanicException) as e:  # a damaged file: one line naming it, never a traceback
+        raise DataError(src, 0, "", _unreadable(kind, p, e)) from None
+    if len(raw.ts) == 0:
+        raise DataError(src, 0, "", "no data rows (the file holds a header only)" if kind == "csv" else "no rows")
     idx = clean(raw, on_bad, log)
+    if len(idx) == 0:
+        raise DataError(src, 0, "", f"no bars left: all {len(raw.ts)} rows were dropped as bad (on_bad={on_bad!r})")
     same = len(idx) == len(raw.ts) and bool((idx[:-1] < idx[1:]).all())  # strictly rising n of n: identity
 
     def take(a: np.ndarray) -> np.ndarray:
@@ -111,6 +131,40 @@ def load_bars(path: str | Path, symbol: str | None = None, *, columns: Mapping[s
     return BarSeries(symbol or symbol_of(p), take(raw.ts), take(c["open"]), take(c["high"]), take(c["low"]),
                      take(c["close"]), take(c["volume"]), {k: take(v) for k, v in extra.items()},
                      "UTC" if utc else None, src)
+
+
+def _unreadable(kind: str, p: Path, e: BaseException) -> str:
+    """Why a file could not be read, on one line."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if len(text) > 300:
+        text = text[:300] + "..."
+    if p.name.lower().endswith(".gz") and isinstance(e, (EOFError, zlib.error, gzip.BadGzipFile)):
+        return f"truncated or damaged gzip file: {text}"
+    what = {"parquet": "Parquet", "json": "freqtrade JSON"}.get(kind, "CSV")
+    return f"cannot read it as {what}: {text}"
+
+
+def _read_parquet(p: Path, src: str) -> pl.DataFrame:
+    """A Parquet file as a frame; a DataError naming the file when it is not Parquet or is damaged."""
+    try:
+        return pl.read_parquet(p)
+    except (OSError, pl.exceptions.PolarsError, pl.exceptions.PanicException, ValueError) as e:
+        raise DataError(src, 0, "", _unreadable("parquet", p, e)) from None
+
+
+def _check_dtypes(df: pl.DataFrame, names: list[str], mapping: dict[str, int], src: str) -> None:
+    """Parquet columns must hold numbers (prices, volume) or stamps (ts): a column of another type is refused."""
+    for key, i in mapping.items():
+        dt = df.dtypes[i]
+        if dt in (pl.String, pl.Null):  # text is parsed and checked cell by cell; all-null is a missing value
+            continue
+        if key in ("ts", "time"):
+            ok = dt.is_numeric() or dt == pl.Date or isinstance(dt, pl.Datetime) or (key == "time" and dt == pl.Time)
+        else:
+            ok = dt.is_numeric()
+        if not ok:
+            want = "timestamps" if key in ("ts", "time") else "numbers"
+            raise DataError(src, 0, names[i] or key, f"Parquet column type {dt} cannot hold {want}")
 
 
 def _kind(p: Path) -> str:
@@ -129,6 +183,12 @@ def _csv_frame(p: Path, src: str, encoding: str | None, separator: str | None, h
     gz = p.name.lower().endswith(".gz")
     with (gzip.open(p, "rb") if gz else open(p, "rb")) as fh:
         head = fh.read(HEAD_BYTES)
+    if encoding is None and b"\0" in head:  # text in UTF-8 or GBK holds no NUL byte
+        nul = head.index(b"\0")
+        utf16 = head.startswith((b"\xff\xfe", b"\xfe\xff"))
+        raise DataError(src, head[:nul].count(b"\n") + 1, "",
+                        "UTF-16 text: save the file as UTF-8 (or give its encoding)" if utf16 else
+                        f"binary data, not CSV text (a NUL byte at offset {nul})")
     enc = encoding or _sniff_encoding(head)
     text = head.decode(enc, errors="replace").lstrip("\ufeff")
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
@@ -141,32 +201,90 @@ def _csv_frame(p: Path, src: str, encoding: str | None, separator: str | None, h
     source: Any = p if (utf8 and not gz) else None
     if source is None:
         data = gzip.decompress(p.read_bytes()) if gz else p.read_bytes()
-        source = data if utf8 else data.decode(enc).encode("utf-8")
+        source = data if utf8 else _decode(data, enc, src, None if encoding else "UTF-8 or GBK").encode("utf-8")
     read: dict[str, Any] = {"separator": sep, "has_header": header, "infer_schema": False,
                             "truncate_ragged_lines": True, "quote_char": '"', "encoding": "utf8"}
     fast = _read_typed(source, read, cells, header, columns)
     if fast is not None:
         return fast, (fast.columns if header else _no_header_names(fast.width, cells)), None, int(header), \
-            (None if header else _no_header_names(fast.width, cells))
+            (None if header else _no_header_names(fast.width, cells)), None
     try:
         df = pl.read_csv(source, **read)
     except pl.exceptions.ComputeError as e:  # invalid UTF-8 after the sniffed head: fall back to GBK
         if encoding is not None or "utf" not in str(e).lower():
-            raise DataError(src, 1, "", f"cannot read as CSV: {e}") from None
+            raise DataError(src, 0, "", f"cannot read it as CSV: {' '.join(str(e).split())[:300]}") from None
         data = gzip.decompress(p.read_bytes()) if gz else p.read_bytes()
-        df = pl.read_csv(data.decode("gbk").encode("utf-8"), **read)
+        source = _decode(data, "gbk", src, "UTF-8 or GBK").encode("utf-8")
+        df = pl.read_csv(source, **read)
+    ragged = _ragged(source, sep, df.width, int(header))
     blank = df.select(pl.all_horizontal(pl.all().is_null())).to_series() if df.width else None
     rows = None
     if blank is not None and blank.any():
         rows = np.flatnonzero(~blank.to_numpy())
         df = df.filter(~blank)
+    if ragged:  # physical line -> frame row -> record (blank rows were filtered out)
+        ragged = {(int(np.searchsorted(rows, r)) if rows is not None else r): v for r, v in ragged.items()}
     if header:
-        return df, df.columns, rows, 1, None
+        return df, df.columns, rows, 1, None, ragged
     names = _no_header_names(df.width, cells)
-    return df, names, rows, 0, names
+    return df, names, rows, 0, names, ragged
+
+
+def _decode(data: bytes, enc: str, src: str, what: str | None = None) -> str:
+    """``data`` decoded; a DataError naming the line of the first byte that is not ``enc`` text."""
+    try:
+        return data.decode(enc)
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(src, line, "", f"not {what or enc} text (byte 0x{data[e.start]:02x} at offset {e.start}): "
+                        "a binary or damaged file, or another encoding") from None
+
+
+def _ragged(source: Any, sep: str, width: int, header: int) -> dict[int, str]:
+    """Frame row -> why, for each row holding more non-empty fields than the ``width`` columns of the first line.
+
+    polars drops such fields silently (truncate_ragged_lines); a value past the last column means
+    the row is not what the header says it is. Lines are counted by their separators first (numpy),
+    and only lines with too many are split as CSV (quotes respected).
+    """
+    data = source.read_bytes() if isinstance(source, Path) else source
+    if not data or len(sep) != 1:
+        return {}
+    buf = np.frombuffer(data, np.uint8)
+    out: dict[int, str] = {}
+    line0, start = 0, 0
+    while start < len(buf):  # in chunks of whole lines: the index arrays stay small on big files
+        stop = min(start + RAGGED_CHUNK, len(buf))
+        a = buf[start:stop]
+        nl = np.flatnonzero(a == 10)
+        if stop < len(buf):
+            if len(nl) == 0:  # one line longer than a chunk: take it whole
+                more = data.find(b"\n", stop)
+                stop = len(buf) if more < 0 else more + 1
+                a = buf[start:stop]
+                nl = np.flatnonzero(a == 10)
+            else:
+                stop = start + int(nl[-1]) + 1
+                a = buf[start:stop]
+        count = np.bincount(np.searchsorted(nl, np.flatnonzero(a == ord(sep))), minlength=len(nl) + 1)
+        for i in np.flatnonzero(count >= width):
+            lo = start + (int(nl[i - 1]) + 1 if i > 0 else 0)
+            hi = start + int(nl[i]) if i < len(nl) else stop
+            text = bytes(data[lo:hi]).decode("utf-8", errors="replace").rstrip("\r").lstrip("\ufeff")
+            cells = next(csv.reader([text], delimiter=sep, quotechar='"'), [])
+            extra = [c for c in cells[width:] if c.strip()]
+            line = line0 + int(i)
+            if extra and line >= header:
+                shown = ", ".join(repr(c) for c in extra[:3]) + (", ..." if len(extra) > 3 else "")
+                out[line - header] = (f"{len(cells) - width} field(s) more than the {width} columns of the "
+                                      f"{'header' if header else 'first line'} (column {width + 1} on: {shown})")
+        line0 += len(nl)
+        start = stop
+    return out
 
 
 STREAM_BYTES = 16 << 20  # files above this are parsed by polars' streaming engine
+RAGGED_CHUNK = 16 << 20  # bytes scanned at once for rows with too many fields
 
 
 def _read_typed(source: Any, read: dict[str, Any], cells: list[str], header: bool,
@@ -257,7 +375,8 @@ def _map_columns(names: list[str], layout: list[str] | None, columns: Mapping[st
 
 
 def _frame_raw(df: pl.DataFrame, names: list[str], mapping: dict[str, int], rows: np.ndarray | None, header: int,
-               src: str, tz: str | None, date_format: str | None, fill_ohl: bool):
+               src: str, tz: str | None, date_format: str | None, fill_ohl: bool,
+               ragged: dict[int, str] | None = None):
     """Cast the mapped columns of ``df`` to numpy and wrap them as RawBars (+ extras, + whether ts is UTC)."""
     n = df.height
     col = {k: df.to_series(i) for k, i in mapping.items()}
@@ -284,7 +403,7 @@ def _frame_raw(df: pl.DataFrame, names: list[str], mapping: dict[str, int], rows
         s = col.get(key)
         return None if s is None else s[rec]
 
-    return RawBars(src, ts, ts_ok, cols, shown, cell, line, time_ok), extra, utc
+    return RawBars(src, ts, ts_ok, cols, shown, cell, line, time_ok, extra=extra, ragged=ragged or {}), extra, utc
 
 
 def _floats(s: pl.Series) -> np.ndarray:
@@ -426,8 +545,9 @@ def _numeric_ts(s: pl.Series, orig: pl.Series) -> tuple[np.ndarray, np.ndarray, 
                 return ts, ok, False
     mag = max(abs(lo), abs(hi))
     mult = 10 ** 9 if mag < 10 ** 11 else 10 ** 6 if mag < 10 ** 14 else 10 ** 3 if mag < 10 ** 17 else 1
-    ok = v.is_not_null().to_numpy()
-    return v.fill_null(0).to_numpy().astype(np.int64) * mult, ok, True
+    a = v.fill_null(0).to_numpy().astype(np.int64)
+    ok = v.is_not_null().to_numpy() & (np.abs(a) <= np.iinfo(np.int64).max // mult)  # no silent int64 wrap
+    return np.where(ok, a, 0) * mult, ok, True
 
 
 def _ns(out: pl.Series, orig: pl.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -468,7 +588,8 @@ def _time_of_day(s: pl.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def _json_raw(p: Path, src: str) -> tuple[RawBars, dict[str, np.ndarray]]:
     """freqtrade candles ``[[unix_ms, o, h, l, c, v], ...]`` as RawBars (line = row number, UTC)."""
-    text = (gzip.decompress(p.read_bytes()) if p.name.lower().endswith(".gz") else p.read_bytes()).decode("utf-8")
+    data = gzip.decompress(p.read_bytes()) if p.name.lower().endswith(".gz") else p.read_bytes()
+    text = _decode(data, "utf-8", src)
     try:
         rows = json.loads(text)
         arr = np.array(rows, dtype=np.float64).reshape(len(rows), -1)

@@ -38,6 +38,7 @@ import aiomqtt
 import numpy as np
 import structlog
 
+from tradeloop.data.errors import DataError
 from tradeloop.data.loaders import load_bars
 from tradeloop.data.mqtt.conn import MqttServer, Credentials, TlsConfig, install_redaction
 from tradeloop.data.mqtt.wire import (PayloadError, ack_topic, bar_topic, clock_topic, decode_mark, encode_bar_values,
@@ -166,7 +167,11 @@ class Publisher:
 
 
 def load_inputs(data: Iterable[DataInput]) -> list[BarSeries]:
-    """Paths (``PATH`` or ``SYMBOL=PATH``) and BarSeries -> BarSeries sorted by symbol; symbols must be unique."""
+    """Paths (``PATH`` or ``SYMBOL=PATH``) and BarSeries -> BarSeries sorted by symbol; symbols must be unique.
+
+    A file that cannot be used (missing, a directory, FIFO or device, damaged, bad bars) is a
+    DataError naming it, raised before anything is published.
+    """
     out = []
     for item in data:
         if isinstance(item, BarSeries):
@@ -174,10 +179,14 @@ def load_inputs(data: Iterable[DataInput]) -> list[BarSeries]:
             continue
         text = str(item)
         symbol, sep, path = text.partition("=")
+        if sep and not Path(text).exists() and not symbol:
+            raise DataError(text, 0, "symbol", "empty symbol before '=' (give SYMBOL=PATH or PATH)")
         out.append(load_bars(path, symbol) if sep and not Path(text).exists() else load_bars(text))
     names = [s.symbol for s in out]
     if len(set(names)) != len(names):
-        raise ValueError(f"two inputs have the same symbol: {sorted({n for n in names if names.count(n) > 1})}")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise DataError(next(s.source or s.symbol for s in out if s.symbol == twice[0]), 0, "symbol",
+                        f"two inputs have the same symbol: {twice}")
     return sorted(out, key=lambda s: s.symbol)
 
 
@@ -306,11 +315,16 @@ def _names(text: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``tradeloop replay``: publish, print the figures as JSON; 0 on success, 1 on failure."""
+    """``tradeloop replay``: publish, print the figures as JSON; 0 on success, 2 on a bad input file, 1 on failure."""
     args = parser().parse_args(argv)
     tls = TlsConfig(args.tls_ca, args.tls_cert, args.tls_key) if (args.tls_ca or args.tls_cert) else None
+    try:  # every file read and checked before the broker is contacted
+        data = load_inputs(args.data)
+    except DataError as e:
+        print(f"tradeloop replay: error: {e}", file=sys.stderr)
+        return 2
     try:
-        stats = asyncio.run(replay(args.data, args.mqtt, speed=args.speed, venue=args.venue, interval=args.interval,
+        stats = asyncio.run(replay(data, args.mqtt, speed=args.speed, venue=args.venue, interval=args.interval,
                                    qos=args.qos, max_inflight=args.max_inflight, eos=not args.no_eos, tls=tls,
                                    lockstep=args.lockstep, lockstep_timeout=args.lockstep_timeout))
     except Exception as e:  # noqa: BLE001  (a command line reports, it does not trace back)

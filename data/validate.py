@@ -1,14 +1,21 @@
 """Bar checks shared by every loader: find bad rows, then raise, drop or repair them.
 
 Checks, in the order a row is tested (the first failing one names the row's problem):
-unparseable timestamp, missing or non-numeric OHLCV cell, non-positive price, negative volume,
-high < low, open or close outside [low, high]; then, over the rows that passed, duplicate and
-out-of-order timestamps (after a file that runs mostly backwards has been reversed).
+more fields than the header has columns, unparseable timestamp, missing or non-numeric OHLCV cell,
+non-positive price, negative volume, a value past the bounds of money arithmetic (a price or
+pre_close above ``MAX_PRICE``, a volume above ``MAX_VOLUME``, another extra column's value above
+``MAX_AMOUNT`` in size or infinite), high < low, open or close outside [low, high]; then, over the
+rows that passed, duplicate and out-of-order timestamps (after a file that runs mostly backwards
+has been reversed).
+
+Out of order under ``on_bad="drop"``: the rows kept are a longest strictly rising run of stamps
+(the fewest rows dropped), so one misplaced row costs that row, not every row after it.
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dc_field
 from typing import Literal
 
 import numpy as np
@@ -21,6 +28,11 @@ OnBad = Literal["raise", "drop", "repair"]
 LOG = structlog.get_logger("tradeloop.data")
 EXAMPLE_LINES = 5
 FIXABLE = ("high_below_low", "outside_range")
+# Bounds of a bar's values: above them, money arithmetic (price x quantity, sums of notionals) is no
+# longer exact to the cent or overflows to inf. No traded instrument comes near them.
+MAX_PRICE = 1e12      # open, high, low, close, pre_close
+MAX_VOLUME = 1e15     # volume
+MAX_AMOUNT = MAX_PRICE * MAX_VOLUME  # any other extra column (amount / turnover): |value| at most this
 
 
 @dataclass
@@ -35,6 +47,8 @@ class RawBars:
     cell: Callable[[str, int], object]
     line: Callable[[int], int]
     time_ok: np.ndarray | None = None
+    extra: dict[str, np.ndarray] = dc_field(default_factory=dict)  # extra columns (NaN = missing, allowed)
+    ragged: dict[int, str] = dc_field(default_factory=dict)        # record -> why it has too many fields
 
 
 def _fmt_ts(ns: int) -> str:
@@ -45,10 +59,17 @@ def _fmt_ts(ns: int) -> str:
 def _row_checks(raw: RawBars) -> list[tuple[str, str, np.ndarray]]:
     """(check, field key, mask) for the per-row checks, in priority order."""
     c = raw.cols
-    out: list[tuple[str, str, np.ndarray]] = [("bad_timestamp", "ts", ~raw.ts_ok)]
+    out: list[tuple[str, str, np.ndarray]] = []
+    if raw.ragged:
+        m = np.zeros(len(raw.ts), dtype=bool)
+        m[list(raw.ragged)] = True
+        out.append(("extra_fields", "", m))
+    out.append(("bad_timestamp", "ts", ~raw.ts_ok))
     out += [("missing_or_non_numeric", f, ~np.isfinite(c[f])) for f in BAR_FIELDS]
     out += [("non_positive_price", f, c[f] <= 0) for f in PRICE_FIELDS]
     out.append(("negative_volume", "volume", c["volume"] < 0))
+    out += [("out_of_bounds", f, c[f] > _bound(f)) for f in BAR_FIELDS]
+    out += [("out_of_bounds", k, _extra_out(k, v)) for k, v in raw.extra.items()]
     out.append(("high_below_low", "high", c["high"] < c["low"]))
     for f in ("open", "close"):
         out.append(("outside_range", f, (c[f] > c["high"]) | (c[f] < c["low"])))
@@ -59,12 +80,16 @@ def _bad_rows(raw: RawBars) -> np.ndarray:
     """Rows failing any check of ``_row_checks``, as one mask built in place (clean files need no more)."""
     c = raw.cols
     bad = ~raw.ts_ok
-    for f in PRICE_FIELDS:  # not > 0 is NaN, -inf or non-positive; +inf is tested apart
+    if raw.ragged:
+        bad[list(raw.ragged)] = True
+    for f in PRICE_FIELDS:  # not > 0 is NaN, -inf or non-positive; above the bound includes +inf
         bad |= ~(c[f] > 0)
-        bad |= c[f] == np.inf
+        bad |= c[f] > MAX_PRICE
     v = c["volume"]
     bad |= ~(v >= 0)
-    bad |= v == np.inf
+    bad |= v > MAX_VOLUME
+    for k, x in raw.extra.items():
+        bad |= _extra_out(k, x)
     h, lo = c["high"], c["low"]
     bad |= h < lo
     for f in ("open", "close"):
@@ -73,9 +98,28 @@ def _bad_rows(raw: RawBars) -> np.ndarray:
     return bad
 
 
+def _bound(key: str) -> float:
+    """The largest value ``key`` may hold (see MAX_PRICE, MAX_VOLUME, MAX_AMOUNT)."""
+    return MAX_VOLUME if key == "volume" else MAX_PRICE if key in PRICE_FIELDS or key == "pre_close" else MAX_AMOUNT
+
+
+def _extra_out(key: str, x: np.ndarray) -> np.ndarray:
+    """Rows where extra column ``key`` is infinite or past its bound in size (NaN, a missing value, passes)."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiu":
+        return np.zeros(len(x), dtype=bool)
+    return np.abs(x.astype(np.float64)) > _bound(key)
+
+
 def _reason(raw: RawBars, check: str, key: str, rec: int) -> tuple[str, str]:
     """(field as written, human reason) for row ``rec`` failing ``check`` on ``key``."""
     c = raw.cols
+    if check == "extra_fields":
+        return "", raw.ragged[rec]
+    if check == "out_of_bounds":
+        v = float(c[key][rec]) if key in c else float(raw.extra[key][rec])
+        return raw.names.get(key, key), (f"{v!r} is out of bounds: |{key}| must be at most {_bound(key):.0e} "
+                                         "(beyond it money arithmetic overflows)")
     if check == "bad_timestamp":
         if raw.time_ok is not None and not raw.time_ok[rec]:
             key = "time"
@@ -145,17 +189,54 @@ def clean(raw: RawBars, on_bad: OnBad = "raise", log: list | None = None, *, rev
     if not order_bad.any():
         return idx
     if on_bad == "drop":
-        prev = np.maximum.accumulate(t)[:-1]
-        dup = np.concatenate(([False], t[1:] == prev))
+        keep = _rising(t)
+        drop = ~keep
+        dup = drop & np.isin(t, t[keep])  # a stamp some kept row has: a duplicate; else out of order
         _report(raw, log, "drop", "duplicate_timestamp", idx[dup])
-        _report(raw, log, "drop", "out_of_order", idx[order_bad & ~dup])
-        return idx[~order_bad]
+        _report(raw, log, "drop", "out_of_order", idx[drop & ~dup])
+        return idx[keep]
     order = np.argsort(t, kind="stable")
     _report(raw, log, "repair", "out_of_order", idx[order_bad & (t < np.maximum.accumulate(t))])
     idx, t = idx[order], t[order]
     last = np.concatenate((t[:-1] != t[1:], [True]))
     _report(raw, log, "repair", "duplicate_timestamp", idx[~last])
     return idx[last]
+
+
+def _rising(t: np.ndarray) -> np.ndarray:
+    """Mask of a longest strictly rising subsequence of ``t``: the fewest rows to drop to make ``t`` strictly rising.
+
+    Of several such subsequences the one keeping the earliest rows: the row dropped is the one
+    that steps back in time (and the first of equal stamps is kept), as ``raise`` would name it.
+    O(n log n), over the stretch from the first to the last row out of place only: a row above
+    every stamp before it and below every stamp after it fits any rising subsequence and is kept.
+    """
+    n = len(t)
+    keep = np.ones(n, dtype=bool)
+    late = np.flatnonzero(t[1:] <= np.maximum.accumulate(t)[:-1]) + 1      # not above every stamp before it
+    if len(late) == 0:
+        return keep
+    early = np.flatnonzero(t[:-1] >= np.minimum.accumulate(t[::-1])[::-1][1:])  # not below every stamp after it
+    lo, hi = min(int(late[0]), int(early[0])), max(int(late[-1]), int(early[-1])) + 1
+    seg = t[lo:hi].tolist()
+    # longest rising run starting at each row (patience sorting from the right, on negated stamps)
+    longest = [0] * len(seg)
+    tails: list[int] = []
+    for j in range(len(seg) - 1, -1, -1):
+        u = -seg[j]
+        k = bisect_left(tails, u)
+        if k == len(tails):
+            tails.append(u)
+        else:
+            tails[k] = u
+        longest[j] = k + 1
+    need, last = len(tails), None
+    keep[lo:hi] = False
+    for j, x in enumerate(seg):  # earliest row that still leaves a run of the needed length
+        if need and longest[j] == need and (last is None or x > last):
+            keep[lo + j] = True
+            need, last = need - 1, x
+    return keep
 
 
 def _handle_rows(raw: RawBars, checks: list, bad: np.ndarray, on_bad: str, log: list | None) -> np.ndarray:
@@ -198,11 +279,15 @@ def _order_error(raw: RawBars, idx: np.ndarray, t: np.ndarray, rec: int) -> Data
     return DataError(raw.path, raw.line(rec), raw.names["ts"], reason)
 
 
-def validate_series(series: BarSeries) -> None:
-    """Check a BarSeries built in code; raise DataError naming row index + 1 as the line."""
+def validate_series(series: BarSeries, path: str | None = None) -> None:
+    """Check a BarSeries built in code (or read from a catalog); raise DataError naming row index + 1 as the line.
+
+    ``path`` names the file in the error (default: the series' source, else its symbol).
+    """
     cols = {f: np.asarray(getattr(series, f), dtype=np.float64) for f in BAR_FIELDS}
-    names = {k: k for k in ("ts", "time", *BAR_FIELDS)}
-    raw = RawBars(series.source or series.symbol, np.asarray(series.ts, dtype=np.int64),
+    extra = {k: np.asarray(v) for k, v in series.extra.items()}
+    names = {k: k for k in ("ts", "time", *BAR_FIELDS, *extra)}
+    raw = RawBars(path or series.source or series.symbol, np.asarray(series.ts, dtype=np.int64),
                   np.ones(len(series), dtype=bool), cols, names,
-                  cell=lambda k, r: str(series.column(k)[r]), line=lambda r: r + 1)
+                  cell=lambda k, r: str(series.column(k)[r]), line=lambda r: r + 1, extra=extra)
     clean(raw, "raise", reverse=False)
