@@ -8,12 +8,23 @@ Both are small frozen dataclasses so a run's configuration can be written to its
 from __future__ import annotations
 
 from bisect import bisect_right
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from tradeloop.brokers.orders import Side
+from tradeloop.errors import ConfigError, check_fields, limits
+
+# Sanity bounds of cost settings: above these a value is a typo (0.5 for 0.5%, bps for a fraction), never a
+# market's real fee. Rates are fractions of the notional; minimums and per-share fees are account currency.
+MAX_RATE = 0.1          # 10% of the notional
+MAX_MINIMUM = 1e6       # per fill
+MAX_PER_SHARE = 100.0   # per unit
+MAX_BPS = 1000.0        # 10%
+MAX_IMPACT = 1.0        # volume-share impact coefficient
+RATE = limits(ge=0, le=MAX_RATE, text=f"between 0 and {MAX_RATE:g} (a fraction of the notional: 0.001 is 0.1%)")
+MINIMUM = limits(ge=0, le=MAX_MINIMUM)
 
 
 class CommissionModel(Protocol):
@@ -24,8 +35,8 @@ class CommissionModel(Protocol):
 class PercentCommission:
     """``rate`` of the traded notional, at least ``minimum`` per fill (0.001 = 0.1%)."""
 
-    rate: float = 0.0
-    minimum: float = 0.0
+    rate: float = field(default=0.0, metadata=RATE)
+    minimum: float = field(default=0.0, metadata=MINIMUM)
 
     def __call__(self, symbol: str, side: Side, qty: float, price: float, ts: int | None = None) -> float:
         fee = self.rate * abs(qty) * price
@@ -36,8 +47,8 @@ class PercentCommission:
 class PerShareCommission:
     """``per_share`` for each unit traded, at least ``minimum`` per fill."""
 
-    per_share: float = 0.0
-    minimum: float = 0.0
+    per_share: float = field(default=0.0, metadata=limits(ge=0, le=MAX_PER_SHARE))
+    minimum: float = field(default=0.0, metadata=MINIMUM)
 
     def __call__(self, symbol: str, side: Side, qty: float, price: float, ts: int | None = None) -> float:
         fee = self.per_share * abs(qty)
@@ -56,10 +67,10 @@ class AShareCommission:
     charged differently before 2015-08-01 and is not dated here).
     """
 
-    rate: float = 0.00025
-    minimum: float = 5.0
-    stamp_duty: float | None = None
-    transfer_fee: float = 0.00001
+    rate: float = field(default=0.00025, metadata=RATE)
+    minimum: float = field(default=5.0, metadata=MINIMUM)
+    stamp_duty: float | None = field(default=None, metadata=RATE)
+    transfer_fee: float = field(default=0.00001, metadata=RATE)
 
     def __call__(self, symbol: str, side: Side, qty: float, price: float, ts: int | None = None) -> float:
         notional = abs(qty) * price
@@ -106,7 +117,7 @@ class SlippageModel(Protocol):
 class FixedBpsSlippage:
     """Pay ``bps`` basis points worse than the model price."""
 
-    bps: float = 0.0
+    bps: float = field(default=0.0, metadata=limits(ge=0, le=MAX_BPS, text=f"between 0 and {MAX_BPS:g} basis points"))
 
     def __call__(self, side: Side, price: float, qty: float, volume: float) -> float:
         return price * (1.0 + self.bps * 1e-4) if side is Side.BUY else price * (1.0 - self.bps * 1e-4)
@@ -119,7 +130,7 @@ class VolumeShareSlippage:
     impact = ``impact`` * (qty / volume) ** 2, as a fraction of the price (zipline's model).
     """
 
-    impact: float = 0.1
+    impact: float = field(default=0.1, metadata=limits(ge=0, le=MAX_IMPACT))
 
     def __call__(self, side: Side, price: float, qty: float, volume: float) -> float:
         share = min(1.0, qty / volume) if volume > 0 else 1.0
@@ -131,20 +142,29 @@ COMMISSIONS = {"percent": PercentCommission, "per_share": PerShareCommission, "c
 SLIPPAGES = {"none": None, "bps": FixedBpsSlippage, "volume_share": VolumeShareSlippage}
 
 
-def build_model(kind: str, registry: dict, params: dict):
-    """Build a cost model from its config name and parameters, naming what is wrong."""
-    try:
-        cls = registry[kind]
-    except KeyError:
-        raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(registry)}") from None
+def build_model(kind: str, registry: dict, params: dict, where: str = ""):
+    """Build a cost model from its config name and parameters, naming what is wrong.
+
+    With ``where`` (the config section, ``commission`` or ``slippage``) every parameter is also
+    checked against its type and range, and errors are ConfigErrors naming ``where.key``.
+    """
+    pre = f"{where}: " if where else ""
+    if not isinstance(kind, str) or kind not in registry:
+        raise (ConfigError if where else ValueError)(
+            f"{pre}unknown model {kind!r}; choose one of {', '.join(registry)}")
+    cls = registry[kind]
     if cls is None:
         if params:
-            raise ValueError(f"model {kind!r} takes no parameters, got {', '.join(params)}")
+            raise (ConfigError if where else ValueError)(
+                f"{pre}model {kind!r} takes no parameters, got {', '.join(params)}")
         return None
     try:
-        return cls(**params)
+        model = cls(**params)
     except TypeError as e:
-        raise ValueError(f"bad parameters for {kind!r}: {e}") from None
+        raise (ConfigError if where else ValueError)(f"{pre}bad parameters for {kind!r}: {e}") from None
+    if where:
+        check_fields(model, where)
+    return model
 
 
 def describe(model) -> dict:

@@ -14,16 +14,11 @@ from tradeloop.brokers.sim import FillRules
 from tradeloop.errors import ConfigError
 from tradeloop.risk.checks import CollarCheck, GrossExposureCheck, LotCheck, MaxPositionCheck, RateCheck, SellableCheck
 from tradeloop.risk.config import RiskSection
-from tradeloop.risk.drawdown import ACTIONS, DrawdownGuard
+from tradeloop.risk.drawdown import DrawdownGuard
 from tradeloop.risk.halt import HaltGuard
 from tradeloop.risk.pipeline import CashCheck, Check, RiskPipeline
 from tradeloop.risk.review import PolicyReviewer, QueueReviewer, ReviewGate, load_policy
 from tradeloop.risk.store import ControlStore, StoreError
-
-
-def _positive(value: float | None, key: str) -> None:
-    if value is not None and not value > 0:
-        raise ConfigError(f"risk.{key} must be positive, not {value!r}")
 
 
 def _checked(policy: Callable[[Order], bool], spec: str) -> Callable[[Order], bool]:
@@ -41,12 +36,7 @@ def build_pipeline(r: RiskSection, rules: FillRules, *, allow_short: bool = Fals
                    live: bool = False) -> RiskPipeline:
     """The risk pipeline of section ``r``; ``live`` puts reviews in the ``state`` file (``live.state``) instead of
     answering them by policy. ``allow_short`` drops the sellable-quantity check where no market profile needs it."""
-    for key in ("max_position", "max_gross", "max_orders_per_second", "collar"):
-        _positive(getattr(r, key), key)
-    if r.halt.scope not in ("symbol", "book"):
-        raise ConfigError(f"risk.halt.scope must be 'symbol' or 'book', not {r.halt.scope!r}")
-    if r.drawdown.action not in ACTIONS:
-        raise ConfigError(f"risk.drawdown.action must be 'block' or 'flatten', not {r.drawdown.action!r}")
+    r.validate()   # every key's type and range (risk/config.py), the review timeout when reviews are on
     market = rules.market
     checks: list[Check] = []
     try:
@@ -77,8 +67,6 @@ def build_pipeline(r: RiskSection, rules: FillRules, *, allow_short: bool = Fals
             raise ConfigError(f"live.state: {e}") from None
     review = None
     if r.review.notional is not None:
-        _positive(r.review.notional, "review.notional")
-        _positive(r.review.timeout, "review.timeout")
         if live:
             if control is None:
                 raise ConfigError("risk.review.notional is set: a live run needs live.state (--state FILE) "

@@ -10,12 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from tradeloop.errors import check_fields, limits
+
+POSITIVE = limits(gt=0)
+FRACTION = "a fraction between 0 and 1"
+
 
 @dataclass
 class ReviewSection:
     """Large-order review: hold orders whose notional is at or above ``notional`` (None: off)."""
 
-    notional: float | None = None
+    notional: float | None = field(default=None, metadata=POSITIVE)
     policy: str = "reject"        # backtests: approve, reject, or module:function(order) -> bool
     timeout: float = 300.0        # live: seconds of the run's clock before an unanswered review is rejected
 
@@ -27,8 +32,8 @@ class HaltSection:
     ENABLED_BY_ANY_KEY: ClassVar[bool] = True   # a [risk.halt] table or any risk.halt.* key turns halts on
 
     enabled: bool = False
-    move: float = 0.05
-    scope: str = "symbol"         # symbol or book
+    move: float = field(default=0.05, metadata=limits(gt=0, lt=1, text=FRACTION, label="halt move"))
+    scope: str = field(default="symbol", metadata=limits(choices=("symbol", "book"), text="'symbol' or 'book'"))
     cancel_working: bool = False
 
 
@@ -36,19 +41,30 @@ class HaltSection:
 class DrawdownSection:
     """Drawdown stop: equity ``max`` below its peak, or ``daily_loss`` below the day's start (None: off)."""
 
-    max: float | None = None
-    daily_loss: float | None = None
-    action: str = "block"         # block (refuse new entries) or flatten (also close every position)
+    max: float | None = field(default=None, metadata=limits(gt=0, lt=1, text=FRACTION, label="drawdown max"))
+    daily_loss: float | None = field(default=None,
+                                     metadata=limits(gt=0, lt=1, text=FRACTION, label="drawdown daily_loss"))
+    action: str = field(default="block",   # block (refuse new entries) or flatten (also close every position)
+                        metadata=limits(choices=("block", "flatten"), text="'block' or 'flatten'"))
 
 
 @dataclass
 class RiskSection:
     """Pre-trade limits (None: off) and the review, halt and drawdown tables."""
 
-    max_position: float | None = None          # |projected position| per symbol, in units
-    max_gross: float | None = None             # projected gross exposure, in account currency
-    max_orders_per_second: int | None = None   # on the run's clock
-    collar: float | None = None                # limit orders within this fraction of the last price
+    max_position: float | None = field(default=None, metadata=POSITIVE)   # |projected position| per symbol, units
+    max_gross: float | None = field(default=None, metadata=POSITIVE)      # projected gross exposure, account currency
+    max_orders_per_second: int | None = field(default=None, metadata=POSITIVE)   # on the run's clock
+    collar: float | None = field(default=None, metadata=POSITIVE)   # limit orders within this fraction of the last price
     review: ReviewSection = field(default_factory=ReviewSection)
     halt: HaltSection = field(default_factory=HaltSection)
     drawdown: DrawdownSection = field(default_factory=DrawdownSection)
+
+    def validate(self, prefix: str = "risk") -> None:
+        """ConfigError naming the key of the first setting out of its type or range.
+
+        The review timeout is checked only when reviews are on (``review.notional`` set).
+        """
+        check_fields(self, prefix)
+        if self.review.notional is not None:
+            limits(gt=0)["range"].check(f"{prefix}.review.timeout", self.review.timeout)

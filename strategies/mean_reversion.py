@@ -14,11 +14,11 @@ from tradeloop.data.schema import Bar
 class MeanReversion(Strategy):
     """Buy dips below the lower Bollinger band with limit orders; exit at the mean."""
 
-    period = Param(20, "Bollinger period (bars)")
-    width = Param(2.0, "band width in standard deviations")
-    discount = Param(0.005, "bid this fraction below the close")
-    size = Param(100, "units per entry")
-    max_hold = Param(15, "bars before a position is closed at market")
+    period = Param(20, "Bollinger period (bars)", min=2)
+    width = Param(2.0, "band width in standard deviations", min=0.0, max=10.0)
+    discount = Param(0.005, "bid this fraction below the close", min=0.0, max=0.5)
+    size = Param(100, "units per entry", min=1)
+    max_hold = Param(15, "bars before a position is closed at market", min=1)
 
     def on_start(self, ctx: Context) -> None:
         self.mid, self.upper, self.lower = ctx.indicator("bollinger", n=self.period, k=self.width)

@@ -24,18 +24,20 @@ class ModelSignal(Strategy):
     registry = Param("runs/models", "registry root folder")
     runtime = Param("onnx-cpu", "onnx-cpu, onnx-cpu-int8, torch-cpu, torch-cpu-bf16, torch-cuda or tensorrt")
     backup = Param("", "backup model version the health monitor switches to ('' = none)")
-    p99_ms = Param(50.0, "health limit: rolling p99 latency per model call (ms)")
-    min_accuracy = Param(0.0, "health limit: rolling live accuracy (0 = off)")
-    enter = Param(0.55, "buy when P(up) >= enter")
-    exit = Param(0.45, "sell when P(up) <= exit")
-    exposure = Param(0.95, "share of equity invested, split equally over the symbols")
-    batch_workers = Param(1, "threads of the backtest's batch inference (0: every core)")
+    p99_ms = Param(50.0, "health limit: rolling p99 latency per model call (ms)", min=0.0)
+    min_accuracy = Param(0.0, "health limit: rolling live accuracy (0 = off)", min=0.0, max=1.0)
+    enter = Param(0.55, "buy when P(up) >= enter", min=0.0, max=1.0)
+    exit = Param(0.45, "sell when P(up) <= exit", min=0.0, max=1.0)
+    exposure = Param(0.95, "share of equity invested, split equally over the symbols", min=0.0, max=1.0)
+    batch_workers = Param(1, "threads of the backtest's batch inference (0: every core)", min=0)
 
-    def on_start(self, ctx: Context) -> None:
+    def validate(self) -> None:
         if not self.model:
             raise ValueError("model_signal: set --param model=NAME@VERSION (a model in the registry)")
-        if not 0.0 <= self.exit <= self.enter <= 1.0:
-            raise ValueError(f"model_signal: need 0 <= exit <= enter <= 1, got exit={self.exit} enter={self.enter}")
+        if self.exit > self.enter:
+            raise ValueError(f"model_signal: need exit <= enter, got exit={self.exit} enter={self.enter}")
+
+    def on_start(self, ctx: Context) -> None:
         from tradeloop.models.health import HealthLimits  # torch / ONNX Runtime are imported only with a model
 
         ctx.use_predictor(self.model, registry=self.registry, runtime=self.runtime, backup=self.backup or None,

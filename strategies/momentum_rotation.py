@@ -13,14 +13,12 @@ from tradeloop.data.schema import Bar
 class MomentumRotation(Strategy):
     """Equal-weight the top-N symbols by trailing return; rebalance on a fixed cadence."""
 
-    lookback = Param(60, "bars of trailing return used to rank")
-    top = Param(2, "how many symbols to hold")
-    rebalance = Param(20, "timestamps between rebalances")
-    exposure = Param(0.95, "share of equity invested")
+    lookback = Param(60, "bars of trailing return used to rank", min=1)
+    top = Param(2, "how many symbols to hold", min=1)
+    rebalance = Param(20, "timestamps between rebalances", min=1)
+    exposure = Param(0.95, "share of equity invested", min=0.0, max=1.0)
 
     def on_start(self, ctx: Context) -> None:
-        if self.top < 1 or self.lookback < 1 or self.rebalance < 1:
-            raise ValueError("top, lookback and rebalance must be at least 1")
         self.momentum = ctx.indicator("roc", n=self.lookback)
         self.steps = 0
 

@@ -13,15 +13,17 @@ from tradeloop.data.schema import Bar
 class SmaCross(Strategy):
     """Fast/slow SMA crossover on the close; long only, no pyramiding."""
 
-    fast = Param(10, "fast SMA period (bars)")
-    slow = Param(30, "slow SMA period (bars)")
-    size = Param(1000, "shares per entry with sizing='fixed'")
-    sizing = Param("fixed", "'fixed' (size shares) or 'allin' (target share of equity)")
-    target = Param(0.95, "share of equity to hold with sizing='allin'")
+    fast = Param(10, "fast SMA period (bars)", min=1)
+    slow = Param(30, "slow SMA period (bars)", min=2)
+    size = Param(1000, "shares per entry with sizing='fixed'", min=1)
+    sizing = Param("fixed", "'fixed' (size shares) or 'allin' (target share of equity)", choices=("fixed", "allin"))
+    target = Param(0.95, "share of equity to hold with sizing='allin'", min=0.0, max=1.0)
+
+    def validate(self) -> None:
+        if self.fast >= self.slow:
+            raise ValueError(f"fast ({self.fast}) must be less than slow ({self.slow})")
 
     def on_start(self, ctx: Context) -> None:
-        if self.sizing not in ("fixed", "allin"):
-            raise ValueError(f"sizing must be 'fixed' or 'allin', not {self.sizing!r}")
         fast = ctx.indicator("sma", n=self.fast)
         slow = ctx.indicator("sma", n=self.slow)
         self.cross = ctx.indicator("crossover", fast, slow)

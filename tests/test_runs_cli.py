@@ -108,7 +108,7 @@ def test_a_run_keeps_only_its_own_events(root):
 def test_log_lines_are_key_value_for_people_and_json_with_log_json(tmp_path):
     def stderr(*extra: str) -> str:
         cmd = [sys.executable, "-m", "tradeloop", "backtest", "sma_cross", "--data", str(need(SAMPLE)), "--quiet",
-               "--out", str(tmp_path / "r"), *extra]
+               "--out", str(tmp_path / f"r{len(extra)}"), *extra]  # one folder per run: a run folder is never reused
         return subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stderr
 
     people = [ln for ln in stderr().splitlines() if "backtest_done" in ln][0]

@@ -66,7 +66,7 @@ def test_failing_point_is_an_error_row_and_the_others_finish(shared_data, tmp_pa
     t = pl.read_parquet(tmp_path / "sweep.parquet")
     assert t.equals(res.table)
     assert t["status"].to_list() == ["error", "ok"]
-    assert "n must be an integer >= 1" in t["error"][0] and t["error"][1] is None
+    assert "parameter 'fast' must be at least 1, not 0" in t["error"][0] and t["error"][1] is None  # Param(min=1)
     assert t["sharpe"][0] is None and t["sharpe"][1] is not None
     summary = json.loads((tmp_path / "sweep.json").read_text())
     assert summary["points"] == 2 and summary["ok"] == 1 and summary["failed"] == 1

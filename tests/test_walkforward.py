@@ -259,7 +259,9 @@ def test_a_failing_backtest_window_is_reported_and_the_others_finish(tmp_path):
     wf, out = run_walkforward(cfg, WindowSpec("1y", "6m", warmup="2m"), executor="serial", out=tmp_path / "run",
                               progress=False)
     assert [o.ok for o in wf.windows] == [True, False, True, True]
-    assert wf.windows[1].error == "backtest: RuntimeError: boom in the summer of 2011"
+    error = wf.windows[1].error   # the strategy's own file and line (engine/loop/strategy.py strategy_failure)
+    assert error.startswith("backtest: strategy error: ") and "test_walkforward.py:" in error
+    assert error.endswith(" in on_bars: RuntimeError: boom in the summer of 2011")
     assert wf.windows[2].span.result.start_cash == wf.windows[0].span.final_value   # the failed window is skipped
     m = json.loads((out / "metrics.json").read_text())
     assert m["walkforward"]["failed"] == 1 and m["windows"][1]["status"] == "error" and "metrics" not in m["windows"][1]

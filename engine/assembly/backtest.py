@@ -1,6 +1,8 @@
 """``tradeloop backtest``: a ``RunConfig`` assembled (:mod:`.build`), run, measured and recorded.
 
-Tests and notebooks can call :func:`backtest` too.
+Tests and notebooks can call :func:`backtest` too. When the strategy's own code fails, the run
+folder is still written, with ``status: "failed"``, the error, the equity up to the failure and the
+traceback in ``events.jsonl``; then the :class:`StrategyError` is raised (one line for the CLI).
 """
 from __future__ import annotations
 
@@ -8,10 +10,12 @@ from pathlib import Path
 
 import structlog
 
-from tradeloop.engine.assembly.build import (build_risk, build_rules, build_strategy, check_symbols, load_inputs, run_id,
-                                             trade_from_ts)
+from tradeloop.errors import StrategyError
+
+from tradeloop.engine.assembly.build import (build_risk, build_rules, build_strategy, check_symbols, load_inputs,
+                                             resolve_strategy, run_id, trade_from_ts)
 from tradeloop.engine.config.run import RunConfig
-from tradeloop.engine.drivers.backtest import run_backtest
+from tradeloop.engine.drivers.backtest import no_steps, run_backtest
 from tradeloop.engine.runs.result import BacktestResult
 from tradeloop.engine.metrics.benchmark import benchmark_metrics, load_benchmark, span_of
 from tradeloop.engine.metrics.gates import apply_gates, parse_gates
@@ -20,7 +24,7 @@ from tradeloop.engine.metrics.risk_events import risk_metrics
 from tradeloop.engine.metrics.signals import signal_metrics
 from tradeloop.engine.report.walkforward import write_run_report
 from tradeloop.engine.runs.recorder import build_manifest, write_run
-from tradeloop.engine.telemetry.logs import RunEvents, run_events
+from tradeloop.engine.telemetry.logs import RunEvents, console_muted, run_events
 from tradeloop.engine.telemetry.progress import LazyProgress
 
 
@@ -34,23 +38,42 @@ def backtest(cfg: RunConfig, *, out: Path | None = None, write: bool = True,
 def _backtest(cfg: RunConfig, *, out: Path | None, write: bool, progress: bool | None,
               events: RunEvents) -> tuple[BacktestResult, Path | None]:
     log = structlog.get_logger("tradeloop.backtest")
+    cfg.validate()
     gates = parse_gates(cfg.gates)
-    strategy = build_strategy(cfg)
+    failure: StrategyError | None = None
+    try:
+        strategy = build_strategy(cfg)
+    except StrategyError as e:   # its __init__ raised: recorded below as a failed run of no steps
+        if not write:
+            raise
+        strategy, failure = None, e
     series, inputs = load_inputs(cfg, hashes=write)
     bench = (load_benchmark(cfg.run.benchmark, on_bad=cfg.run.on_bad, span=span_of(series))
              if cfg.run.benchmark else None)
     rules = build_rules(cfg)
     check_symbols(rules.market, [s.symbol for s in series])
     risk = build_risk(cfg, rules)
-    with LazyProgress("backtest", enabled=progress) as bar:
-        result = run_backtest(strategy, series, cash=cfg.run.cash, rules=rules, risk=risk,
-                              order_prefix=cfg.run.order_prefix, log=log, progress=bar,
-                              trade_from=trade_from_ts(cfg))
+    if failure is None:
+        try:
+            with LazyProgress("backtest", enabled=progress) as bar:
+                result = run_backtest(strategy, series, cash=cfg.run.cash, rules=rules, risk=risk,
+                                      order_prefix=cfg.run.order_prefix, log=log, progress=bar,
+                                      trade_from=trade_from_ts(cfg), partial_on_failure=True)
+        except StrategyError as e:
+            if not write:
+                raise
+            failure, result = e, e.result
+    else:
+        result = no_steps(series, cfg.run.cash)
     result.metrics = compute_metrics(result.ts, result.equity, result.start_cash, result.fills,
                                      gross_exposure=result.gross_exposure)
     if bench is not None:
         result.metrics.update(benchmark_metrics(bench, result.ts, result.equity, result.start_cash))
     result.metrics.update(risk_metrics(result.risk_events, result.tz))
+    if failure is not None:
+        target = Path(out or cfg.run.out or Path("runs") / run_id(cfg, cfg.run.strategy.rpartition(":")[2]))
+        _write_failed(target, cfg, strategy, rules, result, inputs, bench, failure, events, log)
+        raise failure
     log.info("backtest_done", strategy=cfg.run.strategy, bars=result.bars, fills=len(result.fills),
              final_value=round(result.final_value, 6), seconds=round(result.elapsed_s, 3))
     if not write:
@@ -63,3 +86,18 @@ def _backtest(cfg: RunConfig, *, out: Path | None, write: bool, progress: bool |
                               symbols=result.symbols, tz=result.tz)
     write_run(target, result, manifest, report=write_run_report, benchmark=bench, events=events)
     return result, target
+
+
+def _write_failed(target: Path, cfg: RunConfig, strategy: object, rules: object, result: BacktestResult,
+                  inputs: list, bench: object, failure: StrategyError, events: RunEvents, log: object) -> None:
+    """The folder of a run its strategy ended: ``status: "failed"``, the error, what ran, the traceback
+    in events.jsonl. The console stays quiet (the caller shows one line), so the message names the folder."""
+    with console_muted():
+        log.error("strategy_failed", error=str(failure), traceback=failure.detail, bars=result.bars)
+        made = strategy if strategy is not None else resolve_strategy(cfg.run.strategy)
+        manifest = build_manifest("backtest", cfg, made, rules,
+                                  inputs=inputs, benchmark=bench, models=result.models, symbols=result.symbols,
+                                  tz=result.tz, status="failed", error=str(failure),
+                                  params=None if strategy is not None else dict(cfg.params))
+        write_run(target, result, manifest, report=write_run_report, benchmark=bench, events=events)
+    failure.args = (f"{failure} (run folder {target}: status failed, traceback in {target / 'events.jsonl'})",)

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,12 @@ from typing import Any
 from tradeloop.brokers.costs import COMMISSIONS, SLIPPAGES, AShareCommission, build_model
 from tradeloop.brokers.profiles import PROFILES, ChinaAShares, MarketProfile
 from tradeloop.brokers.sim import FillRules
+from tradeloop.data.errors import check_file
 from tradeloop.data.loaders import file_sha256, load_bars
 from tradeloop.data.schema import BarSeries
 from tradeloop.engine.config.run import DataSpec, RunConfig
 from tradeloop.engine.config.sections import MarketSection
-from tradeloop.engine.loop.strategy import Strategy
+from tradeloop.engine.loop.strategy import Strategy, one_line, shown_path, strategy_failure
 from tradeloop.errors import ConfigError
 from tradeloop.risk.build import build_pipeline
 from tradeloop.risk.pipeline import RiskPipeline
@@ -44,8 +46,10 @@ def resolve_strategy(spec: str) -> type[Strategy]:
         module = importlib.import_module(f"tradeloop.strategies.{spec}")
     except ModuleNotFoundError as e:
         if e.name != f"tradeloop.strategies.{spec}":
-            raise
+            raise import_failure(spec, e) from None
         raise ConfigError(f"strategy {spec!r}: no such module in strategies/ (or give module:Class)") from None
+    except Exception as e:  # noqa: BLE001 - the module's own code failed: one line naming its file and line
+        raise import_failure(spec, e) from None
     found = [c for c in vars(module).values()
              if inspect.isclass(c) and issubclass(c, Strategy) and c is not Strategy and c.__module__ == module.__name__]
     if len(found) != 1:
@@ -55,11 +59,40 @@ def resolve_strategy(spec: str) -> type[Strategy]:
 
 def build_strategy(cfg: RunConfig) -> Strategy:
     """The strategy ``run.strategy`` names, made with the run's parameters (a bad one: ConfigError)."""
-    cls = resolve_strategy(cfg.run.strategy)
+    return make_strategy(resolve_strategy(cfg.run.strategy), cfg.params)
+
+
+def make_strategy(cls: type[Strategy], params: dict[str, Any]) -> Strategy:
+    """``cls(**params)``, then its ``validate()``: every mode makes its strategy here.
+
+    A parameter of the wrong type or out of its range, or a combination ``validate`` refuses
+    (a ValueError), is a ConfigError naming it; any other exception of the strategy's own code
+    (its ``__init__`` or ``validate`` failing) is a StrategyError naming its file and line.
+    """
     try:
-        return cls(**cfg.params)
+        strategy = cls(**params)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - user code: reported as one line, the traceback kept
+        raise (strategy_failure(cls, e) or ConfigError(f"strategy {cls.__name__}: {one_line(e)}")) from e
+    try:
+        strategy.validate()
+    except ConfigError:
+        raise
     except ValueError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(f"strategy {cls.__name__}: {' '.join(str(e).split())}") from None
+    except Exception as e:  # noqa: BLE001
+        raise (strategy_failure(cls, e) or ConfigError(f"strategy {cls.__name__}: {one_line(e)}")) from e
+    return strategy
+
+
+def import_failure(name: str, e: BaseException) -> ConfigError:
+    """One line for a strategy module that cannot be imported: its file and line, and why."""
+    if isinstance(e, SyntaxError) and e.filename:
+        return ConfigError(f"strategy {name!r}: {shown_path(e.filename)}:{e.lineno}: {type(e).__name__}: {e.msg}")
+    tb = [f for f in traceback.extract_tb(e.__traceback__) if "importlib._bootstrap" not in f.filename]
+    where = f"{shown_path(tb[-1].filename)}:{tb[-1].lineno}: " if tb else ""
+    return ConfigError(f"strategy {name!r}: {where}{one_line(e)}")
 
 
 def _import(name: str):
@@ -74,12 +107,19 @@ def _import(name: str):
             sys.path.insert(0, folder)
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 - a syntax or import error in the user's file: one line
+            raise import_failure(name, e) from None
         return module
     try:
         return importlib.import_module(name)
-    except ModuleNotFoundError:
+    except ModuleNotFoundError as e:
+        if e.name != name and not name.startswith(f"{e.name}."):
+            raise import_failure(name, e) from None
         raise ConfigError(f"strategy module {name!r} not found") from None
+    except Exception as e:  # noqa: BLE001
+        raise import_failure(name, e) from None
 
 
 def load_inputs(cfg: RunConfig, *, hashes: bool = True) -> tuple[list[BarSeries], list[dict[str, Any]]]:
@@ -101,6 +141,8 @@ def load_inputs(cfg: RunConfig, *, hashes: bool = True) -> tuple[list[BarSeries]
     for spec in cfg.data:
         if catalog is None and not Path(spec.path).exists():
             raise ConfigError(f"input file {spec.path} not found")
+        if catalog is None:  # a directory, FIFO or device: refused before a thread opens (and blocks on) it
+            check_file(spec.path)
 
     def one(spec: DataSpec) -> tuple[BarSeries, dict[str, Any]]:
         if catalog is not None:

@@ -40,6 +40,8 @@ def add_run_args(cmd: argparse.ArgumentParser, *, out_help: str, quiet_help: str
     cmd.add_argument("--benchmark", metavar="PATH", help="bar file of a benchmark (e.g. an index) to measure against")
     cmd.add_argument("--market", metavar="NAME", help="market rules: cn-a (China A-shares; see [market])")
     cmd.add_argument("--out", metavar="DIR", help=out_help)
+    cmd.add_argument("--overwrite", action="store_true",
+                     help="write into an --out folder that already holds files (its run files are replaced)")
     cmd.add_argument("--log-json", action="store_true", help="JSON log lines")
     cmd.add_argument("--quiet", action="store_true", help=quiet_help)
 
@@ -73,7 +75,7 @@ def config_from_args(a: argparse.Namespace, base: RunConfig | None = None) -> Ru
     if not cfg.run.strategy:
         raise ConfigError("no strategy: give STRATEGY or run.strategy in the config")
     resolve_samples(cfg)
-    return cfg
+    return cfg.validate()   # every key's type and range, once everything is applied (engine/config/run.py)
 
 
 def resolve_samples(cfg: RunConfig) -> None:

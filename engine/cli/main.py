@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import typing
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -10,8 +12,16 @@ from tradeloop.errors import ConfigError
 
 from tradeloop.engine.cli.args import EXIT_GATE_FAILED, add_run_args, config_from_args, gate_exit
 
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block): ``tradeloop backtest: error: ... (see --help)``, exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tradeloop", description="Event-driven backtesting and live trading.")
+    p = Parser(prog="tradeloop", description="Event-driven backtesting and live trading.")
     sub = p.add_subparsers(dest="command", required=True)
 
     bt = sub.add_parser("backtest", help="run a strategy over historical bars")
@@ -26,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--encoding")
     imp.add_argument("--tz")
     imp.add_argument("--on-bad", choices=["raise", "drop", "repair"], default="raise")
+    imp.add_argument("--replace", action="store_true",
+                     help="let a file replace a symbol's stored bars even when it lacks some of them "
+                          "(fewer rows, another period); without it such an import is refused")
 
     add_sweep_parser(sub)
     from tradeloop.engine.cli.walkforward import add_walkforward_parser
@@ -62,7 +75,9 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     res = run_sweep(cfg, grid, metric=a.metric, executor=a.executor, workers=a.workers, address=a.address, out=out)
     if not a.quiet:
         print_sweep(res)
-    return 0 if res.summary["ok"] else 1
+    for err in res.summary["errors"]:   # one line per failed point; any failed point fails the command
+        print(f"tradeloop: sweep point {err['point']} {err['params']} failed: {err['error']}", file=sys.stderr)
+    return 1 if res.summary["failed"] else 0
 
 
 def add_report_parsers(sub: Any) -> None:
@@ -82,7 +97,10 @@ def add_report_parsers(sub: Any) -> None:
 
 def cmd_backtest(a: argparse.Namespace) -> int:
     from tradeloop.engine.assembly.backtest import backtest
+    from tradeloop.engine.runs.recorder import check_run_folder
     cfg = config_from_args(a)
+    if cfg.run.out:  # --out, or run.out from the config: an existing run is never replaced silently
+        check_run_folder(cfg.run.out, overwrite=a.overwrite)
     result, out = backtest(cfg)
     if not a.quiet:
         print_summary(result, out)
@@ -119,7 +137,7 @@ def cmd_data_import(a: argparse.Namespace) -> int:
     from tradeloop.data.catalog import import_files
     from tradeloop.data.samples import resolve
     kw = {"encoding": a.encoding, "tz": a.tz, "on_bad": a.on_bad}
-    symbols = import_files([Path(resolve(p)) for p in a.paths], Path(a.catalog), **kw)
+    symbols = import_files([Path(resolve(p)) for p in a.paths], Path(a.catalog), replace=a.replace, **kw)
     print(f"imported {len(symbols)} symbol(s) into {a.catalog}: {', '.join(symbols)}")
     return 0
 
@@ -153,10 +171,35 @@ def cmd_strategies(a: argparse.Namespace) -> int:
             cls = resolve_strategy(info.name)
         except ConfigError:
             continue
-        params = ", ".join(f"{k}={p.default!r}" for k, p in cls.declared_params().items())
+        params = ", ".join(f"{k}={p.default!r}" + (f" ({p.range.describe()})" if p.range else "")
+                           for k, p in cls.declared_params().items())
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         print(f"{info.name:<20} {doc}\n{'':<20} params: {params}")
     return 0
+
+
+RUN_FOLDER_COMMANDS = ("backtest", "sweep", "walkforward", "live", "paper")  # --out: a folder the command writes
+CONFIG_MAX_BYTES = 16 << 20
+
+
+def check_config_file(path: str) -> None:
+    """A ``--config`` file must be a regular UTF-8 text file of sane size (checked before it is read).
+
+    A directory, FIFO or device, a binary file or one in another encoding is a one-line error
+    naming it, never a hang or a traceback; the TOML itself is checked by RunConfig.load.
+    """
+    from tradeloop.data.errors import DataError, check_file
+    st = check_file(path, "config file")
+    if st.st_size > CONFIG_MAX_BYTES:
+        raise DataError(path, 0, "", f"config file of {st.st_size:,} bytes: not a TOML run configuration")
+    data = Path(path).read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(path, data[:e.start].count(b"\n") + 1, "",
+                        f"not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}): a TOML file is UTF-8") from None
+    if b"\0" in data:
+        raise DataError(path, data[:data.index(b"\0")].count(b"\n") + 1, "", "binary data (a NUL byte), not TOML text")
 
 
 PASSTHROUGH_HELP = {
@@ -186,9 +229,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure()
         return passthrough(args[0], args[1:])
     parser = build_parser()
-    a = parser.parse_args(args)
+    try:
+        a = parser.parse_args(args)
+    except SystemExit as e:   # --help (0) or a one-line usage error (2): a code, not an exception, for callers
+        return e.code if isinstance(e.code, int) else 2
     configure(json=getattr(a, "log_json", False))
     try:
+        if a.command in RUN_FOLDER_COMMANDS and getattr(a, "out", None):  # before any work: refuse, don't replace
+            from tradeloop.engine.runs.recorder import check_run_folder
+            check_run_folder(a.out, overwrite=a.overwrite)
+        for key in ("config", "ops_config", "train_config"):  # the TOML files a command reads
+            if getattr(a, key, None):
+                check_config_file(getattr(a, key))
+        bench = getattr(a, "benchmark", None)
+        if bench and not bench.startswith("sample:") and os.path.lexists(bench):  # missing: load_benchmark says so
+            from tradeloop.data.errors import check_file
+            check_file(bench, "benchmark file")  # a directory, FIFO or device: refused before anything opens it
         if a.command == "backtest":
             return cmd_backtest(a)
         if a.command == "data":

@@ -8,6 +8,7 @@ Settings come from, in increasing precedence: ``[walkforward]`` and ``[train]`` 
 from __future__ import annotations
 
 import argparse
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,10 @@ def cmd_walkforward(a: argparse.Namespace) -> int:
                               address=a.address)
     if not a.quiet:
         print_walkforward(wf.result.metrics, out, wf.seconds)
+    for w in wf.result.metrics["windows"]:   # one line per failed window; any failed window fails the command
+        if w["status"] != "ok":
+            print(f"tradeloop: walk-forward window {w['window']} (test from {w['test_start']}) failed: {w['error']}",
+                  file=sys.stderr)
     code = gate_exit(wf.result.metrics, a.strict)
     return code or (1 if wf.result.metrics["walkforward"]["failed"] else 0)
 

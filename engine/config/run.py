@@ -6,14 +6,22 @@ is enough to repeat the run. ``--set section.key=value`` overrides any key.
 from __future__ import annotations
 
 import datetime
+import os
 import tomllib
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from tradeloop.errors import ConfigError
+import numpy as np
+
+from tradeloop.brokers.costs import COMMISSIONS, SLIPPAGES, build_model
+from tradeloop.brokers.profiles import PROFILES
+from tradeloop.errors import ConfigError, check_fields, limits
 from tradeloop.engine.config.sections import LiveSection, MarketSection, check_table, parse_section, set_key
 from tradeloop.risk.config import RiskSection
+
+ON_BAD = limits(choices=("raise", "drop", "repair"))
 
 
 @dataclass
@@ -26,19 +34,21 @@ class DataSpec:
     tz: str | None = None
     date_format: str | None = None
     columns: dict[str, Any] | None = None
-    on_bad: str | None = None
+    on_bad: str | None = field(default=None, metadata=ON_BAD)
 
 
 @dataclass
 class RunSection:
+    """The ``[run]`` table: what runs, on how much cash, filled how; ranges in each field's metadata."""
+
     strategy: str = ""
-    cash: float = 100_000.0
-    seed: int = 0
-    fill_at: str = "open"
-    participation: float | None = None
-    lot_size: float = 0.0
+    cash: float = field(default=100_000.0, metadata=limits(gt=0))
+    seed: int = field(default=0, metadata=limits(ge=0))
+    fill_at: str = field(default="open", metadata=limits(choices=("open", "close")))
+    participation: float | None = field(default=None, metadata=limits(gt=0, le=1))   # share of a bar's volume
+    lot_size: float = field(default=0.0, metadata=limits(ge=0))
     allow_short: bool = True
-    on_bad: str = "raise"
+    on_bad: str = field(default="raise", metadata=ON_BAD)
     catalog: str | None = None
     start: str | None = None
     end: str | None = None
@@ -77,15 +87,17 @@ class RunConfig:
         cfg = cls()
         if "run" in raw:
             cfg.run = _section(RunSection, raw["run"], f"{source}: [run]")
-        cfg.params = dict(raw.get("params", {}))
+        cfg.params = dict(_table(raw.get("params", {}), f"{source}: [params]"))
         data = raw.get("data", [])
         if isinstance(data, dict):
             data = [data]
+        if not isinstance(data, list):
+            raise ConfigError(f"{source}: [[data]]: expected tables of path = \"FILE\", got {data!r}")
         cfg.data = [_section(DataSpec, d, f"{source}: [[data]] #{i + 1}") for i, d in enumerate(data)]
         if "commission" in raw:
-            cfg.commission = dict(raw["commission"])
+            cfg.commission = dict(_table(raw["commission"], f"{source}: [commission]"))
         if "slippage" in raw:
-            cfg.slippage = dict(raw["slippage"])
+            cfg.slippage = dict(_table(raw["slippage"], f"{source}: [slippage]"))
         if "gates" in raw:
             if not isinstance(raw["gates"], dict):
                 raise ConfigError(f"{source}: [gates]: expected a table of metric = \"<op> <number>\"")
@@ -104,6 +116,52 @@ class RunConfig:
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
         return cls.from_dict(raw, str(path))
+
+    def validate(self) -> "RunConfig":
+        """Check every setting against its type and range, once the file, flags and overrides are applied.
+
+        Ranges are declared where each key is (field metadata of the sections, the cost models'
+        fields, the risk section); this adds what spans keys: dates that parse and are in order,
+        the market profile's name. Every mode calls it, so a setting means the same in all of them.
+        """
+        for key in ("start", "end", "trade_from"):   # a TOML date is kept as its ISO text
+            value = getattr(self.run, key)
+            if isinstance(value, (datetime.date, datetime.time)):
+                setattr(self.run, key, value.isoformat())
+        for section in (self.run, *self.data):   # a Path given in code is kept as its text
+            for f in fields(section):
+                if isinstance(getattr(section, f.name), os.PathLike):
+                    setattr(section, f.name, os.fspath(getattr(section, f.name)))
+        check_fields(self.run, "run")
+        for i, spec in enumerate(self.data, 1):
+            check_fields(spec, f"data #{i}")
+            if spec.columns is not None and not isinstance(spec.columns, dict):
+                raise ConfigError(f"data #{i}.columns must be a table, not {spec.columns!r}")
+        self.risk.validate("risk")
+        check_fields(self.market, "market")
+        check_fields(self.live, "live")
+        for name in ("params", "commission", "slippage", "gates"):
+            _table(getattr(self, name), f"[{name}]")
+        commission, slippage = dict(self.commission), dict(self.slippage)
+        build_model(commission.pop("kind", "percent"), COMMISSIONS, commission, "commission")
+        build_model(slippage.pop("kind", "none"), SLIPPAGES, slippage, "slippage")
+        if self.run.market and self.run.market not in PROFILES:
+            raise ConfigError(f"unknown market {self.run.market!r} (known: {', '.join(sorted(PROFILES))})")
+        start, end = (to_ns(getattr(self.run, k), f"run.{k}") for k in ("start", "end"))
+        if start is not None and end is not None and not start < end:
+            raise ConfigError(f"run.start {self.run.start!r} must be before run.end {self.run.end!r}")
+        trade_from = to_ns(self.run.trade_from, "run.trade_from")
+        if trade_from is not None:
+            if start is not None and trade_from < start:
+                raise ConfigError(f"run.trade_from {self.run.trade_from!r} is before run.start {self.run.start!r}")
+            if end is not None and trade_from >= end:
+                raise ConfigError(f"run.trade_from {self.run.trade_from!r} is not before run.end {self.run.end!r}")
+        try:
+            to_ns(self.market.chinext_20pct_from, "market.chinext_20pct_from")
+        except ConfigError:
+            raise ConfigError(f"market.chinext_20pct_from must be a date (YYYY-MM-DD), "
+                              f"not {self.market.chinext_20pct_from!r}") from None
+        return self
 
     def override(self, assignment: str) -> None:
         """Apply one ``section.key=value`` (value parsed as a TOML literal, else kept as text)."""
@@ -137,18 +195,61 @@ def parse_value(text: str) -> Any:
     return text if isinstance(value, (datetime.date, datetime.time)) else value  # dates stay as written
 
 
+def to_ns(text: Any, key: str) -> int | None:
+    """A date or date-time setting as int64 ns (None when unset); a ConfigError naming ``key`` when it is not one."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, (datetime.date, datetime.time)):
+        text = text.isoformat()
+    try:
+        if not isinstance(text, str):
+            raise ValueError(text)
+        value = np.datetime64(text.strip(), "ns")
+    except (ValueError, TypeError, OverflowError):
+        raise ConfigError(f"{key} {text!r}: not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
+    if np.isnat(value):
+        raise ConfigError(f"{key} {text!r}: not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)")
+    return int(value.astype(np.int64))
+
+
+def _table(raw: Any, where: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table of key = value, got {raw!r}")
+    return raw
+
+
 def _section(cls: type, raw: Any, where: str) -> Any:
     check_table(cls, raw, where)
+    if cls is DataSpec and "path" not in raw:
+        raise ConfigError(f"{where}: path is required")
     return cls(**{k: _coerce(cls, k, v, where) for k, v in raw.items()})
 
 
 def _coerce(cls: type, name: str, value: Any, where: str) -> Any:
-    default = getattr(cls(), name) if cls is RunSection else None
-    if isinstance(default, bool):
+    """``value`` checked against the field's type (``where: name must be ...``); ints become floats for
+    float keys, a TOML date becomes its ISO text, ``"none"`` clears an optional key."""
+    hint = typing.get_type_hints(cls)[name]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("none", "off")):
+        if optional:
+            return None
+        raise ConfigError(f"{where}: {name} needs a value")
+    if base is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: {name} must be true or false, got {value!r}")
-    elif isinstance(default, float) and isinstance(value, int):
-        value = float(value)
-    elif isinstance(default, (int, float)) and not isinstance(value, (int, float)):
-        raise ConfigError(f"{where}: {name} must be a number, got {value!r}")
+    elif base in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: {name} must be a number, got {value!r}")
+        if base is int and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{where}: {name} must be a whole number, got {value!r}")
+        value = base(value)   # a float inf/nan stays as it is, for validate() to name
+    elif base is str:
+        if isinstance(value, (datetime.date, datetime.time)):
+            value = value.isoformat()
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {name} must be text, got {value!r}")
+    elif typing.get_origin(base) is dict and not isinstance(value, dict):
+        raise ConfigError(f"{where}: {name} must be a table, got {value!r}")
     return value

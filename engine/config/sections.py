@@ -13,25 +13,28 @@ import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
-from tradeloop.errors import ConfigError
+from tradeloop.brokers.costs import MINIMUM, RATE
+from tradeloop.errors import ConfigError, limits
+
+FRACTION = limits(gt=0, lt=1, text="a fraction between 0 and 1")
 
 
 @dataclass
 class MarketSection:
     """Parameters of the market profile chosen by ``run.market`` (``cn-a``: China A-shares)."""
 
-    lot_size: int = 100
+    lot_size: int = field(default=100, metadata=limits(ge=1))
     t_plus_1: bool = True
-    tick: float = 0.01
-    main_limit: float = 0.10
-    growth_limit: float = 0.20                 # ChiNext (from chinext_20pct_from) and STAR
-    st_limit: float = 0.05
+    tick: float = field(default=0.01, metadata=limits(gt=0))
+    main_limit: float = field(default=0.10, metadata=FRACTION)
+    growth_limit: float = field(default=0.20, metadata=FRACTION)   # ChiNext (from chinext_20pct_from) and STAR
+    st_limit: float = field(default=0.05, metadata=FRACTION)
     chinext_20pct_from: str = "2020-08-24"
     st: list[str] = field(default_factory=list)   # symbols (or six-digit codes) under special treatment
-    commission_rate: float = 0.00025
-    commission_min: float = 5.0
-    stamp_duty: float | None = None            # None: the official schedule by date; a number: that rate on sells
-    transfer_fee: float = 0.00001
+    commission_rate: float = field(default=0.00025, metadata=RATE)
+    commission_min: float = field(default=5.0, metadata=MINIMUM)
+    stamp_duty: float | None = field(default=None, metadata=RATE)   # None: the official schedule by date; a number:
+    transfer_fee: float = field(default=0.00001, metadata=RATE)     # that rate on sells
 
 
 @dataclass
@@ -54,10 +57,14 @@ class LiveSection:
     username: str | None = None
     password_env: str | None = None
     password_file: str | None = None
-    heartbeat_s: float = 30.0
-    stale_after: float | None = None         # seconds without data before a symbol is halted
+    heartbeat_s: float = field(default=30.0, metadata=limits(ge=1, le=3600))   # FIX HeartBtInt, seconds
+    stale_after: float | None = field(default=None, metadata=limits(gt=0))   # seconds without data: halt the symbol
     lockstep: bool = False                   # paper/parity: step on the exchange's ack, ack each step
     ticks: bool = False                      # subscribe to ticks too (on_tick)
+    # market data stamped further ahead of this machine's clock is dropped ("future"), by this runner and the
+    # exchange simulator alike (data/mqtt/skew.py FutureSkew); None: 5 s for ticks, one bar interval for bars
+    future_tick_s: float | None = field(default=None, metadata=limits(ge=0))
+    future_bar_s: float | None = field(default=None, metadata=limits(ge=0))
 
 
 def _error(message: str) -> Exception:

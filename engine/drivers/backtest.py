@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import time
+import traceback
 from collections import deque
 from contextlib import contextmanager
 from itertools import repeat
@@ -26,7 +27,8 @@ from tradeloop.engine.loop.core import Engine
 from tradeloop.engine.runs.result import BacktestResult
 from tradeloop.engine.loop.market import HistoricalMarket
 from tradeloop.engine.loop.portfolio import Portfolio
-from tradeloop.engine.loop.strategy import Strategy
+from tradeloop.engine.loop.strategy import Strategy, one_line, strategy_failure
+from tradeloop.errors import StrategyError
 
 CHUNK = 1 << 14
 
@@ -80,11 +82,16 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
                  rules: FillRules | None = None, risk: RiskPipeline | None = None,
                  order_prefix: str = "O", log: Any = None,
                  progress: Callable[[int, int], None] | None = None,
-                 trade_from: int | None = None) -> BacktestResult:
+                 trade_from: int | None = None, partial_on_failure: bool = False) -> BacktestResult:
     """Run ``strategy`` over ``series`` and return the result (nothing is written to disk).
 
     With ``trade_from`` (int64 ns) the strategy sees every bar but its orders placed before that
     timestamp are rejected: earlier bars only warm up indicators and features.
+
+    With ``partial_on_failure``, when the strategy's own code raises (any callback, ``on_start`` to
+    ``on_stop``) or the model it declares cannot be opened, a :class:`StrategyError` naming the
+    strategy's file and line is raised instead, its ``result`` holding everything up to the failing
+    step (the assembly records it as a failed run). Without it the exception propagates as raised.
     """
     t0 = time.perf_counter()
     series = sorted(series, key=lambda s: s.symbol)
@@ -103,15 +110,52 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
                     order_prefix=order_prefix, log=log, trade_from=trade_from)
     ev_ts, ev_sym, columns = _merge(series)
     n = len(ev_ts)
+    failure: StrategyError | None = None
     with fewer_gc_passes():
-        engine.start()
-        _drive(engine, names, ev_ts, ev_sym, columns, progress)
-        engine.stop()
+        try:
+            engine.start()
+            _drive(engine, names, ev_ts, ev_sym, columns, progress)
+            engine.stop()
+        except Exception as e:  # noqa: BLE001 - the strategy's own failure ends the run, recorded so far
+            failure = _user_failure(strategy, e) if partial_on_failure else None
+            if failure is None:
+                raise
+            cause = e
     steps = ev_ts if len(series) == 1 else ev_ts[np.concatenate(([True], np.diff(ev_ts) != 0))]  # sorted: no np.unique
+    if failure is not None:   # the steps up to the failing one, with what that step had filled
+        if engine._dirty:
+            engine._snapshot()
+        steps = steps[:max(engine.step_index + 1, 0)]
+        n = int(np.searchsorted(ev_ts, steps[-1], "right")) if len(steps) else 0
     cash_c, equity, gross = rebuild_equity(steps, series, engine.cash_log, engine.qty_log, cash)
-    return BacktestResult(names, series[0].tz if series else None, float(cash), steps, cash_c, equity, gross,
-                          engine.fills, list(engine.orders.values()), engine.order_events, n,
-                          time.perf_counter() - t0, risk_events=list(risk.events), models=engine.models)
+    result = BacktestResult(names, series[0].tz if series else None, float(cash), steps, cash_c, equity, gross,
+                            engine.fills, list(engine.orders.values()), engine.order_events, n,
+                            time.perf_counter() - t0, risk_events=list(risk.events), models=engine.models)
+    if failure is not None:
+        failure.result = result
+        raise failure from cause
+    return result
+
+
+def _user_failure(strategy: Strategy, e: Exception) -> StrategyError | None:
+    """The StrategyError of an exception from the strategy's code, or of its declared model not opening;
+    None for anything else (an engine fault, raised as it is)."""
+    failure = strategy_failure(strategy, e)
+    if failure is None:
+        from tradeloop.models.errors import ModelError   # no model package work: just the error types
+        if isinstance(e, ModelError):
+            failure = StrategyError(f"strategy error: {type(strategy).__name__}.predictor "
+                                    f"{getattr(strategy, 'predictor', None)!r}: {one_line(e)}",
+                                    "".join(traceback.format_exception(type(e), e, e.__traceback__)))
+    return failure
+
+
+def no_steps(series: list[BarSeries], cash: float) -> BacktestResult:
+    """The result of a run that stopped before its first bar (its strategy could not be made)."""
+    e = np.empty(0)
+    series = sorted(series, key=lambda s: s.symbol)
+    return BacktestResult([s.symbol for s in series], series[0].tz if series else None, float(cash),
+                          np.empty(0, np.int64), e, e.copy(), e.copy(), [], [], [], 0, 0.0)
 
 
 def _drive(engine: Engine, names: list[str], ev_ts: np.ndarray, ev_sym: np.ndarray,

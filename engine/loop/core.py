@@ -90,6 +90,9 @@ class Engine:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
+        validate = getattr(self.strategy, "validate", None)
+        if validate is not None:   # its parameters together (also checked when the assembly made it)
+            validate()
         declared = getattr(self.strategy, "predictor", None)
         if declared is not None:
             spec = PredictorSpec.of(declared, type(self.strategy).__name__)

@@ -7,8 +7,14 @@ never sees event plumbing: the same subclass runs in backtests and live trading.
 """
 from __future__ import annotations
 
+import math
+import os
+import sys
+import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from tradeloop.errors import ConfigError, Range, StrategyError
 
 if TYPE_CHECKING:  # pragma: no cover
     from tradeloop.brokers.orders import Fill, Order
@@ -18,13 +24,29 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class Param:
-    """A strategy parameter: default value, its type (taken from the default) and a doc line."""
+    """A strategy parameter: default value, its type (taken from the default), a doc line and its range.
 
-    def __init__(self, default: Any, doc: str = "", type: type | None = None) -> None:
+    ``min``/``max`` bound a number (inclusive), ``choices`` lists the allowed values:
+    ``Param(10, "fast SMA", min=1)``, ``Param("fixed", "sizing", choices=("fixed", "allin"))``.
+    A value out of range is a ConfigError naming the parameter; a float must also be finite.
+    """
+
+    def __init__(self, default: Any, doc: str = "", type: type | None = None, *, min: float | None = None,
+                 max: float | None = None, choices: tuple[Any, ...] | list[Any] | None = None) -> None:
         self.default = default
         self.doc = doc
         self.type = type or (float if isinstance(default, float) else builtin_type(default))
         self.name = ""
+        self.range = Range(lo=min, hi=max, choices=tuple(choices or ())) if (
+            min is not None or max is not None or choices) else None
+
+    def check(self, value: Any) -> Any:
+        """``value`` if it is in this parameter's range (and finite); else a ConfigError naming the parameter."""
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"parameter {self.name!r} must be a finite number, got {value!r}")
+        if self.range is not None and value is not None and not self.range.allows(value):
+            raise ConfigError(f"parameter {self.name!r} must be {self.range.describe()}, not {value!r}")
+        return value
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -52,13 +74,14 @@ class Param:
                     return int(f)
                 return self.type(text)
             except ValueError:
-                raise ValueError(f"parameter {self.name!r} expects {self.type.__name__}, got {value!r}") from None
+                raise ConfigError(f"parameter {self.name!r} expects {self.type.__name__}, got {value!r}") from None
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         if self.type is int and isinstance(value, float) and value.is_integer():
             return int(value)
-        if value is not None and self.default is not None and not isinstance(value, self.type):
-            raise ValueError(f"parameter {self.name!r} expects {self.type.__name__}, got {value!r}")
+        if value is not None and self.default is not None and (
+                not isinstance(value, self.type) or (isinstance(value, bool) and self.type is not bool)):
+            raise ConfigError(f"parameter {self.name!r} expects {self.type.__name__}, got {value!r}")
         return value
 
 
@@ -109,10 +132,18 @@ class Strategy:
         unknown = sorted(set(params) - set(declared))
         if unknown:
             known = ", ".join(declared) or "none"
-            raise ValueError(f"{type(self).__name__}: unknown parameter(s) {', '.join(unknown)} (known: {known})")
+            raise ConfigError(f"{type(self).__name__}: unknown parameter(s) {', '.join(unknown)} (known: {known})")
         self.params: dict[str, Any] = {k: p.default for k, p in declared.items()}
         for key, value in params.items():
-            self.params[key] = declared[key].coerce(value)
+            self.params[key] = declared[key].check(declared[key].coerce(value))
+
+    def validate(self) -> None:
+        """Check the parameters together (``fast < slow``); raise ValueError naming them. Override it.
+
+        Each parameter's own type and range are checked when the strategy is made; the assembly
+        calls this right after (a one-line error before any data is read) and the engine again
+        when a run starts (a strategy made in code and run directly).
+        """
 
     @classmethod
     def declared_params(cls) -> dict[str, Param]:
@@ -141,3 +172,48 @@ class Strategy:
     def on_timer(self, ctx: "Context", name: str) -> None: ...
 
     def on_stop(self, ctx: "Context") -> None: ...
+
+
+def _source_files(cls: type) -> set[str]:
+    """The files defining ``cls`` and its bases, below Strategy (the user's code)."""
+    out = set()
+    for klass in cls.__mro__:
+        if klass in (Strategy, object):
+            continue
+        path = getattr(sys.modules.get(klass.__module__), "__file__", None)
+        if path:
+            out.add(os.path.realpath(path))
+        for value in vars(klass).values():   # a file loaded by path is not in sys.modules: its functions say
+            code = getattr(getattr(value, "__func__", value), "__code__", None)
+            if code is not None:
+                out.add(os.path.realpath(code.co_filename))
+    return out
+
+
+def shown_path(path: str) -> str:
+    """``path`` relative to the working folder when it is inside it, else as it is."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` of ``exc`` on one line."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def strategy_failure(strategy: "Strategy | type[Strategy]", exc: BaseException) -> StrategyError | None:
+    """A StrategyError for ``exc`` naming the last line of the strategy's own code it passed through
+    (``strategy error: my_strat.py:14 in on_bar: ZeroDivisionError: division by zero``), with the full
+    traceback as its ``detail``; None when the traceback never passed through the strategy's code."""
+    cls = strategy if isinstance(strategy, type) else type(strategy)
+    files = _source_files(cls)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if os.path.realpath(f.filename) in files]
+    if not frames:
+        return None
+    f = frames[-1]
+    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return StrategyError(f"strategy error: {shown_path(f.filename)}:{f.lineno} in {f.name}: {one_line(exc)}", detail)

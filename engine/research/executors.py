@@ -46,7 +46,10 @@ class Result:
 
 
 def _error_text(e: BaseException) -> str:
-    text = str(e)
+    """``Type: message`` on one line; a user error (ConfigError, StrategyError) is its message alone."""
+    text = " ".join(str(e).split())
+    if isinstance(e, ConfigError) and text:
+        return text
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 

@@ -120,6 +120,10 @@ def build_units(cfg: RunConfig, grid: dict[str, list[str]]) -> list[dict[str, An
                 c.override(f"{key}={text}")
             except ConfigError as e:
                 raise ConfigError(f"--grid {key}: {e}") from None
+        try:
+            c.validate()   # a grid value out of its key's range is refused before anything runs
+        except ConfigError as e:
+            raise ConfigError(f"--grid point {i} {point}: {e}") from None
         units.append({"point": i, "config": c.to_dict()})
     return units
 
@@ -258,6 +262,7 @@ def run_sweep(cfg: RunConfig, grid: dict[str, list[str]], *, metric: str = "shar
               out: str | Path | None = None, write: bool = True, progress: bool | None = None) -> SweepResult:
     """Run every grid point of ``grid`` over ``cfg``; write ``sweep.parquet`` and ``sweep.json`` unless ``write`` is False."""
     check_metric(metric, cfg)
+    cfg.validate()
     units = build_units(cfg, grid)
     params = list(grid)
     metric_cols = list(TABLE_METRICS) + ([metric] if metric not in TABLE_METRICS else [])

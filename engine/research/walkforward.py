@@ -194,22 +194,20 @@ def backtest_window(cfg: RunConfig, cls: type[Strategy], series: list[Any], w: W
                     model: str | None, registry: str | None, log: Any) -> Span:
     """Backtest [warmup_start, test_end) from ``cash``, trading from test_start; its test span."""
     from tradeloop.engine.drivers.backtest import run_backtest
-    from tradeloop.engine.assembly.build import build_risk, build_rules
+    from tradeloop.engine.assembly.build import build_risk, build_rules, make_strategy
     params = dict(cfg.params)
     if model is not None:
         params["model"] = model
         if "registry" in cls.declared_params():
             params["registry"] = registry
-    try:
-        strategy = cls(**params)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    strategy = make_strategy(cls, params)
     cut = [s for s in (s.between(w.warmup_start, w.test_end) for s in series) if len(s)]
     if not any(len(s.between(w.test_start, w.test_end)) for s in cut):
         raise ValueError(f"no bars in the test span {iso(w.test_start)} .. {iso(w.test_end)}")
     rules = build_rules(cfg)
     result = run_backtest(strategy, cut, cash=cash, rules=rules, risk=build_risk(cfg, rules),
-                          order_prefix=f"W{w.index + 1:03d}{cfg.run.order_prefix}", log=log, trade_from=w.test_start)
+                          order_prefix=f"W{w.index + 1:03d}{cfg.run.order_prefix}", log=log, trade_from=w.test_start,
+                          partial_on_failure=True)   # a failure names the strategy's file and line
     return cut_span(result, w)
 
 
@@ -300,9 +298,13 @@ def _run_walkforward(cfg: RunConfig, spec: WindowSpec, train: dict[str, Any] | N
     from tradeloop.engine.assembly.build import build_rules, check_symbols, load_inputs, resolve_strategy, run_id
     log = structlog.get_logger("tradeloop.walkforward")
     t0 = time.perf_counter()
+    cfg.validate()
     cls = resolve_strategy(cfg.run.strategy)
     gates = parse_gates(cfg.gates)
     train = training_config(train, cfg.run.strategy, takes_model(cls))
+    if train is None:   # the parameters are those of every window: refused once, before any window runs
+        from tradeloop.engine.assembly.build import make_strategy
+        make_strategy(cls, dict(cfg.params))
     spec = check_embargo(spec, train, spec.embargo != 0 if embargo_given is None else embargo_given)
     run_out = out or cfg.run.out
     cfg = _absolute(cfg)

@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from tradeloop.engine.metrics.benchmark import Benchmark
     from tradeloop.engine.telemetry.logs import RunEvents
 
-__all__ = ["Kind", "Status", "KINDS", "STATUSES", "MANIFEST_KEYS", "build_manifest", "fill_rules_entry", "frames",
-           "package_versions", "ts_series", "write_json", "write_run"]
+__all__ = ["Kind", "Status", "KINDS", "STATUSES", "MANIFEST_KEYS", "build_manifest", "check_run_folder",
+           "fill_rules_entry", "frames", "package_versions", "ts_series", "write_json", "write_run"]
 
 Kind = Literal["backtest", "walkforward", "live", "paper"]
 Status = Literal["completed", "failed", "stopped"]
@@ -160,6 +160,35 @@ def frames(result: BacktestResult) -> dict[str, pl.DataFrame]:
             "risk_events": risk_frame(result.risk_events, tz)}
 
 
+#: files a run reads from its own folder when they are there before it starts (engine/metrics/signals.py)
+RUN_FOLDER_INPUTS = ("predictions.parquet",)
+
+
+def check_run_folder(out: str | Path, *, overwrite: bool = False) -> Path:
+    """``out`` as a Path if a run may be written there: it does not exist, or is an empty folder.
+
+    A folder that already holds files (an earlier run's, or anything else) is refused with a
+    RunFolderError naming it unless ``overwrite``: a finished run is never replaced silently. With
+    ``overwrite`` the run's files are replaced and other files in the folder are left alone.
+    Files the run reads from its folder (:data:`RUN_FOLDER_INPUTS`, put there for it) do not count.
+    A path that exists and is not a folder is refused either way.
+    """
+    from tradeloop.engine.runs.folders import RunFolderError
+    p = Path(out)
+    if not p.exists() and not p.is_symlink():
+        return p
+    if not p.is_dir():
+        raise RunFolderError(f"run folder {out}: exists and is not a folder")
+    try:
+        holds = any(e.name not in RUN_FOLDER_INPUTS for e in p.iterdir())
+    except OSError as e:
+        raise RunFolderError(f"run folder {out}: cannot list it: {e.strerror or e}") from None
+    if holds and not overwrite:
+        raise RunFolderError(f"run folder {out} already exists and is not empty: choose another --out, "
+                             "or give --overwrite to replace the run in it")
+    return p
+
+
 def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
@@ -186,8 +215,12 @@ def write_run(out: Path, result: BacktestResult, manifest: dict[str, Any], *,
     write_json(out / "manifest.json", manifest)
     if benchmark is not None:
         write_benchmark(out, benchmark, result.ts, result.tz)
+    else:  # an earlier run's benchmark (--overwrite) would be read as this run's
+        (out / "benchmark.parquet").unlink(missing_ok=True)
     if report is not None:
         report(out)
     if events is not None:
         events.save(out / EVENTS_FILE)
+    else:
+        (out / EVENTS_FILE).unlink(missing_ok=True)
     return out

@@ -34,6 +34,7 @@ def configure(json: bool = False, level: str = "info") -> None:
             structlog.processors.format_exc_info,  # exc_info= becomes the traceback text, in every sink
             redact_secrets,  # before any sink: passwords never reach a console, a file or JSON
             _tee,
+            _console_gate,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
@@ -47,6 +48,8 @@ def configure(json: bool = False, level: str = "info") -> None:
 # process (Dask with processes=False, a caller's own thread pool) each record only their own
 # events. Threads a run starts for its own work get its context through ``tradeloop.models.batching``.
 _SINKS: contextvars.ContextVar[tuple[IO[str], ...]] = contextvars.ContextVar("tradeloop_run_sinks", default=())
+# True inside console_muted(): events still reach the run sinks (events.jsonl), not the console
+_MUTED: contextvars.ContextVar[bool] = contextvars.ContextVar("tradeloop_console_muted", default=False)
 
 
 def _tee(logger: object, method: str, event_dict: dict) -> dict:
@@ -59,11 +62,33 @@ def _tee(logger: object, method: str, event_dict: dict) -> dict:
     return event_dict
 
 
+def _console_gate(logger: object, method: str, event_dict: dict) -> dict:
+    """structlog processor after the tee: drop the event before the console renderer inside console_muted()."""
+    if _MUTED.get():
+        raise structlog.DropEvent
+    return event_dict
+
+
+@contextlib.contextmanager
+def console_muted() -> Iterator[None]:
+    """Inside the block log events go to the active run sinks (events.jsonl) only, not to the console:
+    a failed run records its traceback and writes its folder while the console shows one line."""
+    token = _MUTED.set(True)
+    try:
+        yield
+    finally:
+        _MUTED.reset(token)
+
+
 def _ensure_tee() -> None:
-    """Put the tee just before the renderer of the current structlog chain (once)."""
+    """Put the tee and the console gate just before the renderer of the current structlog chain (once)."""
     processors = list(structlog.get_config()["processors"])
-    if _tee not in processors:
-        processors.insert(max(len(processors) - 1, 0), _tee)
+    changed = False
+    for proc in (_tee, _console_gate):
+        if proc not in processors:
+            processors.insert(max(len(processors) - 1, 0), proc)
+            changed = True
+    if changed:
         structlog.configure(processors=processors)
 
 
