@@ -20,7 +20,17 @@ Names are imported lazily, so ``import tradeloop`` costs nothing and imports no 
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+# In a source checkout this folder holds only the package's own files and the subpackages are the
+# repository's top-level folders (installed, pyproject's package-dir maps them here). Python run from
+# the checkout finds this folder first, so point the package at the checkout too, or `tradeloop.engine`
+# would not import there. An installed tradeloop has engine/ inside and is left as it is.
+_here = Path(__file__).resolve().parent
+if not (_here / "engine").is_dir() and (_here.parent / "engine" / "__init__.py").is_file() \
+        and (_here.parent / "pyproject.toml").is_file():
+    __path__.append(str(_here.parent))  # noqa: F821 (the package's own __path__)
 
 __all__ = ["Context", "Param", "PredictorSpec", "Strategy"]
 
