@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from tradeloop.brokers.costs import COMMISSIONS, SLIPPAGES
+from tradeloop.errors import ConfigError, check_fields
 from tradeloop.brokers.profiles import PROFILES, MarketProfile
 from tradeloop.brokers.sim import FillRules
 
@@ -164,7 +165,12 @@ def _model_from_dict(data: Any, registry: dict[str, Any], where: str) -> Any:
         if d:
             raise ValueError(f"{where}: kind {kind!r} takes no parameters, got {', '.join(map(repr, d))}")
         return None
-    return _fields_from_dict(cls, d, f"{where}({kind})")
+    model = _fields_from_dict(cls, d, f"{where}({kind})")
+    try:
+        check_fields(model, f"{where}({kind})")   # the ranges a run's config is held to: no looser in a rules file
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    return model
 
 
 def _market_from_dict(data: Any) -> MarketProfile:

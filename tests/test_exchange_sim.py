@@ -238,6 +238,10 @@ def test_the_cn_a_profile_survives_the_json_round_trip_with_all_its_parameters(f
     ({"fill_at": "noon"}, "rules: fill_at must be 'open' or 'close'"),
     ({"participation": True}, "rules.participation: Expected `float | null`, got `bool`"),
     ([], "rules: expected an object"),
+    # the ranges a run's config is held to (negative slippage would pay the trader for trading)
+    ({"slippage": {"kind": "bps", "bps": -5}}, "rules.slippage(bps).bps must be"),
+    ({"commission": {"kind": "percent", "rate": 0.5}}, "rules.commission(percent).rate must be"),
+    ({"commission": {"kind": "per_share", "per_share": float("nan")}}, "rules.commission(per_share).per_share"),
 ])
 def test_fill_rules_from_a_dict_refuse_what_they_do_not_know_by_name(data, message):
     with pytest.raises(ValueError) as e:
