@@ -13,7 +13,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Line", "MAX_POINTS", "downsample", "line_chart", "heatmap", "histogram", "fmt_pct", "fmt_num"]
+__all__ = ["Line", "MAX_POINTS", "downsample", "line_chart", "heatmap", "histogram", "box_plot", "fmt_pct", "fmt_num",
+           "fmt_x"]
 
 W = 960                      # viewBox width
 ML, MR, MT, MB = 70, 16, 30, 28
@@ -49,6 +50,11 @@ def fmt_num(v: float) -> str:
     if a >= 1e4:
         return f"{v / 1e3:.3g}k"
     return f"{v:.4g}"
+
+
+def fmt_x(v: float) -> str:
+    """A multiple: ``1.5x``."""
+    return f"{v:.3g}x"
 
 
 def downsample(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -139,8 +145,12 @@ def _path(px: np.ndarray, py: np.ndarray) -> str:
 
 
 def line_chart(lines: Sequence[Line], *, title: str, height: int = 260, y_fmt: Callable[[float], str] = fmt_num,
-               zero_line: bool = False, empty: str = "no data", log_y: bool = False) -> str:
-    """Time-series lines (shared time axis) with axes, grid, legend; optional shading to zero or a log y axis."""
+               zero_line: bool = False, empty: str = "no data", log_y: bool = False,
+               warmup_until: int | None = None) -> str:
+    """Time-series lines (shared time axis) with axes, grid, legend; optional shading to zero or a log y axis.
+
+    ``warmup_until`` (int ns): the time before it is shaded grey and labelled warm-up.
+    """
     lines = [ln for ln in lines if len(ln.x)]
     if not lines:
         return _empty(title, height, empty)
@@ -180,6 +190,11 @@ def line_chart(lines: Sequence[Line], *, title: str, height: int = 260, y_fmt: C
         out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{MT}" y2="{height - MB}"/>'
                    f'<text class="xl" x="{x:.1f}" y="{height - MB + 16}">{_esc(label)}</text>')
     out.append("</g>")
+    if warmup_until is not None and warmup_until > x0:
+        wx = float(X(min(warmup_until, x1))) - ML
+        out.append(f'<rect class="warmup" x="{ML}" y="{MT}" width="{wx:.1f}" height="{ph}" fill="#bdbdbd" '
+                   f'fill-opacity="0.45"><title>warm-up (not traded, not counted)</title></rect>'
+                   f'<text class="wl" x="{ML + 4}" y="{MT + 12}">warm-up</text>')
     if lo < 0 < hi and not log_y:
         y = float(Y(0.0))
         out.append(f'<line class="zero" x1="{ML}" x2="{W - MR}" y1="{y:.1f}" y2="{y:.1f}"/>')
@@ -228,6 +243,8 @@ def _log_ticks(lo: float, hi: float, target: int = 6) -> list[float]:
     if len(ticks) > target:
         step = math.ceil(len(ticks) / target)
         ticks = ticks[::step]
+    if len(ticks) < 3:                      # a narrow range: round linear steps instead
+        ticks = [t for t in _y_ticks(lo, hi, 4)[2] if t > 0 and lo <= t <= hi] or ticks
     return ticks or [lo, hi]
 
 
@@ -315,4 +332,48 @@ def histogram(values: np.ndarray, *, title: str, bins: int = 60, height: int = 2
         out.append(f'<line class="mean" x1="{X(mean):.1f}" x2="{X(mean):.1f}" y1="{MT}" y2="{MT + ph}">'
                    f'<title>mean {_esc(x_fmt(mean))}</title></line>')
     out.append(f'<rect class="frame" x="{ML}" y="{MT}" width="{pw}" height="{ph}"/></svg>')
+    return "".join(out)
+
+
+def box_plot(groups: Sequence[tuple[str, np.ndarray]], *, title: str, fmt: Callable[[float], str] = fmt_pct) -> str:
+    """Horizontal boxes, one per group: whiskers at the 5% and 95% quantiles, box 25%-75%, median line, min/max dots."""
+    stats = []
+    for name, v in groups:
+        v = np.asarray(v, np.float64)
+        v = v[np.isfinite(v)]
+        if v.size:
+            stats.append((name, v.size, np.quantile(v, [0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0])))
+    rh = 34
+    height = MT + rh * max(len(stats), 1) + MB
+    if not stats:
+        return _empty(title, height, "no data")
+    lo = min(float(q[0]) for _, _, q in stats)
+    hi = max(float(q[-1]) for _, _, q in stats)
+    lo, hi, xt = _y_ticks(min(lo, 0.0), max(hi, 0.0), 8)
+    left, pw = ML + 20, W - ML - 20 - MR
+    sx = pw / (hi - lo)
+
+    def X(x: float) -> float:
+        return left + (x - lo) * sx
+
+    out = [_svg_open("box", height, title, f' data-boxes="{len(stats)}"'), '<g class="grid">']
+    for t in xt:
+        out.append(f'<line x1="{X(t):.1f}" x2="{X(t):.1f}" y1="{MT}" y2="{height - MB}"/>'
+                   f'<text class="xl" x="{X(t):.1f}" y="{height - MB + 16}">{_esc(fmt(t))}</text>')
+    out.append("</g>")
+    if lo < 0 < hi:
+        out.append(f'<line class="zero" x1="{X(0):.1f}" x2="{X(0):.1f}" y1="{MT}" y2="{height - MB}"/>')
+    for i, (name, n, q) in enumerate(stats):
+        y = MT + i * rh + rh / 2
+        color = PALETTE[i % len(PALETTE)]
+        tip = (f"{name} ({n:,}): min {fmt(q[0])}, 5% {fmt(q[1])}, 25% {fmt(q[2])}, median {fmt(q[3])}, "
+               f"75% {fmt(q[4])}, 95% {fmt(q[5])}, max {fmt(q[6])}")
+        out.append(f'<text class="yl" x="{left - 6}" y="{y + 4:.1f}">{_esc(name)}</text>'
+                   f'<line x1="{X(q[1]):.1f}" x2="{X(q[5]):.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="{color}"/>'
+                   f'<rect class="bar" x="{X(q[2]):.1f}" y="{y - 9:.1f}" width="{max(X(q[4]) - X(q[2]), 1):.1f}" '
+                   f'height="18" fill="{color}" fill-opacity="0.6"><title>{_esc(tip)}</title></rect>'
+                   f'<line x1="{X(q[3]):.1f}" x2="{X(q[3]):.1f}" y1="{y - 9:.1f}" y2="{y + 9:.1f}" stroke="#000" '
+                   f'stroke-width="2"/><circle cx="{X(q[0]):.1f}" cy="{y:.1f}" r="2.5" fill="{color}"/>'
+                   f'<circle cx="{X(q[6]):.1f}" cy="{y:.1f}" r="2.5" fill="{color}"/>')
+    out.append(f'<rect class="frame" x="{left}" y="{MT}" width="{pw}" height="{height - MT - MB}"/></svg>')
     return "".join(out)

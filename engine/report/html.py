@@ -10,14 +10,14 @@ CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#fafafa;color:#1d1d1f}
 main{max-width:1000px;margin:0 auto;padding:16px 20px 48px}
 h1{font-size:22px;margin:8px 0 2px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
-.sub{color:#666;margin:0 0 12px}
+.sub{color:#666;margin:0 0 12px}h3{font-size:14px;margin:16px 0 4px}
 figure{margin:10px 0;background:#fff;border:1px solid #e3e3e3;border-radius:6px;padding:4px}
 svg.chart{width:100%;height:auto;display:block;font-size:11px}
 svg .title{font-size:13px;font-weight:600;fill:#333}svg .grid line{stroke:#eee}
 svg .yl{text-anchor:end;fill:#666}svg .xl,svg .hl{text-anchor:middle;fill:#666}svg .legend{fill:#333}
 svg .cl{text-anchor:middle;font-size:10px;fill:#222}svg .note{text-anchor:middle;fill:#999;font-size:14px}
 svg .zero{stroke:#999;stroke-dasharray:3 3}svg .mean{stroke:#1f5fbf;stroke-width:1.5}
-svg .frame{fill:none;stroke:#ccc}
+svg .frame{fill:none;stroke:#ccc}svg .wl{fill:#555;font-size:11px}
 table{border-collapse:collapse;background:#fff;margin:6px 0;font-size:13px}
 th,td{border:1px solid #e3e3e3;padding:3px 8px;text-align:right;white-space:nowrap}
 th{background:#f2f2f2}td.l,th.l{text-align:left}
