@@ -23,7 +23,7 @@ from tradeloop.engine.metrics.performance import compute_metrics
 from tradeloop.engine.metrics.risk_events import risk_metrics
 from tradeloop.engine.metrics.signals import signal_metrics
 from tradeloop.engine.report.walkforward import write_run_report
-from tradeloop.engine.runs.recorder import build_manifest, write_run
+from tradeloop.engine.runs.recorder import build_manifest, run_span, write_run
 from tradeloop.engine.telemetry.logs import RunEvents, console_muted, run_events
 from tradeloop.engine.telemetry.progress import LazyProgress
 
@@ -65,10 +65,12 @@ def _backtest(cfg: RunConfig, *, out: Path | None, write: bool, progress: bool |
             failure, result = e, e.result
     else:
         result = no_steps(series, cfg.run.cash)
+    result.trade_from = trade_from = trade_from_ts(cfg)   # metrics over the traded span only
     result.metrics = compute_metrics(result.ts, result.equity, result.start_cash, result.fills,
-                                     gross_exposure=result.gross_exposure)
+                                     gross_exposure=result.gross_exposure, trade_from=trade_from)
     if bench is not None:
-        result.metrics.update(benchmark_metrics(bench, result.ts, result.equity, result.start_cash))
+        result.metrics.update(benchmark_metrics(bench, result.ts, result.equity, result.start_cash,
+                                                trade_from=trade_from))
     result.metrics.update(risk_metrics(result.risk_events, result.tz))
     if failure is not None:
         target = Path(out or cfg.run.out or Path("runs") / run_id(cfg, cfg.run.strategy.rpartition(":")[2]))
@@ -83,7 +85,7 @@ def _backtest(cfg: RunConfig, *, out: Path | None, write: bool, progress: bool |
     result.metrics.update(signal_metrics(target))
     apply_gates(gates, result.metrics)
     manifest = build_manifest("backtest", cfg, strategy, rules, inputs=inputs, benchmark=bench, models=result.models,
-                              symbols=result.symbols, tz=result.tz)
+                              symbols=result.symbols, tz=result.tz, span=run_span(result.ts, trade_from))
     write_run(target, result, manifest, report=write_run_report, benchmark=bench, events=events)
     return result, target
 
@@ -98,6 +100,7 @@ def _write_failed(target: Path, cfg: RunConfig, strategy: object, rules: object,
         manifest = build_manifest("backtest", cfg, made, rules,
                                   inputs=inputs, benchmark=bench, models=result.models, symbols=result.symbols,
                                   tz=result.tz, status="failed", error=str(failure),
+                                  span=run_span(result.ts, result.trade_from),
                                   params=None if strategy is not None else dict(cfg.params))
         write_run(target, result, manifest, report=write_run_report, benchmark=bench, events=events)
     failure.args = (f"{failure} (run folder {target}: status failed, traceback in {target / 'events.jsonl'})",)

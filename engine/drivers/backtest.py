@@ -130,7 +130,8 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
     cash_c, equity, gross = rebuild_equity(steps, series, engine.cash_log, engine.qty_log, cash)
     result = BacktestResult(names, series[0].tz if series else None, float(cash), steps, cash_c, equity, gross,
                             engine.fills, list(engine.orders.values()), engine.order_events, n,
-                            time.perf_counter() - t0, risk_events=list(risk.events), models=engine.models)
+                            time.perf_counter() - t0, risk_events=list(risk.events), models=engine.models,
+                            trade_from=trade_from)
     if failure is not None:
         failure.result = result
         raise failure from cause
@@ -173,6 +174,8 @@ def _drive(engine: Engine, names: list[str], ev_ts: np.ndarray, ev_sym: np.ndarr
     rows = None if single else _event_rows(ev_sym, len(names))
     sym_names = np.array(names, dtype=object)
     a = 0
+    if progress is not None:
+        progress(0, n)   # the total, before the first chunk: progress can say "0/n" while it runs
     while a < n:
         b = min(n, a + CHUNK)
         if starts is not None and b < n:  # move the cut to the next timestamp boundary

@@ -8,7 +8,9 @@ every day ``d`` of the run, the aligned close ``A_d`` is the benchmark's last cl
 ``d`` (carried forward over benchmark holidays, never taken from the future); days before the
 benchmark's first day or after its last have no value. The covered days form one stretch
 ``d_0..d_k`` of the run: the benchmark-relative metrics are computed over it (normally the whole
-run; a partial cover is logged as a warning).
+run; a partial cover is logged as a warning). "The run" is its traded span
+(:func:`tradeloop.engine.metrics.performance.traded_span`): with ``trade_from`` the warm-up days are
+cut off first and the run's first traded day is measured against the equity before it.
 
 Definitions (``P`` = 252 periods a year, ``n`` = covered days)
 -------------------------------------------------------------
@@ -45,7 +47,7 @@ from tradeloop.data.loaders import file_sha256, load_bars
 from tradeloop.data.schema import NS_PER_DAY
 
 from tradeloop.errors import ConfigError
-from tradeloop.engine.metrics.performance import daily_equity, daily_returns, max_drawdown
+from tradeloop.engine.metrics.performance import daily_equity, daily_returns, max_drawdown, traded_span
 
 __all__ = ["BENCHMARK_KEYS", "BENCHMARK_FILE", "Benchmark", "load_benchmark", "align", "benchmark_metrics",
            "write_benchmark", "span_of"]
@@ -118,9 +120,11 @@ def _f(x: float | None) -> float | None:
 
 
 def benchmark_metrics(bench: Benchmark, ts: np.ndarray, equity: np.ndarray, start_cash: float, *,
-                      periods_per_year: int = 252) -> dict[str, float | int | None]:
-    """All of :data:`BENCHMARK_KEYS` for one run's curve (definitions in the module docstring)."""
+                      periods_per_year: int = 252, trade_from: int | None = None) -> dict[str, float | int | None]:
+    """All of :data:`BENCHMARK_KEYS` for one run's curve over its traded span (definitions in the module docstring)."""
     P = float(periods_per_year)
+    warmup, start_cash = traded_span(ts, equity, start_cash, trade_from)
+    ts, equity = np.asarray(ts)[warmup:], np.asarray(equity)[warmup:]
     days, r = daily_returns(ts, equity, start_cash)
     _, e = daily_equity(ts, equity)
     a = align(bench, days)

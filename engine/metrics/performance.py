@@ -7,6 +7,19 @@ Inputs
 ``equity``   account value (cash + marked positions) at each bar's mark, same length as ``ts``.
 ``start_cash`` the account value before the first bar (> 0).
 ``fills``    the run's executions (:class:`tradeloop.brokers.orders.Fill`).
+``trade_from`` int64 ns or None: the start of the TRADED span (``run.trade_from``, a walk-forward
+             window's test start, a model strategy's first trading day).
+
+The traded span
+---------------
+Every metric is computed over the traded span only: the bars from the first bar with
+``ts >= trade_from`` to the last (all bars without ``trade_from``). The warm-up bars before it
+(indicators and features warming up, orders refused) count in no metric. The span starts from
+the equity at the last bar BEFORE it (normally the cash: nothing could trade), which is what
+``start_cash`` below reports, and the first traded day's return is measured against it. Fills
+stamped before ``trade_from`` (there are none when the engine refused the warm-up orders) are left
+out. ``warmup_bars`` is the number of bars cut off, so ``equity[warmup_bars:]`` with ``start_cash``
+is the curve every metric (and the report's chart of it) is computed from; see :func:`traded_span`.
 
 Definitions (``P = periods_per_year``, 252 by default; ``n`` = number of days)
 ------------------------------------------------------------------------------
@@ -57,6 +70,13 @@ Daily series
 ``days``, ``bars`` number of days / bars. ``total_commission`` sum of the commissions of all fills.
 ``best_day``, ``worst_day`` max / min ``r_d`` (None with no day).
 
+``warmup_bars``    int: bars before the traded span (0 without ``trade_from``).
+
+The quantstats distribution statistics of the daily returns (skew, kurtosis, VaR, CVaR, omega, tail
+ratio, payoff ratio, daily profit factor, win days, Kelly, recovery factor, ulcer index, time in
+market, best/worst month and year, max consecutive winning days) are defined in
+:mod:`tradeloop.engine.metrics.returns_stats` and are part of :data:`METRIC_KEYS`.
+
 Undefined values are None (JSON null); the dict never holds NaN or inf.
 
 Where these differ from quantstats 0.0.86 (``quantstats/stats.py``)
@@ -86,6 +106,7 @@ import numpy as np
 
 from tradeloop.brokers.orders import Fill
 from tradeloop.data.schema import NS_PER_DAY
+from tradeloop.engine.metrics.returns_stats import RETURN_STATS_KEYS, return_stats
 
 __all__ = [
     "Trade",
@@ -96,14 +117,15 @@ __all__ = [
     "max_drawdown",
     "max_drawdown_duration",
     "compute_metrics",
+    "traded_span",
 ]
 
 METRIC_KEYS = (
     "start_cash", "final_value", "total_return", "annual_return", "volatility", "sharpe", "sortino",
     "max_drawdown", "max_drawdown_intraday", "max_drawdown_duration", "calmar", "trades", "win_rate",
     "profit_factor", "max_consecutive_losing_days", "turnover", "exposure", "days", "bars",
-    "total_commission", "best_day", "worst_day", "avg_trade_pnl",
-)
+    "total_commission", "best_day", "worst_day", "avg_trade_pnl", "warmup_bars",
+) + RETURN_STATS_KEYS
 
 _QTY_RTOL = 1e-9   # a position within this fraction of the traded size is flat
 _ZERO_SD = 1e-12   # a daily std / downside deviation at or below this is rounding noise: zero
@@ -178,6 +200,22 @@ def _check_cash(start_cash: float) -> float:
     if not (math.isfinite(start_cash) and start_cash > 0):
         raise ValueError(f"start_cash must be a positive finite number, got {start_cash}")
     return start_cash
+
+
+def traded_span(ts: np.ndarray, equity: np.ndarray, start_cash: float, trade_from: int | None) -> tuple[int, float]:
+    """``(i0, start_value)``: the index of the first bar with ``ts >= trade_from`` (0 without it) and
+    the value the traded span starts from, the equity at bar ``i0 - 1`` (``start_cash`` when ``i0`` is 0).
+
+    ``ts[i0:]``, ``equity[i0:]`` with ``start_value`` is the curve every metric is computed from.
+    """
+    start_cash = _check_cash(start_cash)
+    if trade_from is None:
+        return 0, start_cash
+    i0 = int(np.searchsorted(np.asarray(ts, np.int64), int(trade_from), side="left"))
+    start = float(np.asarray(equity, np.float64)[i0 - 1]) if i0 > 0 else start_cash
+    if not (math.isfinite(start) and start > 0):
+        raise ValueError(f"the equity before the traded span is {start}: the traded span has no positive start")
+    return i0, start
 
 
 # ----------------------------------------------------------------------------------- drawdown
@@ -312,14 +350,21 @@ def _longest_run(mask: np.ndarray) -> int:
 
 def compute_metrics(ts: np.ndarray, equity: np.ndarray, start_cash: float, fills: Sequence[Fill], *,
                     gross_exposure: np.ndarray | None = None, periods_per_year: int = 252,
-                    risk_free: float = 0.0) -> dict[str, float | int | None]:
-    """All of :data:`METRIC_KEYS` for one run (definitions in the module docstring)."""
+                    risk_free: float = 0.0, trade_from: int | None = None) -> dict[str, float | int | None]:
+    """All of :data:`METRIC_KEYS` for one run, over its traded span (definitions in the module docstring)."""
     ts, equity = _check_curve(ts, equity)
-    start_cash = _check_cash(start_cash)
     P = float(periods_per_year)
     if not P > 0:
         raise ValueError("periods_per_year must be > 0")
+    warmup, start_cash = traded_span(ts, equity, start_cash, trade_from)
     fills = list(fills)
+    if gross_exposure is not None and len(gross_exposure) != len(ts):
+        raise ValueError(f"gross_exposure has shape {np.shape(gross_exposure)}, equity {equity.shape}")
+    if warmup:
+        ts, equity = ts[warmup:], equity[warmup:]
+        gross_exposure = None if gross_exposure is None else np.asarray(gross_exposure)[warmup:]
+    if trade_from is not None:
+        fills = [f for f in fills if f.ts >= trade_from]
     days, e = daily_equity(ts, equity)
     r = _returns_from(e, start_cash)
     n, nbars = len(r), len(ts)
@@ -328,7 +373,7 @@ def compute_metrics(ts: np.ndarray, equity: np.ndarray, start_cash: float, fills
 
     out: dict[str, float | int | None] = dict.fromkeys(METRIC_KEYS)
     out.update(start_cash=start_cash, final_value=final, total_return=wealth - 1.0, days=n, bars=nbars,
-               total_commission=float(sum(float(f.commission) for f in fills)))
+               total_commission=float(sum(float(f.commission) for f in fills)), warmup_bars=warmup)
 
     # returns-based
     if n:
@@ -359,6 +404,10 @@ def compute_metrics(ts: np.ndarray, equity: np.ndarray, start_cash: float, fills
         out["max_drawdown_duration"] = 0
         out["max_drawdown"] = 0.0
     out["max_drawdown_intraday"] = max_drawdown(equity, start_cash) if nbars else 0.0
+    peak = np.maximum.accumulate(np.concatenate(([start_cash], e)))[1:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        under = np.where(peak > 0, e / peak - 1.0, np.nan)
+    out.update(return_stats(days, r, out["max_drawdown"], under))
 
     # trades
     trades, when, n_open = _walk(fills)

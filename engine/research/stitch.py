@@ -23,7 +23,7 @@ from tradeloop.brokers.orders import Fill, Side
 from tradeloop.data.schema import BarSeries
 
 from tradeloop.engine.runs.result import BacktestResult
-from tradeloop.engine.metrics.performance import compute_metrics
+from tradeloop.engine.metrics.performance import compute_metrics, traded_span
 from tradeloop.engine.research.windows import Window
 
 HANDOFF = "HANDOFF"
@@ -37,13 +37,15 @@ class Span:
     result: BacktestResult            # rows and records stamped in the test span; the window's start cash
     refused: int                      # orders placed during the warm-up, refused
     handoff: list[Fill] = field(default_factory=list)
+    warmup_from: int | None = None    # the first bar the window's backtest saw (its warm-up start), int64 ns
 
     @property
     def final_value(self) -> float:
         return self.result.final_value
 
     def metrics(self) -> dict[str, Any]:
-        """This span's metrics alone, from its own starting cash (hand-off fills included)."""
+        """This span's metrics alone (the traded span: the warm-up is already cut off), from the equity
+        before its first bar (hand-off fills included)."""
         r = self.result
         return compute_metrics(r.ts, r.equity, r.start_cash, r.fills + self.handoff, gross_exposure=r.gross_exposure)
 
@@ -54,16 +56,18 @@ def cut_span(result: BacktestResult, window: Window) -> Span:
     keep = result.ts >= t0
     if not keep.any():
         raise ValueError(f"window {window.index + 1}: no bar in its test span")
+    # the traded span starts from the equity at the last warm-up bar (the cash: nothing could trade)
+    _, start = traded_span(result.ts, result.equity, result.start_cash, t0)
     refused = sum(o.created_ts < t0 for o in result.orders)
     if any(f.ts < t0 for f in result.fills):  # the engine refuses warm-up orders; this cannot happen
         raise AssertionError(f"window {window.index + 1}: a fill before the test span")
     cut = BacktestResult(
-        symbols=result.symbols, tz=result.tz, start_cash=result.start_cash, ts=result.ts[keep],
+        symbols=result.symbols, tz=result.tz, start_cash=start, ts=result.ts[keep],
         cash=result.cash[keep], equity=result.equity[keep], gross_exposure=result.gross_exposure[keep],
         fills=list(result.fills), orders=[o for o in result.orders if o.created_ts >= t0],
         order_events=[e for e in result.order_events if e.ts >= t0], bars=int(keep.sum()),
         elapsed_s=result.elapsed_s, risk_events=[e for e in result.risk_events if e.ts >= t0], models=result.models)
-    return Span(window, cut, int(refused))
+    return Span(window, cut, int(refused), warmup_from=int(result.ts[0]))
 
 
 def handoff_fills(span: Span, series: list[BarSeries]) -> list[Fill]:

@@ -355,11 +355,13 @@ def write_walkforward(target: Path, wf: WalkForwardResult, cfg: RunConfig, spec:
     """Step 4: the run folder (:func:`tradeloop.engine.runs.recorder.write_run`), its details the spec, training and windows."""
     from tradeloop.engine.assembly.build import build_rules
     from tradeloop.engine.report.walkforward import write_run_report
-    from tradeloop.engine.runs.recorder import build_manifest, write_run
+    from tradeloop.engine.runs.recorder import build_manifest, run_span, write_run
     result = wf.result
+    first = next((o.span for o in wf.windows if o.span is not None), None)
+    span = run_span(result.ts, None, first.warmup_from if first is not None else None)
     details = {"spec": spec.to_dict(), "training": train,
                "windows": [{**o.window.describe(), "model": o.model} for o in wf.windows]}
     manifest = build_manifest("walkforward", cfg, cls, build_rules(cfg), params=dict(cfg.params), inputs=inputs,
                               benchmark=bench, models=result.models, symbols=result.symbols, tz=result.tz,
-                              details=details, model_packages=train is not None)
+                              details=details, model_packages=train is not None, span=span)
     return write_run(target, result, manifest, report=write_run_report, benchmark=bench, events=events)

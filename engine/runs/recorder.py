@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from tradeloop.engine.metrics.benchmark import Benchmark
     from tradeloop.engine.telemetry.logs import RunEvents
 
-__all__ = ["Kind", "Status", "KINDS", "STATUSES", "MANIFEST_KEYS", "build_manifest", "check_run_folder",
+__all__ = ["Kind", "Status", "KINDS", "STATUSES", "MANIFEST_KEYS", "build_manifest", "check_run_folder", "run_span",
            "fill_rules_entry", "frames", "package_versions", "ts_series", "write_json", "write_run"]
 
 Kind = Literal["backtest", "walkforward", "live", "paper"]
@@ -43,7 +43,7 @@ KINDS: tuple[str, ...] = ("backtest", "walkforward", "live", "paper")
 STATUSES: tuple[str, ...] = ("completed", "failed", "stopped")
 #: the top-level keys of every manifest, whatever the kind
 MANIFEST_KEYS = ("kind", "status", "error", "config", "strategy", "fill_rules", "risk", "market", "inputs", "models",
-                 "seed", "versions", "symbols", "tz", "details")
+                 "seed", "versions", "symbols", "tz", "span", "details")
 
 VERSIONED = ("tradeloop", "numpy", "polars", "pyarrow", "numba", "structlog")
 MODEL_PACKAGES = ("torch", "onnx", "onnxruntime")
@@ -67,16 +67,41 @@ def fill_rules_entry(rules: FillRules) -> dict[str, Any]:
             "market": rules.market.describe() if rules.market is not None else None}
 
 
+def _iso(ns: int) -> str:
+    """int64 ns -> ``2012-01-04`` (midnight) or ``2012-01-04T09:30:00``, as the input was naive or UTC."""
+    t = np.datetime64(int(ns), "ns")
+    return str(t.astype("datetime64[D]")) if int(ns) % 86_400_000_000_000 == 0 else str(t.astype("datetime64[s]"))
+
+
+def run_span(ts: Any, trade_from: int | None = None, warmup_from: int | None = None) -> dict[str, str]:
+    """The manifest's ``span``: ``from`` the first bar of the traded span (the first at or after
+    ``trade_from``; every metric starts there), ``to`` the last bar, ``warmup_from`` the first bar
+    the strategy saw (``warmup_from`` when given, as a walk-forward's first warm-up bar, else the
+    first bar of ``ts``; equal to ``from`` when there was no warm-up). ISO dates, or date-times for
+    intraday bars; "" for a run without a bar (or without a bar in its traded span), so every
+    kind has the same three strings."""
+    ts = np.asarray(ts, dtype=np.int64)
+    if not len(ts):
+        return {"from": "", "to": "", "warmup_from": ""}
+    i0 = 0 if trade_from is None else int(np.searchsorted(ts, int(trade_from), side="left"))
+    first = int(ts[0]) if warmup_from is None else int(warmup_from)
+    return {"from": _iso(ts[i0]) if i0 < len(ts) else "", "to": _iso(ts[-1]) if i0 < len(ts) else "",
+            "warmup_from": _iso(first)}
+
+
 def build_manifest(kind: Kind, cfg: RunConfig, strategy: Strategy | type[Strategy], rules: FillRules, *,
                    inputs: Sequence[dict[str, Any]], models: Sequence[dict[str, Any]], symbols: Sequence[str],
                    tz: str | None, status: Status = "completed", error: str | None = None,
                    params: Mapping[str, Any] | None = None, benchmark: Benchmark | None = None,
-                   details: Mapping[str, Any] | None = None, model_packages: bool = False) -> dict[str, Any]:
+                   details: Mapping[str, Any] | None = None, model_packages: bool = False,
+                   span: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The manifest of one run, the same keys (:data:`MANIFEST_KEYS`) for every kind.
 
     ``strategy`` is the instance that ran (its resolved params) or, where none stands for the whole
     run (walk-forward windows), its class with ``params``; ``details`` holds what only this kind
     has (walk-forward windows, a session's stats); ``error`` says why a failed run stopped.
+    ``span`` (:func:`run_span`) says which bars the metrics cover; a caller that leaves it out gets
+    it filled by :func:`write_run` from the result's bars (no warm-up: live and paper sessions).
     """
     if kind not in KINDS:
         raise ValueError(f"run kind {kind!r}: expected one of {', '.join(KINDS)}")
@@ -103,6 +128,7 @@ def build_manifest(kind: Kind, cfg: RunConfig, strategy: Strategy | type[Strateg
         "versions": package_versions(model_packages or bool(models)),
         "symbols": list(symbols),
         "tz": tz,
+        "span": dict(span) if span else {},
         "details": dict(details or {}),
     }
 
@@ -212,6 +238,8 @@ def write_run(out: Path, result: BacktestResult, manifest: dict[str, Any], *,
         df.write_parquet(tmp, compression="zstd", statistics=True)
         os.replace(tmp, out / f"{name}.parquet")
     write_json(out / "metrics.json", result.metrics)
+    if not manifest.get("span"):   # a caller that did not say: the result's bars, from its trade_from
+        manifest = {**manifest, "span": run_span(result.ts, getattr(result, "trade_from", None))}
     write_json(out / "manifest.json", manifest)
     if benchmark is not None:
         write_benchmark(out, benchmark, result.ts, result.tz)

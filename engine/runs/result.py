@@ -29,6 +29,9 @@ class BacktestResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     risk_events: list[RiskEvent] = field(default_factory=list)
     models: list[dict[str, Any]] = field(default_factory=list)   # predictor models used (version, runtime)
+    #: int64 ns: the traded span starts at the first bar at or after it (the bars before only warmed up,
+    #: orders refused); metrics are computed from there (engine.metrics.performance.traded_span). None: all bars
+    trade_from: int | None = None
 
     @property
     def final_value(self) -> float:
