@@ -109,8 +109,12 @@ def test_every_kind_writes_a_manifest_with_the_same_keys_and_the_same_type_per_k
         assert m["kind"] == kind and m["status"] == "completed" and m["error"] is None
     types = {kind: {k: json_type(v) for k, v in m.items()} for kind, m in manifests.items()}
     assert all(t == types["backtest"] for t in types.values()), types
-    for part in ("strategy", "fill_rules", "market"):            # the sections inside agree too
+    for part in ("strategy", "fill_rules", "market", "span"):    # the sections inside agree too
         assert len({tuple(sorted(m[part])) for m in manifests.values()}) == 1, part
+    for kind, m in manifests.items():   # the span the metrics cover: ISO text, never null or empty
+        assert sorted(m["span"]) == ["from", "to", "warmup_from"], kind
+        assert all(isinstance(v, str) and v for v in m["span"].values()), (kind, m["span"])
+        assert m["span"]["warmup_from"] <= m["span"]["from"] <= m["span"]["to"], (kind, m["span"])
 
 
 def test_every_manifest_says_what_ran_how_it_filled_and_with_what(runs):
@@ -172,10 +176,12 @@ def test_live_and_paper_reports_show_the_session(runs):
 
 # ---------------------------------------------------------------------------- runs list, compare
 def test_runs_list_shows_every_kind(runs, capsys):
-    assert main(["runs", "list", "--root", str(runs)]) == 0
-    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in capsys.readouterr().out.splitlines()
-             if "sma_cross" in line]
-    assert {row[0]: row[1] for row in cells} == {kind: kind for kind in KINDS}   # id: kind
+    assert main(["runs", "list", "--root", str(runs), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["runs"]
+    assert {row["id"]: row["kind"] for row in listed} == {kind: kind for kind in KINDS}
+    assert main(["runs", "list", "--root", str(runs)]) == 0     # and the table people read names each kind
+    table = capsys.readouterr().out
+    assert all(any(line.split()[:2] == [kind, kind] for line in table.splitlines()) for kind in KINDS), table
 
 
 def test_a_paper_session_opens_in_runs_compare_beside_a_backtest(runs, tmp_path, capsys):

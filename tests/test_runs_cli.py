@@ -107,7 +107,7 @@ def test_a_run_keeps_only_its_own_events(root):
 
 def test_log_lines_are_key_value_for_people_and_json_with_log_json(tmp_path):
     def stderr(*extra: str) -> str:
-        cmd = [sys.executable, "-m", "tradeloop", "backtest", "sma_cross", "--data", str(need(SAMPLE)), "--quiet",
+        cmd = [sys.executable, "-m", "tradeloop", "backtest", "sma_cross", "--data", str(need(SAMPLE)), "--json",
                "--out", str(tmp_path / f"r{len(extra)}"), *extra]  # one folder per run: a run folder is never reused
         return subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stderr
 
@@ -115,3 +115,8 @@ def test_log_lines_are_key_value_for_people_and_json_with_log_json(tmp_path):
     assert "fills=195" in people and not people.startswith("{")
     machine = [json.loads(ln) for ln in stderr("--log-json").splitlines() if ln.startswith("{")]
     assert any(e["event"] == "backtest_done" and e["fills"] == 195 for e in machine)
+    quiet = subprocess.run([sys.executable, "-m", "tradeloop", "backtest", "sma_cross", "--data", str(SAMPLE),
+                            "--quiet", "--out", str(tmp_path / "rq")], check=True, capture_output=True, text=True, cwd=ROOT)
+    assert quiet.stdout == "" and quiet.stderr == ""       # --quiet: nothing but errors
+    events = (tmp_path / "rq" / "events.jsonl").read_text()
+    assert "backtest_done" in events                        # the run still records its events

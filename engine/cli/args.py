@@ -25,7 +25,7 @@ class _DataAction(argparse.Action):
         ns.inputs = specs
 
 
-def add_run_args(cmd: argparse.ArgumentParser, *, out_help: str, quiet_help: str) -> None:
+def add_run_args(cmd: argparse.ArgumentParser, *, out_help: str, quiet_help: str, json_flag: bool = False) -> None:
     """The flags every command that runs backtests takes (they build the RunConfig, see config_from_args)."""
     cmd.add_argument("strategy", nargs="?", help="module:Class, file.py:Class, or a name in strategies/")
     cmd.add_argument("--data", action=_DataAction, metavar="PATH",
@@ -43,7 +43,19 @@ def add_run_args(cmd: argparse.ArgumentParser, *, out_help: str, quiet_help: str
     cmd.add_argument("--overwrite", action="store_true",
                      help="write into an --out folder that already holds files (its run files are replaced)")
     cmd.add_argument("--log-json", action="store_true", help="JSON log lines")
-    cmd.add_argument("--quiet", action="store_true", help=quiet_help)
+    if json_flag:
+        add_output_args(cmd, quiet_help)
+    else:
+        cmd.add_argument("--quiet", action="store_true", help=quiet_help)
+
+
+QUIET_COMMANDS = ("backtest", "sweep", "walkforward", "runs")  # --quiet: no logs or progress either
+
+
+def add_output_args(cmd: argparse.ArgumentParser, quiet_help: str) -> None:
+    """``--quiet`` (nothing on stdout or stderr but errors) and ``--json`` (one JSON object on stdout)."""
+    cmd.add_argument("--quiet", action="store_true", help=f"{quiet_help}; no logs or progress either, errors only")
+    cmd.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of the table")
 
 
 def config_from_args(a: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:

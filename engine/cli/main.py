@@ -10,7 +10,8 @@ from typing import Any, Sequence
 
 from tradeloop.errors import ConfigError
 
-from tradeloop.engine.cli.args import EXIT_GATE_FAILED, add_run_args, config_from_args, gate_exit
+from tradeloop.engine.cli.args import (EXIT_GATE_FAILED, QUIET_COMMANDS, add_output_args, add_run_args,
+                                       config_from_args, gate_exit)
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     bt = sub.add_parser("backtest", help="run a strategy over historical bars")
-    add_run_args(bt, out_help="run folder (default runs/<id>)", quiet_help="no summary table")
+    add_run_args(bt, out_help="run folder (default runs/<id>)", quiet_help="no summary table", json_flag=True)
     bt.add_argument("--strict", action="store_true", help=f"exit {EXIT_GATE_FAILED} when an acceptance gate fails")
 
     data = sub.add_parser("data", help="data tools")
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 def add_sweep_parser(sub: Any) -> None:
     """``sweep STRATEGY --grid K=V1,V2 ...``: one backtest per grid point (engine/research/sweep.py)."""
     sw = sub.add_parser("sweep", help="one backtest per point of a parameter grid, ranked (sweep.parquet, sweep.json)")
-    add_run_args(sw, out_help="sweep folder (default runs/sweep-<strategy>-<time>)", quiet_help="no ranking table")
+    add_run_args(sw, out_help="sweep folder (default runs/sweep-<strategy>-<time>)", quiet_help="no ranking table",
+                 json_flag=True)
     sw.add_argument("--grid", action="append", default=[], metavar="K=V1,V2,...",
                     help="values of a parameter (fast=5,10) or of any section.key; repeat for more")
     sw.add_argument("--metric", default="sharpe", help="metric to rank by (default sharpe)")
@@ -73,7 +75,10 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     out, a.out = a.out, None  # the sweep folder, not a run folder
     cfg = config_from_args(a)
     res = run_sweep(cfg, grid, metric=a.metric, executor=a.executor, workers=a.workers, address=a.address, out=out)
-    if not a.quiet:
+    if a.json:
+        from tradeloop.engine.telemetry.tables import print_json
+        print_json({"command": "sweep", **res.summary, "out": None if res.out is None else str(res.out)})
+    elif not a.quiet:
         print_sweep(res)
     for err in res.summary["errors"]:   # one line per failed point; any failed point fails the command
         print(f"tradeloop: sweep point {err['point']} {err['params']} failed: {err['error']}", file=sys.stderr)
@@ -89,10 +94,12 @@ def add_report_parsers(sub: Any) -> None:
     rsub = runs.add_subparsers(dest="runs_command", required=True)
     ls = rsub.add_parser("list", help="a table of the runs under --root")
     ls.add_argument("--root", default="runs", metavar="DIR", help="folder holding run folders (default runs)")
+    add_output_args(ls, "no table")
     cmp = rsub.add_parser("compare", help="metrics side by side and equity curves overlaid in one HTML page")
     cmp.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or run ids under --root (two or more)")
     cmp.add_argument("--root", default="runs", metavar="DIR")
     cmp.add_argument("--out", default="compare.html", metavar="FILE", help="HTML page to write (default compare.html)")
+    add_output_args(cmp, "no table (the page is still written)")
 
 
 def cmd_backtest(a: argparse.Namespace) -> int:
@@ -102,35 +109,46 @@ def cmd_backtest(a: argparse.Namespace) -> int:
     if cfg.run.out:  # --out, or run.out from the config: an existing run is never replaced silently
         check_run_folder(cfg.run.out, overwrite=a.overwrite)
     result, out = backtest(cfg)
-    if not a.quiet:
+    if a.json:
+        from tradeloop.engine.telemetry.tables import print_json
+        print_json(summary_json(result, out))
+    elif not a.quiet:
         print_summary(result, out)
     return gate_exit(result.metrics, a.strict)
 
 
-def print_summary(result: Any, out: Path | None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
+def summary_pairs(m: dict[str, Any], fills: int, bars: int, elapsed_s: float,
+                  out: Path | None) -> list[tuple[str, str]]:
+    """The rows of the backtest summary: metrics as the report formats them, gates, counts, where the files are."""
     from tradeloop.engine.metrics.format import format_metric
-    m = result.metrics
-    t = Table(title="backtest", show_header=False)
-    fmt = {"final_value": "{:,.6f}", "total_return": "{:.2%}", "annual_return": "{:.2%}", "sharpe": "{:.3f}",
-           "sortino": "{:.3f}", "max_drawdown": "{:.2%}", "volatility": "{:.2%}", "win_rate": "{:.1%}",
-           "profit_factor": "{:.2f}", "trades": "{}"}
-    for key, f in fmt.items():
-        v = m.get(key)
-        t.add_row(key, "n/a" if v is None else f.format(v))
-    for key in ("benchmark_return", "excess_return", "alpha", "beta", "information_ratio", "tracking_error"):
-        if key in m:
-            t.add_row(key, format_metric(key, m[key]))
-    for key, g in (m.get("gates") or {}).items():
-        t.add_row(f"gate {key} {g['rule']}", ("PASS " if g["passed"] else "FAIL ") + g["reason"])
-    t.add_row("fills", str(len(result.fills)))
-    t.add_row("bars", f"{result.bars:,} ({result.bars / max(result.elapsed_s, 1e-9):,.0f}/s)")
+    pairs = [(key, format_metric(key, m.get(key))) for key in
+             ("final_value", "total_return", "annual_return", "sharpe", "sortino", "max_drawdown", "volatility",
+              "win_rate", "profit_factor", "trades")]
+    pairs += [(key, format_metric(key, m[key])) for key in
+              ("benchmark_return", "excess_return", "alpha", "beta", "information_ratio", "tracking_error") if key in m]
+    pairs += [(f"gate {key} {g['rule']}", ("PASS " if g["passed"] else "FAIL ") + g["reason"])
+              for key, g in (m.get("gates") or {}).items()]
+    pairs += [("fills", f"{fills:,}"), ("bars", f"{bars:,} ({bars / max(elapsed_s, 1e-9):,.0f}/s)")]
     if out is not None:
-        t.add_row("run folder", str(out))
-        t.add_row("report", str(out / "report.html"))
-    Console().print(t)
+        pairs += [("run folder", str(out)), ("report", str(out / "report.html"))]
+    return pairs
+
+
+def summary_text(result: Any, out: Path | None, width: int | None = None) -> str:
+    from tradeloop.engine.telemetry.tables import render_pairs
+    return render_pairs("backtest", summary_pairs(result.metrics, len(result.fills), result.bars, result.elapsed_s,
+                                                  out), width)
+
+
+def print_summary(result: Any, out: Path | None) -> None:
+    sys.stdout.write(summary_text(result, out))
+
+
+def summary_json(result: Any, out: Path | None) -> dict[str, Any]:
+    """``backtest --json``: the metrics, counts and paths as one object."""
+    return {"command": "backtest", "metrics": result.metrics, "fills": len(result.fills), "bars": result.bars,
+            "seconds": round(result.elapsed_s, 3), "run_folder": None if out is None else str(out),
+            "report": None if out is None else str(out / "report.html")}
 
 
 def cmd_data_import(a: argparse.Namespace) -> int:
@@ -151,12 +169,21 @@ def cmd_report(a: argparse.Namespace) -> int:
 def cmd_runs(a: argparse.Namespace) -> int:
     from tradeloop.engine.report.compare import write_compare
     from tradeloop.engine.runs.listing import list_runs, print_compare, print_runs
+    from tradeloop.engine.runs.listing import compare_json, runs_json
+    from tradeloop.engine.telemetry.tables import print_json
     if a.runs_command == "list":
-        print_runs(list_runs(a.root), a.root)
+        rows = list_runs(a.root)
+        if a.json:
+            print_json(runs_json(rows, a.root))
+        elif not a.quiet:
+            print_runs(rows, a.root)
         return 0
     path, paths, metrics = write_compare(a.runs, a.out, a.root)
-    print_compare(paths, metrics)
-    print(f"equity curves: {path}")
+    if a.json:
+        print_json(compare_json(paths, metrics, path))
+    elif not a.quiet:
+        print_compare(paths, metrics)
+        print(f"equity curves: {path}")
     return 0
 
 
@@ -233,7 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         a = parser.parse_args(args)
     except SystemExit as e:   # --help (0) or a one-line usage error (2): a code, not an exception, for callers
         return e.code if isinstance(e.code, int) else 2
-    configure(json=getattr(a, "log_json", False))
+    quiet = a.command in QUIET_COMMANDS and bool(getattr(a, "quiet", False))
+    configure(json=getattr(a, "log_json", False), quiet=quiet)
+    from tradeloop.engine.telemetry.progress import set_quiet
+    set_quiet(quiet)
     try:
         if a.command in RUN_FOLDER_COMMANDS and getattr(a, "out", None):  # before any work: refuse, don't replace
             from tradeloop.engine.runs.recorder import check_run_folder

@@ -25,7 +25,7 @@ def add_walkforward_parser(sub: Any) -> None:
     """Register ``walkforward STRATEGY --train 2y --test 3m ...`` (engine/research/walkforward.py)."""
     from tradeloop.engine.cli.args import add_run_args
     wf = sub.add_parser("walkforward", help="retrain and backtest window by window, stitched into one run")
-    add_run_args(wf, out_help="run folder (default runs/<id>)", quiet_help="no summary table")
+    add_run_args(wf, out_help="run folder (default runs/<id>)", quiet_help="no summary table", json_flag=True)
     wf.add_argument("--train", metavar="DURATION", help="training span per window, e.g. 2y, 18m (years, months, "
                     "weeks, days)")
     wf.add_argument("--test", metavar="DURATION", help="test span per window, e.g. 3m")
@@ -98,7 +98,12 @@ def cmd_walkforward(a: argparse.Namespace) -> int:
     cfg, spec, train, embargo_given = settings_from_args(a)
     wf, out = run_walkforward(cfg, spec, train, embargo_given=embargo_given, executor=a.executor, workers=a.workers,
                               address=a.address)
-    if not a.quiet:
+    if a.json:
+        from tradeloop.engine.telemetry.tables import print_json
+        print_json({"command": "walkforward", "metrics": wf.result.metrics, "seconds": round(wf.seconds, 3),
+                    "run_folder": None if out is None else str(out),
+                    "report": None if out is None else str(out / "report.html")})
+    elif not a.quiet:
         print_walkforward(wf.result.metrics, out, wf.seconds)
     for w in wf.result.metrics["windows"]:   # one line per failed window; any failed window fails the command
         if w["status"] != "ok":
@@ -108,29 +113,33 @@ def cmd_walkforward(a: argparse.Namespace) -> int:
     return code or (1 if wf.result.metrics["walkforward"]["failed"] else 0)
 
 
-def print_walkforward(m: dict[str, Any], out: Path | None, seconds: float) -> None:
-    """One row per window, the stitched figures, the errors, and where the files are."""
-    from rich.console import Console
-    from rich.table import Table
+def _pct(v: Any) -> str:
+    return "n/a" if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v else f"{v:.1%}"
 
+
+def walkforward_text(m: dict[str, Any], out: Path | None, seconds: float, width: int | None = None) -> str:
+    """One row per window, the stitched figures, and where the files are (engine/telemetry/tables.py rules)."""
     from tradeloop.engine.metrics.format import format_metric
-    t = Table(title="walk-forward windows")
-    for col in ("#", "test from", "model", "val acc", "return", "sharpe", "max dd", "trades", "status"):
-        t.add_column(col)
+    from tradeloop.engine.telemetry.tables import Column, render_pairs, render_table
+    cols = [Column("#", "right"), Column("test from"), Column("model", drop=3), Column("val acc", "right", drop=4),
+            Column("return", "right"), Column("sharpe", "right", drop=1), Column("max dd", "right", drop=2),
+            Column("trades", "right", drop=5), Column("status")]
+    rows = []
     for w in m["windows"]:
         wm = w.get("metrics") or {}
-        t.add_row(str(w["window"]), w["test_start"], w.get("model") or "-",
-                  format_metric("val_accuracy", (w.get("training") or {}).get("val_accuracy")),
-                  format_metric("total_return", wm.get("total_return")), format_metric("sharpe", wm.get("sharpe")),
-                  format_metric("max_drawdown", wm.get("max_drawdown")), str(wm.get("trades", "-")),
-                  "ok" if w["status"] == "ok" else f"[red]{w['error']}[/red]")
-    console = Console()
-    console.print(t)
-    s = Table(title="stitched", show_header=False)
-    for key in ("final_value", "total_return", "annual_return", "sharpe", "max_drawdown", "trades"):
-        s.add_row(key, format_metric(key, m.get(key)))
-    s.add_row("seconds", f"{seconds:.1f}")
+        rows.append([str(w["window"]), str(w["test_start"]).replace("T", " "), w.get("model") or "-",
+                     _pct((w.get("training") or {}).get("val_accuracy")),
+                     format_metric("total_return", wm.get("total_return")), format_metric("sharpe", wm.get("sharpe")),
+                     format_metric("max_drawdown", wm.get("max_drawdown")), format_metric("trades", wm.get("trades")),
+                     "ok" if w["status"] == "ok" else f"error: {w['error']}"])
+    pairs = [(key, format_metric(key, m.get(key)))
+             for key in ("final_value", "total_return", "annual_return", "sharpe", "max_drawdown", "trades")]
+    pairs.append(("seconds", f"{seconds:.1f}"))
     if out is not None:
-        s.add_row("run folder", str(out))
-        s.add_row("report", str(out / "report.html"))
-    console.print(s)
+        pairs += [("run folder", str(out)), ("report", str(out / "report.html"))]
+    return render_table("walk-forward windows", cols, rows, width) + "\n" + render_pairs("stitched", pairs, width)
+
+
+def print_walkforward(m: dict[str, Any], out: Path | None, seconds: float) -> None:
+    """One row per window, the stitched figures, the errors, and where the files are."""
+    sys.stdout.write(walkforward_text(m, out, seconds))

@@ -296,28 +296,47 @@ def run_sweep(cfg: RunConfig, grid: dict[str, list[str]], *, metric: str = "shar
     return SweepResult(table, summary, target)
 
 
-def print_sweep(res: SweepResult, top: int = 10) -> None:
-    """The best ``top`` points, the deflated Sharpe of the best, the errors, and where the files are."""
-    from rich.console import Console
-    from rich.table import Table
+def sweep_text(res: SweepResult, top: int = 10, width: int | None = None) -> str:
+    """The best ``top`` points, the deflated Sharpe of the best, the errors, and where the files are.
+
+    Metrics read as in the backtest summary (percentages for returns and drawdowns, see
+    engine/metrics/format.py); the layout follows engine/telemetry/tables.py.
+    """
+    from tradeloop.engine.metrics.format import format_metric
+    from tradeloop.engine.telemetry.tables import Column, render_table
     s = res.summary
     metric = s["metric"]
-    t = Table(title=f"sweep {s['strategy']}: {s['ok']}/{s['points']} ok, ranked by {metric} ({s['order']})")
     keys = list(s["grid"])
-    for col in ["rank", *keys, metric, *(k for k in ("sharpe", "total_return", "max_drawdown") if k != metric)]:
-        t.add_column(col)
-    for row in s["ranking"][:top]:
-        vals = [row["rank"], *(row["params"][k] for k in keys), row[metric],
-                *(row[k] for k in ("sharpe", "total_return", "max_drawdown") if k != metric)]
-        t.add_row(*("n/a" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in vals))
-    console = Console()
-    console.print(t)
+    extra = [k for k in ("sharpe", "total_return", "max_drawdown", "trades") if k != metric]
+    drops = {"trades": 4, "max_drawdown": 3, "sharpe": 2, "total_return": 1}
+    cols = [Column("rank", "right"), *(Column(k.removeprefix("params."), "right") for k in keys),
+            Column(metric, "right"), *(Column(k, "right", drop=drops[k]) for k in extra)]
+    rows = [[str(row["rank"]), *(_param_text(row["params"][k]) for k in keys), format_metric(metric, row[metric]),
+             *(format_metric(k, row.get(k)) for k in extra)] for row in s["ranking"][:top]]
+    notes = []
+    if len(s["ranking"]) > top:
+        notes.append(f"({len(s['ranking']) - top} more ranked points in sweep.json)")
     best = s["best"]
     if best is not None:
         dsr = best["deflated_sharpe"]
-        console.print(f"best: point {best['point']} {best['params']}  sharpe {best['sharpe']}  "
-                      f"deflated Sharpe {'n/a' if dsr is None else f'{dsr:.4f}'} over {best['trials']} trials")
+        params = " ".join(f"{k.removeprefix('params.')}={_param_text(v)}" for k, v in best["params"].items())
+        notes.append(f"best: point {best['point']} ({params}), sharpe {format_metric('sharpe', best['sharpe'])}, "
+                     f"deflated Sharpe {'n/a' if dsr is None else f'{dsr:.1%}'} over {best['trials']} trials")
     for err in s["errors"]:
-        console.print(f"[red]error[/red] point {err['point']} {err['params']}: {err['error']}")
+        params = " ".join(f"{k.removeprefix('params.')}={_param_text(v)}" for k, v in err["params"].items())
+        notes.append(f"error: point {err['point']} ({params}): {err['error']}")
     if res.out is not None:
-        console.print(f"table: {res.out / 'sweep.parquet'}\nsummary: {res.out / 'sweep.json'}")
+        notes += [f"table: {res.out / 'sweep.parquet'}", f"summary: {res.out / 'sweep.json'}"]
+    title = f"sweep {s['strategy']}: {s['ok']}/{s['points']} ok, ranked by {metric} ({s['order']})"
+    return render_table(title, cols, rows, width, notes=notes)
+
+
+def _param_text(v: Any) -> str:
+    """A grid value as given (numbers to at most 6 significant digits)."""
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def print_sweep(res: SweepResult, top: int = 10) -> None:
+    """The sweep table on stdout (see :func:`sweep_text`)."""
+    import sys
+    sys.stdout.write(sweep_text(res, top))

@@ -13,7 +13,8 @@ import structlog
 from tradeloop.engine.metrics.format import METRIC_GROUPS, format_metric
 from tradeloop.engine.runs.folders import RunFolderError, read_json, run_kind, run_status
 
-__all__ = ["RunRow", "list_runs", "print_runs", "compare_rows", "print_compare", "run_names", "COLORS"]
+__all__ = ["RunRow", "list_runs", "print_runs", "runs_text", "runs_json", "compare_rows", "print_compare",
+           "compare_text", "compare_json", "run_names", "COLORS"]
 
 LIST_KEYS = ("final_value", "total_return", "sharpe", "max_drawdown")
 COLORS = ("#1f5fbf", "#ff7f0e", "#1a9850", "#9467bd", "#d62728", "#17becf", "#8c564b", "#e377c2")
@@ -65,31 +66,31 @@ def list_runs(root: str | Path = "runs") -> list[RunRow]:
     return rows
 
 
-def _console() -> Any:
-    """A rich console on stdout; wide when it is not a terminal, so piped tables keep one line per row."""
-    from rich.console import Console
-
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
+def runs_text(rows: Sequence[RunRow], root: str | Path, width: int | None = None) -> str:
+    """The run list (engine/telemetry/tables.py rules); the least needed columns go first on a narrow terminal."""
+    from tradeloop.engine.telemetry.tables import Column, render_table
+    if not rows:
+        return f"no runs under {root}\n"
+    cols = [Column("id"), Column("kind", drop=3), Column("strategy", drop=4), Column("span", drop=5),
+            Column("final value", "right", drop=2), Column("total return", "right"), Column("sharpe", "right"),
+            Column("max drawdown", "right", drop=1)]
+    table = [[r.id, r.kind, r.strategy, f"{r.first} .. {r.last}",
+              *(format_metric(k, r.metrics.get(k)) for k in LIST_KEYS)] for r in rows]
+    return render_table(f"runs in {root}", cols, table, width)
 
 
 def print_runs(rows: Sequence[RunRow], root: str | Path) -> None:
-    """The run list as a rich table on stdout."""
-    from rich.table import Table
+    """The run list as a table on stdout."""
+    import sys
+    sys.stdout.write(runs_text(rows, root))
 
-    console = _console()
-    if not rows:
-        console.print(f"no runs under {root}")
-        return
-    t = Table(title=f"runs in {root}")
-    for name, just in (("id", "left"), ("kind", "left"), ("strategy", "left"), ("span", "left"),
-                       ("final value", "right"), ("total return", "right"), ("sharpe", "right"),
-                       ("max drawdown", "right")):
-        t.add_column(name, justify=just)
-    for r in rows:
-        t.add_row(r.id, r.kind, r.strategy, f"{r.first} .. {r.last}",
-                  *(format_metric(k, r.metrics.get(k)) for k in LIST_KEYS))
-    console.print(t)
+
+def runs_json(rows: Sequence[RunRow], root: str | Path) -> dict[str, Any]:
+    """``runs list --json``: every run with its span and scalar metrics."""
+    return {"command": "runs list", "root": str(root),
+            "runs": [{"id": r.id, "kind": r.kind, "strategy": r.strategy, "first": r.first, "last": r.last,
+                      "metrics": {k: v for k, v in r.metrics.items() if v is None or isinstance(v, (int, float, str))}}
+                     for r in rows]}
 
 
 def run_names(paths: Sequence[Path]) -> list[str]:
@@ -105,14 +106,22 @@ def compare_rows(metrics: Sequence[dict[str, Any]]) -> list[list[str]]:
     return [[k, *(format_metric(k, m.get(k)) for m in metrics)] for k in keys + extra]
 
 
-def print_compare(paths: Sequence[Path], metrics: Sequence[dict[str, Any]]) -> None:
-    """Metrics of several runs side by side, as a rich table on stdout."""
-    from rich.table import Table
+def compare_text(paths: Sequence[Path], metrics: Sequence[dict[str, Any]], width: int | None = None) -> str:
+    """Metrics of several runs side by side (engine/telemetry/tables.py rules); a narrow terminal wraps the
+    headers, never drops a run."""
+    from tradeloop.engine.telemetry.tables import Column, render_table
+    cols = [Column("metric"), *(Column(name, "right") for name in run_names(paths))]
+    return render_table("compare", cols, compare_rows(metrics), width)
 
-    t = Table(title="compare")
-    t.add_column("metric")
-    for name in run_names(paths):
-        t.add_column(name, justify="right")
-    for row in compare_rows(metrics):
-        t.add_row(*row)
-    _console().print(t)
+
+def print_compare(paths: Sequence[Path], metrics: Sequence[dict[str, Any]]) -> None:
+    """Metrics of several runs side by side, as a table on stdout."""
+    import sys
+    sys.stdout.write(compare_text(paths, metrics))
+
+
+def compare_json(paths: Sequence[Path], metrics: Sequence[dict[str, Any]], page: Path | str) -> dict[str, Any]:
+    """``runs compare --json``: each run's scalar metrics, by run name, and the page written."""
+    return {"command": "runs compare", "page": str(page),
+            "runs": {name: {k: v for k, v in m.items() if v is None or isinstance(v, (int, float, str))}
+                     for name, m in zip(run_names(paths), metrics)}}

@@ -23,8 +23,16 @@ def _stderr_logger(*args: Any) -> structlog.PrintLogger:
     return structlog.PrintLogger(sys.stderr)
 
 
-def configure(json: bool = False, level: str = "info") -> None:
-    """Configure structlog once for this process (console renderer or JSON lines on stderr)."""
+_QUIET = False   # --quiet: the console shows errors only; run event files still record everything
+
+
+def configure(json: bool = False, level: str = "info", quiet: bool = False) -> None:
+    """Configure structlog once for this process (console renderer or JSON lines on stderr).
+
+    ``quiet``: only error and critical events reach the console (``--quiet``); the run sinks
+    (events.jsonl) still get every event of ``level`` and above."""
+    global _QUIET
+    _QUIET = quiet
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
@@ -35,12 +43,31 @@ def configure(json: bool = False, level: str = "info") -> None:
             redact_secrets,  # before any sink: passwords never reach a console, a file or JSON
             _tee,
             _console_gate,
+            *(() if json else (human_dates,)),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
+
+
+_NS_MIN, _NS_MAX = 3 * 10**17, 4_102_444_800 * 10**9   # 1979 .. 2100: an int in there under a stamp key is ns
+
+
+def _is_stamp_key(key: str) -> bool:
+    return key in ("ts", "time_ns") or key.endswith(("_ts", "_ns")) or key.startswith("ts_")
+
+
+def human_dates(logger: object, method: str, event_dict: dict) -> dict:
+    """structlog processor of the console (key=value) renderer only: nanosecond stamps (``ts``, ``*_ts``,
+    ``*_ns``) read as UTC dates; the JSON renderer and events.jsonl keep the numbers."""
+    from tradeloop.engine.telemetry.tables import ns_date
+    for key, value in event_dict.items():
+        if (isinstance(value, int) and not isinstance(value, bool) and _NS_MIN <= value <= _NS_MAX
+                and _is_stamp_key(str(key))):
+            event_dict[key] = ns_date(value, "T")
+    return event_dict
 
 
 # ------------------------------------------------------------------------ run event file sink
@@ -64,7 +91,7 @@ def _tee(logger: object, method: str, event_dict: dict) -> dict:
 
 def _console_gate(logger: object, method: str, event_dict: dict) -> dict:
     """structlog processor after the tee: drop the event before the console renderer inside console_muted()."""
-    if _MUTED.get():
+    if _MUTED.get() or (_QUIET and event_dict.get("level") not in ("error", "critical", "exception")):
         raise structlog.DropEvent
     return event_dict
 
