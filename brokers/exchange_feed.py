@@ -5,8 +5,8 @@
     feed = MqttBarFeed("mqtt://127.0.0.1:1883", venue="sim", interval="1d")
     ExchangeSimulator(config, feeds=[feed])   # or: python -m tradeloop.brokers.exchange --mqtt mqtt://127.0.0.1:1883
 
-It subscribes (QoS 1) to ``md/<venue>/+/bar/<interval>``, ``md/<venue>/+/tick`` and
-``md/<venue>/$clock`` and hands events to the simulator one at a time, in arrival order. For a
+It subscribes (QoS 1) to ``md/<venue>/+/bar/<interval>``, ``md/<venue>/+/tick`` (or, with
+``symbols``, those symbols' topics only) and ``md/<venue>/$clock`` and hands events to the simulator one at a time, in arrival order. For a
 ``$clock`` mark at ts it publishes ``md/<venue>/$ack/exchange`` with ts only after every earlier
 bar was matched and its ExecutionReports were handed to the FIX transport (``on_bar`` returns once
 the session unit has written them), so a lockstep replay (``tradeloop replay --lockstep exchange``)
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from tradeloop.data.mqtt import Ack, ClockMark, Credentials, MqttFeed, TlsConfig
+from tradeloop.data.mqtt import Ack, ClockMark, Credentials, FutureSkew, MqttFeed, TlsConfig
 from tradeloop.data.mqtt.feed import FeedStatus
 from tradeloop.data.schema import Bar, Tick
 
@@ -38,11 +39,12 @@ class MqttBarFeed:
 
     def __init__(self, url: str, *, venue: str = "sim", interval: str = "1d", ticks: bool = True,
                  component: str = COMPONENT, tls: TlsConfig | None = None, credentials: Credentials | None = None,
-                 client_id: str | None = None, ready_timeout: float = 10.0) -> None:
+                 client_id: str | None = None, ready_timeout: float = 10.0, symbols: Iterable[str] | None = None,
+                 future: FutureSkew | None = None) -> None:
         self.url, self.venue, self.component = url, venue, component
         self.ready_timeout = ready_timeout
-        self.feed = MqttFeed(url, None, venue=venue, interval=interval, bars=True, ticks=ticks, qos=1, clock=True,
-                             stop_on_eos=False, tls=tls, credentials=credentials, client_id=client_id)
+        self.feed = MqttFeed(url, symbols, venue=venue, interval=interval, bars=True, ticks=ticks, qos=1, clock=True,
+                             stop_on_eos=False, tls=tls, credentials=credentials, client_id=client_id, future=future)
         self.acked: int | None = None
         self._task: asyncio.Task | None = None
 
@@ -68,10 +70,11 @@ class MqttBarFeed:
         """One event at a time: bars and ticks into the simulator, an ack for each clock mark."""
         try:
             async for event in self.feed:
-                if isinstance(event, Bar):
-                    sink.on_bar(event)
-                elif isinstance(event, Tick):
-                    sink.on_tick(event)
+                if isinstance(event, (Bar, Tick)):
+                    try:
+                        (sink.on_bar if isinstance(event, Bar) else sink.on_tick)(event)
+                    except Exception as e:  # noqa: BLE001  (one bar must never end the exchange's market data)
+                        LOG.error("exchange.mqtt_event_failed", symbol=event.symbol, ts=event.ts, error=repr(e))
                 elif isinstance(event, ClockMark):
                     await self._ack(event.ts)
                 elif not isinstance(event, (Ack, FeedStatus)):
@@ -91,6 +94,10 @@ class MqttBarFeed:
             LOG.error("exchange.mqtt_ack_failed", ts=ts, reason="no broker connection within the timeout")
             return
         self.acked = ts
+
+    def stats(self) -> dict[str, Any]:
+        """The MQTT feed's counters: messages received, delivered, dropped by reason (malformed, future, ...)."""
+        return self.feed.stats.as_dict()
 
     async def close(self) -> None:
         """Stop pumping and disconnect."""

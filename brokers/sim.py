@@ -111,18 +111,34 @@ class SimulatedVenue:
         if not orders:
             return
         for order in orders[:]:  # a copy: matching removes filled orders from the book
-            if order.created_ts >= ts:
-                continue
-            tif = order.tif
-            if tif is TimeInForce.DAY:
-                day = ts // NS_PER_DAY
-                first = self._valid_day.setdefault(order.id, day)
-                if day > first:
-                    self._finish(order, OrderStatus.EXPIRED, ts, "DAY order expired")
-                    continue
-            self._match(order, ts, o, h, l, c, v, bar_open=True)
-            if tif is TimeInForce.IOC and order.is_open:
-                self._finish(order, OrderStatus.CANCELLED, ts, "IOC remainder cancelled")
+            self.on_bar_order(order, ts, o, h, l, c, v)
+
+    def on_bar_order(self, order: Order, ts: int, o: float, h: float, l: float, c: float, v: float) -> None:
+        """:meth:`on_bar` for one working order (a caller that handles each order on its own, e.g. to contain
+        a failure to that order, calls this for each order of ``open_orders(symbol)`` in turn)."""
+        if order.created_ts >= ts:
+            return
+        tif = order.tif
+        if tif is TimeInForce.DAY:
+            day = ts // NS_PER_DAY
+            first = self._valid_day.setdefault(order.id, day)
+            if day > first:
+                self._finish(order, OrderStatus.EXPIRED, ts, "DAY order expired")
+                return
+        self._match(order, ts, o, h, l, c, v, bar_open=True)
+        if tif is TimeInForce.IOC and order.is_open:
+            self._finish(order, OrderStatus.CANCELLED, ts, "IOC remainder cancelled")
+
+    def discard(self, order: Order) -> bool:
+        """Take ``order`` out of the book without a report or a status change (a DAY order keeps the day it
+        started trading, should it be put back with :meth:`submit`); False if it was not in the book."""
+        orders = self._book.get(order.symbol)
+        if not orders or order not in orders:
+            return False
+        orders.remove(order)
+        if not orders:
+            del self._book[order.symbol]
+        return True
 
     def on_close(self, symbol: str, ts: int, c: float, v: float) -> None:
         """Same-bar-close matching (``fill_at="close"``): orders placed at ``ts`` trade at ``c``."""

@@ -6,6 +6,12 @@ import math
 from tradeloop.brokers.orders import Order, OrderStatus, OrderType, Side, TimeInForce
 from tradeloop.brokers.fix.codec import Msg, utc_timestamp
 from tradeloop.brokers.fix.spec import Tag
+from tradeloop.data.validate import MAX_PRICE, MAX_VOLUME
+
+# An order's quantity and prices must be finite, positive and at most these (the bounds a bar's volume
+# and prices have in data/validate.py): beyond them money arithmetic is no longer exact, or overflows.
+MAX_ORDER_QTY = MAX_VOLUME
+MAX_ORDER_PRICE = MAX_PRICE
 
 SIDE_TO_FIX = {Side.BUY: "1", Side.SELL: "2"}
 FIX_TO_SIDE = {v: k for k, v in SIDE_TO_FIX.items()}
@@ -94,8 +100,17 @@ def status_request(order: Order, clordid: str) -> list[tuple[int, object]]:
     return [(Tag.ClOrdID, clordid), (Tag.Symbol, order.symbol), (Tag.Side, SIDE_TO_FIX[order.side])]
 
 
-def order_from_message(msg: Msg, order_id: str, created_ts: int) -> Order | str:
-    """The :class:`Order` a NewOrderSingle or OrderCancelReplaceRequest asks for, or why it cannot be taken."""
+def _in_range(x: float | None, most: float) -> bool:
+    return x is not None and math.isfinite(x) and 0 < x <= most
+
+
+def order_from_message(msg: Msg, order_id: str, created_ts: int, *, max_qty: float = MAX_ORDER_QTY,
+                       max_price: float = MAX_ORDER_PRICE) -> Order | str:
+    """The :class:`Order` a NewOrderSingle or OrderCancelReplaceRequest asks for, or why it cannot be taken.
+
+    OrderQty, Price and StopPx must be finite, positive and at most ``max_qty`` / ``max_price`` (a
+    value of 400 digits parses to infinity; 1e308 is finite but no market's).
+    """
     side = FIX_TO_SIDE.get(msg.get(Tag.Side, ""))
     if side is None:
         return f"unsupported Side(54)={msg.get(Tag.Side)}"
@@ -105,16 +120,29 @@ def order_from_message(msg: Msg, order_id: str, created_ts: int) -> Order | str:
     tif = FIX_TO_TIF.get(msg.get(Tag.TimeInForce, "0"))  # FIX: TimeInForce absent means Day
     if tif is None:
         return f"unsupported TimeInForce(59)={msg.get(Tag.TimeInForce)}"
-    qty = msg.float(Tag.OrderQty)
-    if qty is None or not (qty > 0 and math.isfinite(qty)):
-        return "OrderQty(38) must be positive"
-    limit = msg.float(Tag.Price) if kind in (OrderType.LIMIT, OrderType.STOP_LIMIT) else None
-    stop = msg.float(Tag.StopPx) if kind in (OrderType.STOP, OrderType.STOP_LIMIT) else None
-    if kind in (OrderType.LIMIT, OrderType.STOP_LIMIT) and not (limit is not None and limit > 0):
-        return "Price(44) is required and positive for OrdType=2/4"
-    if kind in (OrderType.STOP, OrderType.STOP_LIMIT) and not (stop is not None and stop > 0):
-        return "StopPx(99) is required and positive for OrdType=3/4"
-    return Order(order_id, msg[Tag.Symbol], side, qty, kind, limit, stop, tif, created_ts)
+    qty = _number(msg, Tag.OrderQty)
+    if not _in_range(qty, max_qty):
+        return f"OrderQty(38) must be a finite number in (0, {max_qty:g}], not {msg.get(Tag.OrderQty, '')[:40]!r}"
+    limit = _number(msg, Tag.Price) if kind in (OrderType.LIMIT, OrderType.STOP_LIMIT) else None
+    stop = _number(msg, Tag.StopPx) if kind in (OrderType.STOP, OrderType.STOP_LIMIT) else None
+    if kind in (OrderType.LIMIT, OrderType.STOP_LIMIT) and not _in_range(limit, max_price):
+        return (f"Price(44) is required for OrdType=2/4 and must be a finite number in (0, {max_price:g}], "
+                f"not {msg.get(Tag.Price, '')[:40]!r}")
+    if kind in (OrderType.STOP, OrderType.STOP_LIMIT) and not _in_range(stop, max_price):
+        return (f"StopPx(99) is required for OrdType=3/4 and must be a finite number in (0, {max_price:g}], "
+                f"not {msg.get(Tag.StopPx, '')[:40]!r}")
+    symbol = msg.get(Tag.Symbol, "")
+    if not symbol or not symbol.isprintable() or len(symbol) > 64:
+        return f"Symbol(55) must be 1 to 64 printable characters, not {symbol[:40]!r}"
+    return Order(order_id, symbol, side, float(qty), kind, limit, stop, tif, created_ts)
+
+
+def _number(msg: Msg, tag: int) -> float | None:
+    """A float field, None when absent or not a number (a session that skipped validation)."""
+    try:
+        return msg.float(tag)
+    except ValueError:
+        return None
 
 
 def execution_report(order: Order, *, order_id: str, clordid: str, exec_id: str, exec_type: str, ts: int,

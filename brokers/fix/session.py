@@ -108,8 +108,10 @@ class FixSession:
             return False
         return True
 
-    async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, initiator: bool) -> str:
-        """Serve one TCP connection until it ends; returns why it ended."""
+    async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, initiator: bool,
+                  initial: bytes = b"") -> str:
+        """Serve one TCP connection until it ends; returns why it ended. ``initial``: bytes already read
+        from it (an acceptor that checked the Logon before handing the connection over)."""
         if self._writer is not None:
             raise RuntimeError("session already has a connection")
         self._writer = writer
@@ -128,8 +130,10 @@ class FixSession:
         try:
             if initiator:
                 self._send_logon()
+            data = initial
             while True:
-                data = await reader.read(65536)
+                if not data:
+                    data = await reader.read(65536)
                 if not data:
                     break
                 self._last_recv = time.monotonic()
@@ -141,6 +145,7 @@ class FixSession:
                         continue
                     self._handle(item)
                 await writer.drain()
+                data = b""
         except _Disconnect as e:
             reason = e.reason
             if isinstance(e, _Fatal):
@@ -199,16 +204,20 @@ class FixSession:
 
     # ------------------------------------------------------------------ sending
     @contextlib.contextmanager
-    def unit(self) -> Iterator[None]:
-        """Group state changes and sends: committed together, then the messages are written."""
+    def unit(self, *, isolated: bool = False) -> Iterator[None]:
+        """Group state changes and sends: committed together, then the messages are written.
+
+        A unit that fails takes back its own messages; an ``isolated`` one nested in another also
+        takes back only its own state changes (a savepoint), so the outer unit can carry on.
+        """
         self._depth += 1
+        mark = len(self._outbox)
         try:
-            with self.store.atomic():
+            with (self.store.savepoint() if isolated else self.store.atomic()):
                 yield
         except BaseException:
             self._depth -= 1
-            if self._depth == 0:
-                self._outbox.clear()
+            del self._outbox[mark:]
             raise
         self._depth -= 1
         if self._depth == 0:
@@ -398,7 +407,8 @@ class FixSession:
             return False
         if mt in self.app.supported:
             try:
-                self.app.on_message(self, msg)
+                with self.unit(isolated=True):  # a failure takes back all it did, nothing else
+                    self.app.on_message(self, msg)
             except Exception as e:  # an application bug must not wedge the session's sequence numbers
                 self.log.exception("fix.application_error", msg_type=mt, seq=seq)
                 self._business_reject(msg, 0, f"application error: {type(e).__name__}")

@@ -8,11 +8,13 @@ payloads such as ``{"v":1,"ts":<int ns>,"o":..,"h":..,"l":..,"c":..,"vol":..}``.
 from tradeloop.data.mqtt.conn import MqttServer, Credentials, TlsConfig, install_redaction, redact_secrets, register_secret
 from tradeloop.data.mqtt.feed import Ack, ClockMark, FeedStats, FeedStatus, MqttFeed, MqttFeedError
 from tradeloop.data.mqtt.hours import TradingHours, Staleness
+from tradeloop.data.mqtt.skew import FutureSkew, interval_ns
 from tradeloop.data.mqtt.wire import (PayloadError, ack_topic, bar_topic, clock_topic, decode_bar, decode_eos, decode_mark, decode_tick,
                    encode_bar, encode_bar_values, encode_eos, encode_mark, encode_tick, eos_topic, interval_name,
                    parse_topic, tick_topic)
 
-__all__ = ["Ack", "MqttServer", "ClockMark", "Credentials", "FeedStats", "FeedStatus", "MqttFeed", "MqttFeedError",
+__all__ = ["Ack", "MqttServer", "ClockMark", "Credentials", "FeedStats", "FeedStatus", "FutureSkew", "MqttFeed",
+           "MqttFeedError", "interval_ns",
            "PayloadError", "TradingHours", "Staleness", "TlsConfig", "ack_topic", "bar_topic", "clock_topic", "decode_bar",
            "decode_eos", "decode_mark", "decode_tick", "encode_bar", "encode_bar_values", "encode_eos", "encode_mark",
            "encode_tick", "eos_topic", "install_redaction", "interval_name", "parse_topic", "redact_secrets",

@@ -7,9 +7,10 @@
         await LiveDriver(strategy, ["ORCL"]).run(feed)
 
 - Events come out in arrival order. Malformed messages (see the wire schema), messages whose
-  ts does not advance for their symbol, and bars/ticks stamped more than a day ahead of this
-  machine's clock (``future``) are dropped: counted in ``feed.stats.dropped[reason]`` and logged
-  (``mqtt.drop``, rate-limited per reason), never raised.
+  ts does not advance for their symbol, and bars/ticks stamped further ahead of this machine's
+  clock than ``future`` allows (:class:`tradeloop.data.mqtt.skew.FutureSkew`: ticks 5 s, bars one
+  interval by default; reason ``future``) are dropped: counted in ``feed.stats.dropped[reason]`` and
+  logged (``mqtt.drop``, rate-limited per reason), never raised.
 - When the broker goes away the feed reconnects with exponential backoff (with jitter) and
   subscribes again; ``feed.stats.connects`` counts the connections. Bad credentials on the very
   first connection raise :class:`MqttFeedError` (fail fast at start-up); later they are retried.
@@ -47,6 +48,7 @@ from tradeloop.data.schema import Bar, Tick
 
 from tradeloop.data.mqtt.conn import MqttServer, Credentials, TlsConfig, install_redaction
 from tradeloop.data.mqtt.hours import TradingHours, Staleness
+from tradeloop.data.mqtt.skew import FutureSkew
 from tradeloop.data.mqtt.wire import (PayloadError, ack_topic, bar_topic, clock_topic, decode_bar, decode_eos, decode_mark, decode_tick,
                    encode_mark, eos_topic, escape, parse_topic)
 
@@ -56,10 +58,6 @@ _AUTH_CODES = {4, 5, 134, 135}  # MQTT 3.1.1 / 5 CONNACK: bad user name or passw
 LOG_BURST = 20                  # drop lines per reason per LOG_WINDOW seconds before they are summarised
 LOG_WINDOW = 10.0
 SUBSCRIBE_CHUNK = 100
-# A bar or tick stamped further ahead of this machine's clock than this is dropped ("future"): one
-# bad stamp (year 2100) would otherwise become the symbol's last timestamp, and every real bar after
-# it would be dropped as out of order, silently ending the session's data.
-FUTURE_TOLERANCE_NS = 86_400 * 1_000_000_000
 
 
 class MqttFeedError(RuntimeError):
@@ -142,7 +140,8 @@ class MqttFeed:
                  on_fresh: Callable[[str], Any] | None = None, status_events: bool = False,
                  stop_on_eos: bool = True, tls: TlsConfig | None = None, credentials: Credentials | None = None,
                  client_id: str | None = None, keepalive: int = 10, backoff: tuple[float, float] = (0.05, 5.0),
-                 now: Callable[[], float] = time.time, clock: bool = False, acks: Iterable[str] = ()) -> None:
+                 now: Callable[[], float] = time.time, clock: bool = False, acks: Iterable[str] = (),
+                 future: FutureSkew | None = None) -> None:
         if not (bars or ticks):
             raise ValueError("subscribe to bars, ticks or both")
         self.broker = MqttServer.from_url(url, tls=tls, credentials=credentials)
@@ -151,6 +150,10 @@ class MqttFeed:
         if self.broker.tls is not None:
             self.broker.tls.context()  # a missing or bad CA/cert file fails here, not in the background
         self.venue, self.interval, self.qos = venue, interval, qos
+        self.future = future or FutureSkew()
+        # a bar or tick stamped further ahead than this is dropped ("future"): one bad stamp (year 2100)
+        # would otherwise become the symbol's last timestamp and every real bar after it would be dropped
+        self._lead_ns = {"bar": self.future.bar_ns(interval), "tick": self.future.tick_ns()}
         self.clock_events = clock
         self.acks = tuple(dict.fromkeys(acks))
         self._ack_names = frozenset(self.acks)
@@ -395,8 +398,10 @@ class MqttFeed:
                 return False
             if kind == "bar" or kind == "tick":
                 event: Bar | Tick = decode_bar(symbol, payload) if kind == "bar" else decode_tick(symbol, payload)
-                if event.ts > time.time_ns() + FUTURE_TOLERANCE_NS:
-                    self._drop("future", topic, f"ts {event.ts} is more than a day ahead of this clock", payload)
+                lead = event.ts - time.time_ns()
+                if lead > self._lead_ns[kind]:
+                    self._drop("future", topic, f"ts {event.ts} is {lead / 1e9:.3f} s ahead of this clock "
+                                                f"(at most {self._lead_ns[kind] / 1e9:g} s allowed)", payload)
                     return False
             if kind == "bar":
                 last = self._last_bar.get(symbol)

@@ -70,6 +70,7 @@ from typing import Any, Final
 import msgspec
 
 from tradeloop.data.schema import Bar, Tick
+from tradeloop.data.validate import MAX_PRICE, MAX_VOLUME
 
 VERSION: Final = 1
 BAR_V2: Final = 2   # a bar with its traded amount (``amt``); every other payload stays at v1
@@ -301,6 +302,32 @@ def _decode(decoder: Any, payload: bytes, versions: tuple[int, ...] = (VERSION,)
     return m
 
 
+def bar_problem(o: float, h: float, lo: float, c: float, vol: float) -> str | None:
+    """Why these bar values are unusable, by the loaders' rules (data/validate.py); None if they are fine.
+
+    Finite, prices positive and at most ``MAX_PRICE``, volume in [0, ``MAX_VOLUME``], low <= open,
+    close <= high. NaN fails every comparison, so it is caught too.
+    """
+    if not (math.isfinite(o) and math.isfinite(h) and math.isfinite(lo) and math.isfinite(c) and math.isfinite(vol)):
+        return "non-finite number"
+    if not (lo > 0 and lo <= h and lo <= o <= h and lo <= c <= h and vol >= 0):
+        return f"inconsistent bar o={o!r} h={h!r} l={lo!r} c={c!r} vol={vol!r}"
+    if h > MAX_PRICE or vol > MAX_VOLUME:
+        return f"out of bounds: h={h!r} (max {MAX_PRICE:g}) vol={vol!r} (max {MAX_VOLUME:g})"
+    return None
+
+
+def tick_problem(tick: Tick) -> str | None:
+    """Why a tick's values are unusable (price positive and bounded, sizes >= 0, quotes positive); None if fine."""
+    p, q, b, a, bq, aq = tick.price, tick.size, tick.bid, tick.ask, tick.bid_size, tick.ask_size
+    if not (math.isfinite(p) and 0 < p <= MAX_PRICE and math.isfinite(q) and 0 <= q <= MAX_VOLUME
+            and math.isfinite(bq) and bq >= 0 and math.isfinite(aq) and aq >= 0
+            and (math.isnan(b) or (math.isfinite(b) and 0 < b <= MAX_PRICE))
+            and (math.isnan(a) or (math.isfinite(a) and 0 < a <= MAX_PRICE))):
+        return f"bad tick p={p!r} q={q!r} b={b!r} a={a!r} bq={bq!r} aq={aq!r}"
+    return None
+
+
 def decode_bar(symbol: str, payload: bytes) -> Bar:
     """A checked :class:`Bar` from a v1 bar payload; raises :class:`PayloadError`."""
     m = _decode(_BAR_DEC, payload, (VERSION, BAR_V2))
@@ -308,10 +335,9 @@ def decode_bar(symbol: str, payload: bytes) -> Bar:
         raise PayloadError("schema", "amt is required in a v2 bar and unknown in v1")
     _check_ts(m.ts)
     o, h, lo, c, vol = m.o, m.h, m.l, m.c, m.vol
-    if not (math.isfinite(o) and math.isfinite(h) and math.isfinite(lo) and math.isfinite(c) and math.isfinite(vol)):
-        raise PayloadError("value", "non-finite number")
-    if not (lo > 0 and lo <= h and lo <= o <= h and lo <= c <= h and vol >= 0):  # also catches NaN
-        raise PayloadError("value", f"inconsistent bar o={o!r} h={h!r} l={lo!r} c={c!r} vol={vol!r}")
+    problem = bar_problem(o, h, lo, c, vol)
+    if problem is not None:
+        raise PayloadError("value", problem)
     if m.amt is None:
         return Bar(symbol, m.ts, o, h, lo, c, vol)
     if not (math.isfinite(m.amt) and m.amt >= 0):
@@ -327,11 +353,13 @@ def decode_tick(symbol: str, payload: bytes) -> Tick:
     a = math.nan if m.a is None else m.a
     bq = 0.0 if m.bq is None else m.bq
     aq = 0.0 if m.aq is None else m.aq
-    if not (math.isfinite(m.p) and m.p > 0 and math.isfinite(m.q) and m.q >= 0
-            and math.isfinite(bq) and bq >= 0 and math.isfinite(aq) and aq >= 0
-            and (m.b is None or (math.isfinite(b) and b > 0)) and (m.a is None or (math.isfinite(a) and a > 0))):
-        raise PayloadError("value", f"bad tick p={m.p!r} q={m.q!r} b={m.b!r} a={m.a!r} bq={m.bq!r} aq={m.aq!r}")
-    return Tick(symbol, m.ts, m.p, m.q, b, a, bq, aq)
+    if (m.b is not None and math.isnan(b)) or (m.a is not None and math.isnan(a)):
+        raise PayloadError("value", f"bad tick quote b={m.b!r} a={m.a!r}")
+    tick = Tick(symbol, m.ts, m.p, m.q, b, a, bq, aq)
+    problem = tick_problem(tick)
+    if problem is not None:
+        raise PayloadError("value", problem)
+    return tick
 
 
 def decode_eos(payload: bytes) -> EosV1:

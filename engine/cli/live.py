@@ -12,7 +12,7 @@ from typing import Any
 LIVE_FLAGS = {  # flag -> live.<key>
     "mqtt": "mqtt", "fix": "fix", "state": "state", "venue": "venue", "interval": "interval", "sender": "sender",
     "target": "target", "username": "username", "password_env": "password_env", "password_file": "password_file",
-    "stale_after": "stale_after",
+    "stale_after": "stale_after", "max_future_tick_s": "future_tick_s", "max_future_bar_s": "future_bar_s",
 }
 
 
@@ -36,6 +36,13 @@ def add_live_parsers(sub: Any, add_run_args: Any) -> None:
     lv.add_argument("--ticks", action="store_true", help="subscribe to ticks too (Strategy.on_tick)")
     lv.add_argument("--lockstep", action="store_true",
                     help="step on the exchange's $ack and acknowledge each step (paper trading, parity tests)")
+    lv.add_argument("--max-future-tick-s", type=float, metavar="S",
+                    help="drop ticks stamped more than S s ahead of this clock (default 5; the exchange's flag too)")
+    lv.add_argument("--max-future-bar-s", type=float, metavar="S",
+                    help="drop bars stamped more than S s ahead of this clock (default one --interval)")
+    lv.add_argument("--fresh-state", action="store_true",
+                    help="if --state exists but is empty, truncated or corrupt, move it aside (never deleted) and "
+                         "start fresh; without this flag such a file is an error")
 
     pp = sub.add_parser("paper", help="paper-trade: local MQTT broker + exchange simulator + replay of --data, live")
     add_run_args(pp, out_help="session folder (default runs/paper-<time>)", quiet_help="no summary")
@@ -55,6 +62,7 @@ def cmd_live(a: argparse.Namespace, config_from_args: Any) -> int:
         cfg.live.lockstep = True
     if a.ticks:
         cfg.live.ticks = True
+    cfg.validate()   # the live flags too
     out = Path(a.out) if a.out else None
 
     async def main() -> Any:
@@ -62,7 +70,7 @@ def cmd_live(a: argparse.Namespace, config_from_args: Any) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        return await run_live(cfg, out=out, stop=stop, on_ready=ready)
+        return await run_live(cfg, out=out, stop=stop, on_ready=ready, fresh_state=a.fresh_state)
 
     def ready(runner: Any) -> None:  # one JSON line on stdout, for supervisors and tests to wait on
         print(json.dumps({"event": "ready", "fix": cfg.live.fix, "mqtt": cfg.live.mqtt, "state": cfg.live.state,

@@ -97,10 +97,19 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def exchange_args(folder: Path, rules: FillRules) -> list[str]:
-    """The exchange simulator's ``--rules`` flag: the run's fill rules written as JSON into the session folder,
-    so the exchange fills with every model a backtest can use (brokers/fill_config.py)."""
-    return ["--rules", str(write_rules(folder / "fill_rules.json", rules).resolve())]  # the child runs elsewhere
+def exchange_args(folder: Path, rules: FillRules, symbols: list[str] | None = None,
+                  future_tick_s: float | None = None, future_bar_s: float | None = None) -> list[str]:
+    """The exchange simulator's flags: ``--rules`` (the run's fill rules written as JSON into the session folder,
+    so the exchange fills with every model a backtest can use: brokers/fill_config.py), the ``--symbols`` it
+    serves, and the runner's own future-stamp setting (``live.future_tick_s`` / ``live.future_bar_s``)."""
+    args = ["--rules", str(write_rules(folder / "fill_rules.json", rules).resolve())]  # the child runs elsewhere
+    if symbols:
+        args += ["--symbols", ",".join(symbols)]
+    if future_tick_s is not None:
+        args += ["--max-future-tick-s", repr(float(future_tick_s))]
+    if future_bar_s is not None:
+        args += ["--max-future-bar-s", repr(float(future_bar_s))]
+    return args
 
 
 class ExchangeProcess:
@@ -112,6 +121,7 @@ class ExchangeProcess:
                "--state", str(folder / "exchange.sqlite"), "--mqtt", mqtt, "--venue", PAPER_VENUE,
                "--interval", interval, "--log-json", *extra]
         self.log_path = folder / "exchange.log"
+        self.final: dict[str, Any] = {}   # its last stdout line, once stopped: market data dropped by reason
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (open as long as the process runs)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log)
         line = _readline(self.proc, timeout_s)
@@ -123,8 +133,30 @@ class ExchangeProcess:
             raise RuntimeError(f"the exchange simulator did not start: {line!r} (see {self.log_path})") from None
 
     def stop(self) -> None:
+        """Stop it (SIGTERM) and read its last line: the market data it dropped, by reason (``self.final``)."""
         stop_process(self.proc)
         self._log.close()
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            for line in self.proc.stdout.read().decode(errors="replace").splitlines():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(event, dict) and event.get("event") == "stopped":
+                    self.final = event
+            self.proc.stdout.close()
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Market data the exchange did not take, by reason (after :meth:`stop`; its feed's drops included)."""
+        md = self.final.get("market_data") or {}
+        out = dict(md.get("dropped") or {})
+        for feed in (md.get("feeds") or {}).values():
+            for reason, n in (feed.get("dropped") or {}).items():
+                out[reason] = out.get(reason, 0) + n
+            if feed.get("refused"):
+                out["invalid"] = out.get("invalid", 0) + feed["refused"]
+        return out
 
 
 def _readline(proc: subprocess.Popen, timeout_s: float) -> str:
@@ -179,7 +211,9 @@ def _paper(cfg: RunConfig, *, out: Path | None, mqtt: str | None, events: RunEve
     exchange = None
     try:
         url = mqtt or broker.url
-        exchange = ExchangeProcess(folder, url, interval, exchange_args(folder, rules))
+        exchange = ExchangeProcess(folder, url, interval,
+                                   exchange_args(folder, rules, [s.symbol for s in series], cfg.live.future_tick_s,
+                                                 cfg.live.future_bar_s))
         cfg.live.mqtt, cfg.live.fix, cfg.live.state = url, f"127.0.0.1:{exchange.fix_port}", str(state)
         cfg.live.symbols = [s.symbol for s in series]
         cfg.live.venue, cfg.live.interval, cfg.live.lockstep = PAPER_VENUE, interval, True
@@ -190,8 +224,11 @@ def _paper(cfg: RunConfig, *, out: Path | None, mqtt: str | None, events: RunEve
             exchange.stop()
         if broker is not None:
             broker.stop()
+    details = runner.details()
+    details["session"]["exchange_market_data_dropped"] = exchange.dropped
+    result.metrics.setdefault("live", {})["exchange_market_data_dropped"] = exchange.dropped
     log.info("paper_done", fills=len(result.fills), steps=runner.stats.steps, out=str(folder))
     manifest = build_manifest("paper", cfg, runner.strategy, rules, inputs=inputs, models=result.models,
-                              symbols=result.symbols, tz=series[0].tz, details=runner.details())
+                              symbols=result.symbols, tz=series[0].tz, details=details)
     write_run(folder, result, manifest, report=write_run_report, events=events)
     return result, folder

@@ -1,7 +1,9 @@
 """``tradeloop live``: bars over MQTT -> the backtest's engine, risk layer and strategy -> a FIX 4.4 broker.
 
 Start-up: open the state file (``live.state``: FIX sequence numbers and the journal of
-engine/live/journal.py), refuse one that belongs to another run, rebuild cash and positions from the
+engine/live/journal.py), refuse one that is empty, truncated or corrupt (``--fresh-state`` moves
+such a file aside, never deletes it; a path that does not exist starts fresh) or that belongs to
+another run, rebuild cash and positions from the
 journaled fills, replay the journaled bars through the strategy with every order refused
 (warm-up: indicators and strategy state come back, nothing is sent), log on to the broker (it
 resends what we missed; ExecIDs already booked are ignored), and reconcile each order the
@@ -23,7 +25,7 @@ import contextlib
 import fcntl
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,10 +35,10 @@ import structlog
 from tradeloop.brokers.fix.client import FixBroker
 from tradeloop.brokers.fix.secrets import SecretError, load_password
 from tradeloop.brokers.fix.session import SessionConfig
-from tradeloop.brokers.fix.store import SQLiteSequenceStore
+from tradeloop.brokers.fix.store import SQLiteSequenceStore, check_state_file
 from tradeloop.brokers.orders import Order, OrderStatus, Side
 from tradeloop.brokers.remote import RemoteVenue
-from tradeloop.data.mqtt import Ack, ClockMark, MqttFeed
+from tradeloop.data.mqtt import Ack, ClockMark, FutureSkew, MqttFeed
 from tradeloop.data.mqtt.conn import Credentials, TlsConfig
 from tradeloop.data.schema import Bar, Tick
 from tradeloop.risk.pipeline import RiskPipeline, reject
@@ -78,6 +80,10 @@ class LiveStats:
     reconciled: int = 0          # open orders whose status changed when asked at start
     old_bars_dropped: int = 0    # bars at or before the last processed timestamp (resent after a restart)
     ticks: int = 0
+    market_data_dropped: dict[str, int] = field(default_factory=dict)   # by the feed, by reason (future, json, ...)
+
+
+STATE_TABLES = ("fix_session", "live_meta")   # what a live state file holds (FIX store + journal)
 
 
 def lock_state(state: str) -> IO[str]:
@@ -113,7 +119,8 @@ class _WarmUpGate:
 class LiveRunner:
     """One live session of a strategy: recover, connect, reconcile, then trade bar by bar."""
 
-    def __init__(self, cfg: RunConfig, *, log: Any = None, connect_timeout_s: float = 30.0) -> None:
+    def __init__(self, cfg: RunConfig, *, log: Any = None, connect_timeout_s: float = 30.0,
+                 fresh_state: bool = False) -> None:
         live = cfg.live
         for key in ("mqtt", "fix", "state"):
             if not getattr(live, key):
@@ -131,14 +138,29 @@ class LiveRunner:
         self.ready = asyncio.Event()   # set once logged on, reconciled and subscribed to market data
         self._saved_risk: dict[str, Any] = {}
         self.inputs: list[dict[str, Any]] = []   # manifest entries of the --data history files
+        self._feed: MqttFeed | None = None
         self._lock = lock_state(live.state)
         try:
+            # an existing file that is no state (empty, truncated, corrupt) is refused, never started over
+            moved = check_state_file(live.state, STATE_TABLES, what="live.state", fresh=fresh_state)
+            if moved is not None:
+                self.log.warning("live.state_moved_aside", state=live.state, moved_to=str(moved))
+            self.future = self._future_skew()
             self._build()
         except BaseException:
             self._lock.close()
             raise
 
     # ------------------------------------------------------------------ assembly
+    def _future_skew(self) -> FutureSkew:
+        """``live.future_tick_s`` / ``live.future_bar_s`` (None: FutureSkew's defaults) as the feed's setting."""
+        live = self.live
+        try:
+            return FutureSkew(FutureSkew().tick_s if live.future_tick_s is None else live.future_tick_s,
+                              live.future_bar_s)
+        except ValueError as e:
+            raise ConfigError(f"live.future_tick_s / live.future_bar_s: {e}") from None
+
     def _build(self) -> None:
         cfg, live = self.cfg, self.live
         self.strategy = build_strategy(cfg)
@@ -297,7 +319,8 @@ class LiveRunner:
                         ticks=live.ticks, qos=1 if live.lockstep else 0, stale_after=live.stale_after,
                         on_stale=self._on_stale, on_fresh=self._on_fresh, clock=True,
                         acks=("exchange",) if live.lockstep else (), tls=TlsConfig.from_env(),
-                        credentials=Credentials.from_env(), client_id=f"tradeloop-live-{os.getpid()}")
+                        credentials=Credentials.from_env(), client_id=f"tradeloop-live-{os.getpid()}",
+                        future=self.future)
         try:
             async with feed:
                 self._feed = feed
@@ -313,6 +336,7 @@ class LiveRunner:
                 if consume in done:
                     consume.result()   # a failure of the loop is this run's failure
         finally:
+            self.stats.market_data_dropped = dict(feed.stats.dropped)
             self.driver.finish()
             await self._settle()
             await self.broker.stop()
@@ -422,6 +446,8 @@ class LiveRunner:
         if len(ts):
             res.metrics = compute_metrics(ts, equity, res.start_cash, res.fills, gross_exposure=res.gross_exposure)
             res.metrics.update(risk_metrics(res.risk_events, None))
+        if self._feed is not None:   # so far (a failed session's result is built before run() ends)
+            self.stats.market_data_dropped = dict(self._feed.stats.dropped)
         res.metrics["live"] = dict(vars(self.stats))
         lags = self.tick_lag.summary()   # does the lag grow over the session? (p99 per second)
         if lags is not None:
@@ -451,7 +477,7 @@ class LiveFailure(RuntimeError):
 
 
 async def run_live(cfg: RunConfig, *, out: Path | None = None, stop: asyncio.Event | None = None,
-                   log: Any = None, on_ready: Any = None) -> tuple[BacktestResult, Path | None]:
+                   log: Any = None, on_ready: Any = None, fresh_state: bool = False) -> tuple[BacktestResult, Path | None]:
     """Run one live session and write its run folder to ``out`` (if given); ``on_ready(runner)`` once trading.
 
     An error after trading started (the strategy raising, say) still writes the run folder of the
@@ -460,12 +486,13 @@ async def run_live(cfg: RunConfig, *, out: Path | None = None, stop: asyncio.Eve
     session), and raises :class:`LiveFailure`.
     """
     with run_events() as events:
-        return await _run_live(cfg, out=out, stop=stop, log=log, on_ready=on_ready, events=events)
+        return await _run_live(cfg, out=out, stop=stop, log=log, on_ready=on_ready, events=events,
+                               fresh_state=fresh_state)
 
 
 async def _run_live(cfg: RunConfig, *, out: Path | None, stop: asyncio.Event | None, log: Any, on_ready: Any,
-                    events: RunEvents) -> tuple[BacktestResult, Path | None]:
-    runner = LiveRunner(cfg, log=log)
+                    events: RunEvents, fresh_state: bool = False) -> tuple[BacktestResult, Path | None]:
+    runner = LiveRunner(cfg, log=log, fresh_state=fresh_state)
     waiter = None
     if on_ready is not None:
         async def announce() -> None:
