@@ -23,6 +23,8 @@ from tradeloop.engine.config.run import DataSpec, RunConfig
 from tradeloop.engine.metrics.performance import METRIC_KEYS, compute_metrics, traded_span
 from tradeloop.engine.metrics.returns_stats import RETURN_STATS_KEYS
 
+from .test_quantstats import _csi300_closes
+
 pd = pytest.importorskip("pandas")
 qs = pytest.importorskip("quantstats")
 
@@ -204,12 +206,6 @@ def test_real_run_metrics_are_quantstats_of_the_traded_span(real_run, case):
     first = pd.Timestamp(eq["ts"].iloc[warm])
     assert span["from"].startswith(str(first.date())) and span["to"].startswith(str(pd.Timestamp(eq["ts"].iloc[-1]).date()))
     assert span["warmup_from"].startswith(str(pd.Timestamp(eq["ts"].iloc[0]).date()))
-
-
-def _csi300_closes(path: Path):
-    raw = pd.read_csv(path, encoding="gbk")
-    closes = pd.Series(raw["收盘价"].to_numpy(float), index=pd.to_datetime(raw["日期"])).sort_index()
-    return closes.groupby(closes.index.normalize()).last()
 
 
 @pytest.mark.parametrize("case", [n for n, c in CASES.items() if c[4]])

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import math
 from types import MappingProxyType
@@ -19,7 +18,7 @@ import pytest
 
 from tradeloop.brokers.base import Account, FillSink, Venue
 from tradeloop.brokers.exchange import ExchangeSimulator
-from tradeloop.brokers.fix.client import Backoff, FixBroker
+from tradeloop.brokers.fix.client import FixBroker
 from tradeloop.brokers.fix.session import SessionConfig
 from tradeloop.brokers.orders import Fill, Order, OrderEvent, OrderStatus, Side
 from tradeloop.brokers.profiles import ChinaAShares
@@ -35,6 +34,7 @@ from tradeloop.engine.loop.portfolio import Portfolio
 from tradeloop.risk.pipeline import RiskPipeline
 
 from .helpers import DAY0, Scripted, series
+from .test_exchange_sim import session_pair
 
 CONTRACT = ("bind", "submit", "cancel", "open_orders", "on_bar", "on_close")
 
@@ -239,27 +239,12 @@ def test_a_sell_of_shares_bought_the_same_day_waits_for_the_next_day_in_the_back
     assert seen == SELLABLE
 
 
-@contextlib.asynccontextmanager
-async def exchange_and_trader(rules: FillRules):
-    ex = ExchangeSimulator(SessionConfig("EXCH", "TRADER", logout_timeout_s=0.5), rules=rules, host="127.0.0.1")
-    await ex.start()
-    broker = FixBroker(SessionConfig("TRADER", "EXCH", logout_timeout_s=0.5), "127.0.0.1", ex.port,
-                       backoff=Backoff(0.05, 0.2))
-    await broker.start()
-    try:
-        assert await broker.wait_logged_on(3)
-        yield ex, broker
-    finally:
-        await broker.stop()
-        await ex.stop()
-
-
 def test_the_exchange_simulator_holds_the_same_sell_the_same_way_with_the_same_settlement_class():
     bars = t1_bars()
     plan = {0: (Side.BUY, 300.0), 1: (Side.SELL, 200.0)}
 
     async def scenario():
-        async with exchange_and_trader(T1_RULES) as (ex, broker):
+        async with session_pair(T1_RULES) as (ex, broker):
             assert type(ex.settlement) is Settlement and ex.settlement.t_plus_1
             sellable = []
             for i, bar in enumerate(bars):

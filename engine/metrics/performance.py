@@ -107,6 +107,7 @@ import numpy as np
 from tradeloop.brokers.orders import Fill
 from tradeloop.data.schema import NS_PER_DAY
 from tradeloop.engine.metrics.returns_stats import RETURN_STATS_KEYS, return_stats
+from tradeloop.engine.metrics.returns_stats import finite_or_none as _f, longest_run as _longest_run
 
 __all__ = [
     "Trade",
@@ -333,21 +334,6 @@ def round_trips(fills: Sequence[Fill]) -> list[Trade]:
 
 
 # ------------------------------------------------------------------------------------- metrics
-def _f(x: float | None) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _longest_run(mask: np.ndarray) -> int:
-    if not mask.any():
-        return 0
-    m = np.concatenate(([False], mask, [False])).astype(np.int8)
-    edges = np.flatnonzero(np.diff(m))
-    return int(np.max(edges[1::2] - edges[::2]))
-
-
 def compute_metrics(ts: np.ndarray, equity: np.ndarray, start_cash: float, fills: Sequence[Fill], *,
                     gross_exposure: np.ndarray | None = None, periods_per_year: int = 252,
                     risk_free: float = 0.0, trade_from: int | None = None) -> dict[str, float | int | None]:

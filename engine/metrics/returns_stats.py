@@ -66,14 +66,16 @@ _Z = NormalDist().inv_cdf(1.0 - _CONFIDENCE)          # scipy.stats.norm.ppf(0.0
 _ES = NormalDist().pdf(_Z) / (1.0 - _CONFIDENCE)
 
 
-def _f(x: float | None) -> float | None:
+def finite_or_none(x: float | None) -> float | None:
+    """``x`` as a float, or None where it is missing, NaN or infinite (metrics.json holds no NaN)."""
     if x is None:
         return None
     x = float(x)
     return x if math.isfinite(x) else None
 
 
-def _longest_run(mask: np.ndarray) -> int:
+def longest_run(mask: np.ndarray) -> int:
+    """The length of the longest run of True in ``mask``."""
     if not mask.any():
         return 0
     m = np.concatenate(([False], mask, [False])).astype(np.int8)
@@ -94,7 +96,7 @@ def _skew(r: np.ndarray) -> float | None:
     if n < 3 or float(np.std(r)) <= _ZERO_SD:
         return None
     m2, m3, _ = _moments(r)
-    return _f((n * (n - 1) ** 0.5 / (n - 2)) * (m3 / m2 ** 1.5))
+    return finite_or_none((n * (n - 1) ** 0.5 / (n - 2)) * (m3 / m2 ** 1.5))
 
 
 def _kurtosis(r: np.ndarray) -> float | None:
@@ -104,7 +106,7 @@ def _kurtosis(r: np.ndarray) -> float | None:
         return None
     m2, _, m4 = _moments(r)
     adj = 3 * (n - 1) ** 2 / ((n - 2) * (n - 3))
-    return _f(n * (n + 1) * (n - 1) * m4 / ((n - 2) * (n - 3) * m2 ** 2) - adj)
+    return finite_or_none(n * (n + 1) * (n - 1) * m4 / ((n - 2) * (n - 3) * m2 ** 2) - adj)
 
 
 def _compounded(days: np.ndarray, r: np.ndarray, unit: str) -> np.ndarray:
@@ -124,7 +126,7 @@ def return_stats(days: np.ndarray, r: np.ndarray, max_drawdown: float | None,
     r = np.asarray(r, np.float64)
     n = len(r)
     out: dict[str, float | int | None] = dict.fromkeys(RETURN_STATS_KEYS)
-    out["max_consecutive_winning_days"] = _longest_run(r > 0)
+    out["max_consecutive_winning_days"] = longest_run(r > 0)
     if n == 0:
         out["win_days"] = 0.0
         out["time_in_market"] = 0.0
@@ -134,28 +136,28 @@ def return_stats(days: np.ndarray, r: np.ndarray, max_drawdown: float | None,
     out["kurtosis"] = _kurtosis(r)
     if n >= 2:
         mu, sd = float(np.mean(r)), float(np.std(r, ddof=1))
-        out["var"] = _f(mu + sd * _Z)
-        out["cvar"] = _f(mu - sd * _ES) if sd != 0 else _f(mu)
+        out["var"] = finite_or_none(mu + sd * _Z)
+        out["cvar"] = finite_or_none(mu - sd * _ES) if sd != 0 else finite_or_none(mu)
         loss = -float(down.sum())
-        out["omega"] = _f(float(up.sum()) / loss) if loss > 0 else None
+        out["omega"] = finite_or_none(float(up.sum()) / loss) if loss > 0 else None
         dd = np.nan_to_num(np.asarray(underwater, np.float64))
-        out["ulcer_index"] = _f(math.sqrt(float((dd ** 2).sum()) / (n - 1)))
+        out["ulcer_index"] = finite_or_none(math.sqrt(float((dd ** 2).sum()) / (n - 1)))
     lo, hi = np.quantile(r, 1.0 - _CONFIDENCE), np.quantile(r, _CONFIDENCE)
-    out["tail_ratio"] = _f(abs(hi / lo)) if lo != 0 else None
+    out["tail_ratio"] = finite_or_none(abs(hi / lo)) if lo != 0 else None
     nonzero = int(np.count_nonzero(r))
     win = len(up) / nonzero if nonzero else 0.0
     out["win_days"] = win
     if len(up) and len(down):
         payoff = float(np.mean(up)) / abs(float(np.mean(down)))
-        out["payoff_ratio"] = _f(payoff)
+        out["payoff_ratio"] = finite_or_none(payoff)
         if payoff != 0:
-            out["kelly"] = _f((payoff * win - (1 - win)) / payoff)
+            out["kelly"] = finite_or_none((payoff * win - (1 - win)) / payoff)
     gains, losses = float(r[r >= 0].sum()), abs(float(down.sum()))
-    out["daily_profit_factor"] = _f(gains / losses) if losses != 0 else None
+    out["daily_profit_factor"] = finite_or_none(gains / losses) if losses != 0 else None
     if max_drawdown:
-        out["recovery_factor"] = _f(abs(float(r.sum())) / abs(max_drawdown))
+        out["recovery_factor"] = finite_or_none(abs(float(r.sum())) / abs(max_drawdown))
     out["time_in_market"] = math.ceil(nonzero / n * 100) / 100
     months, years = _compounded(days, r, "M"), _compounded(days, r, "Y")
-    out["best_month"], out["worst_month"] = _f(months.max()), _f(months.min())
-    out["best_year"], out["worst_year"] = _f(years.max()), _f(years.min())
+    out["best_month"], out["worst_month"] = finite_or_none(months.max()), finite_or_none(months.min())
+    out["best_year"], out["worst_year"] = finite_or_none(years.max()), finite_or_none(years.min())
     return out
