@@ -180,3 +180,58 @@ class BarSeries:
         return BarSeries(self.symbol, self.ts[lo:hi], self.open[lo:hi], self.high[lo:hi], self.low[lo:hi],
                          self.close[lo:hi], self.volume[lo:hi], {k: v[lo:hi] for k, v in self.extra.items()},
                          self.tz, self.source)
+
+
+TICK_FIELDS = ("price", "size", "bid", "ask", "bid_size", "ask_size")
+
+
+@dataclass(frozen=True, eq=False)
+class TickSeries:
+    """All ticks of one symbol, columnar, in (``ts``, ``seq``) order: trades and/or level-1 quotes.
+
+    A trade-only file has NaN ``bid``/``ask`` (0 sizes); a quote-only file NaN ``price`` (0 ``size``);
+    a snapshot file (vn.py) has both. ``seq`` is the tick's place in its file, so ticks with equal
+    stamps keep file order; ``side`` is +1 buyer-initiated, -1 seller-initiated, 0 unknown.
+    """
+
+    symbol: str
+    ts: np.ndarray          # int64 ns, never decreasing
+    seq: np.ndarray         # int64, rising
+    price: np.ndarray       # float64 last trade price
+    size: np.ndarray        # float64 last trade size
+    bid: np.ndarray
+    ask: np.ndarray
+    bid_size: np.ndarray
+    ask_size: np.ndarray
+    side: np.ndarray        # int8
+    tz: str | None = None
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.ts)
+        for name in ("seq", *TICK_FIELDS, "side"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{self.symbol}: tick column {name} has {len(getattr(self, name))} rows, ts has {n}")
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @property
+    def has_quotes(self) -> bool:
+        return bool(len(self.ts)) and not np.isnan(self.bid).all()
+
+    @property
+    def has_trades(self) -> bool:
+        return bool(len(self.ts)) and not np.isnan(self.price).all()
+
+    def tick(self, i: int) -> Tick:
+        """Row ``i`` as a :class:`Tick`."""
+        return Tick(self.symbol, int(self.ts[i]), float(self.price[i]), float(self.size[i]), float(self.bid[i]),
+                    float(self.ask[i]), float(self.bid_size[i]), float(self.ask_size[i]))
+
+    def between(self, start: int | None = None, end: int | None = None) -> "TickSeries":
+        """Ticks with ``start <= ts < end`` (either bound may be None)."""
+        lo = 0 if start is None else int(np.searchsorted(self.ts, start, "left"))
+        hi = len(self.ts) if end is None else int(np.searchsorted(self.ts, end, "left"))
+        return TickSeries(self.symbol, *(getattr(self, f)[lo:hi] for f in ("ts", "seq", *TICK_FIELDS, "side")),
+                          tz=self.tz, source=self.source)
