@@ -15,7 +15,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -203,8 +203,12 @@ class Catalog:
 
 
 def import_files(paths: Iterable[str | Path], root: str | Path, *, replace: bool = False,
-                 **load_kwargs: Any) -> list[str]:
+                 progress: Callable[..., Any] | None = None, **load_kwargs: Any) -> list[str]:
     """Load and check every file first (any DataError leaves the catalog untouched), then write them all.
+
+    ``progress(done, total, info)``, when given, is called before and after each file is read and
+    each symbol is written (``total`` = twice the number of files): the command line passes its
+    LazyProgress, which shows one line per file on a pipe.
 
     A file lacking a stamp its symbol already holds in the catalog (fewer rows, another period) is
     refused, naming the file and what would be lost, unless ``replace``: stored bars are never
@@ -213,7 +217,13 @@ def import_files(paths: Iterable[str | Path], root: str | Path, *, replace: bool
     paths = [Path(p) for p in paths]
     cat = Catalog(root)
     cat._check_root(create=True)
-    loaded = [load_bars(p, **load_kwargs) for p in paths]
+    total = 2 * len(paths)
+    report = progress or (lambda done, total, info=None: None)
+    loaded = []
+    for i, p in enumerate(paths):
+        report(i, total, f"reading {p.name}")
+        loaded.append(load_bars(p, **load_kwargs))
+        report(i + 1, total, f"read {p.name}: {len(loaded[-1]):,} bars of {loaded[-1].symbol}")
     seen: dict[str, Path] = {}
     for p, s in zip(paths, loaded):
         if s.symbol in seen:
@@ -224,12 +234,14 @@ def import_files(paths: Iterable[str | Path], root: str | Path, *, replace: bool
         for p, s in zip(paths, loaded):
             _check_keeps(cat, p, s)
     digests = [file_sha256(p) for p in paths]
-    for p, s, h in zip(paths, loaded, digests):
+    for i, (p, s, h) in enumerate(zip(paths, loaded, digests)):
+        report(len(paths) + i, total, f"writing {s.symbol}")
         try:
             cat.write(s, source_sha256=h)
         except OSError as e:
             raise DataError(str(cat.path(s.symbol)), 0, "", f"cannot write the catalog file "
                             f"(the stored one is kept): {e.strerror or e}") from None
+        report(len(paths) + i + 1, total, f"wrote {s.symbol}")
     return [s.symbol for s in loaded]
 
 

@@ -73,8 +73,9 @@ def time_calls(predict, x: np.ndarray, iters: int, warmup: int) -> tuple[np.ndar
     return wall * 1e3, cpu * 1e3
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="tradeloop models bench", description=__doc__.splitlines()[0])
+def parser(prog: str = "tradeloop models bench") -> argparse.ArgumentParser:
+    """The bench's arguments (``tradeloop models bench`` adds ``--json``/``--quiet`` on the CLI side)."""
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--runtime", default="onnx-cpu", help="comma list of runtimes")
     ap.add_argument("--batch", default="1,64,512,4096", help="comma list of batch sizes")
     ap.add_argument("--model", help="registry model NAME@VERSION (default: random default-size network)")
@@ -83,45 +84,53 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="bar file the real windows come from")
     ap.add_argument("--budget", type=float, default=3.0, help="seconds of timed calls per batch size (about)")
     ap.add_argument("--chunk", type=int, help="windows per internal call of a big batch (default: the runtime's)")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def run_bench(a: argparse.Namespace) -> dict:
+    """Time every runtime of ``a.runtime`` at every batch size of ``a.batch``: the report dict (see the module)."""
     batches = [int(b) for b in a.batch.split(",")]
 
     from tradeloop.models.registry import Registry
     from tradeloop.models.runtime.cpu import capabilities, max_isa
 
     load_before = round(os.getloadavg()[0], 2)
-    tmp = tempfile.TemporaryDirectory()
-    if a.model:
-        reg, ref = Registry(a.registry), a.model
-    else:
-        reg, ref = random_model(Path(tmp.name), Path(a.data))
-    reference = reg.load(ref, "torch-cpu", threads=a.threads)
-    windows = real_windows(reference.spec, Path(a.data))
-    want = reference.predict(windows)
-    report = {"model": ref, "threads": a.threads, "cpu": platform.processor() or platform.machine(),
-              "cpu_count": os.cpu_count(), "cpu_flags": capabilities(), "cpu_cap": max_isa(),
-              "python": platform.python_version(), "runtimes": []}
-    for name in a.runtime.split(","):
-        m = reg.load(ref, name, threads=a.threads, **({"chunk": a.chunk} if a.chunk else {}))
-        got = np.concatenate([m.predict(windows[i:i + 512]) for i in range(0, len(windows), 512)])
-        entry = {"runtime": name, "chunk": None, **runtime_detail(m.runtime),
-                 "agreement": {"windows": len(windows), "max_abs_diff": float(np.abs(got - want).max()),
-                               "same_class": float((got.argmax(1) == want.argmax(1)).mean())},
-                 "batches": []}
-        for b in batches:
-            x = np.ascontiguousarray(np.resize(windows, (b, *windows.shape[1:])))
-            one = time_calls(m.predict, x, 2, 1)[0].mean() / 1e3
-            iters = int(min(5000, max(5, a.budget / max(one, 1e-6))))
-            ms, cpu = time_calls(m.predict, x, iters, min(200, max(1, iters // 10)))
-            p50 = float(np.percentile(ms, 50))
-            entry["batches"].append({"batch": b, "iters": iters, "p50_ms": round(p50, 4),
-                                     "p99_ms": round(float(np.percentile(ms, 99)), 4),
-                                     "windows_per_s": round(b / (p50 / 1e3), 1),
-                                     "windows_per_cpu_s": round(b / (float(np.median(cpu)) / 1e3), 1)})
-        report["runtimes"].append(entry)
+    with tempfile.TemporaryDirectory() as tmp:
+        if a.model:
+            reg, ref = Registry(a.registry), a.model
+        else:
+            reg, ref = random_model(Path(tmp), Path(a.data))
+        reference = reg.load(ref, "torch-cpu", threads=a.threads)
+        windows = real_windows(reference.spec, Path(a.data))
+        want = reference.predict(windows)
+        report = {"model": ref, "threads": a.threads, "cpu": platform.processor() or platform.machine(),
+                  "cpu_count": os.cpu_count(), "cpu_flags": capabilities(), "cpu_cap": max_isa(),
+                  "python": platform.python_version(), "runtimes": []}
+        for name in a.runtime.split(","):
+            m = reg.load(ref, name, threads=a.threads, **({"chunk": a.chunk} if a.chunk else {}))
+            got = np.concatenate([m.predict(windows[i:i + 512]) for i in range(0, len(windows), 512)])
+            entry = {"runtime": name, "chunk": None, **runtime_detail(m.runtime),
+                     "agreement": {"windows": len(windows), "max_abs_diff": float(np.abs(got - want).max()),
+                                   "same_class": float((got.argmax(1) == want.argmax(1)).mean())},
+                     "batches": []}
+            for b in batches:
+                x = np.ascontiguousarray(np.resize(windows, (b, *windows.shape[1:])))
+                one = time_calls(m.predict, x, 2, 1)[0].mean() / 1e3
+                iters = int(min(5000, max(5, a.budget / max(one, 1e-6))))
+                ms, cpu = time_calls(m.predict, x, iters, min(200, max(1, iters // 10)))
+                p50 = float(np.percentile(ms, 50))
+                entry["batches"].append({"batch": b, "iters": iters, "p50_ms": round(p50, 4),
+                                         "p99_ms": round(float(np.percentile(ms, 99)), 4),
+                                         "windows_per_s": round(b / (p50 / 1e3), 1),
+                                         "windows_per_cpu_s": round(b / (float(np.median(cpu)) / 1e3), 1)})
+            report["runtimes"].append(entry)
     report["load_avg_1m"] = [load_before, round(os.getloadavg()[0], 2)]
-    print(json.dumps(report, indent=2))
-    tmp.cleanup()
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python bench/models_bench.py``: the report as indented JSON (``tradeloop models bench`` prints a table)."""
+    print(json.dumps(run_bench(parser().parse_args(argv)), indent=2))
     return 0
 
 

@@ -5,17 +5,22 @@ import argparse
 import sys
 import tomllib
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``tradeloop models ...``; exit 2 with a clear message on a bad config."""
+def main(argv: Sequence[str] | None = None, progress: Callable[..., Any] | None = None) -> int:
+    """Entry point of ``tradeloop models ...``; exit 2 with a clear message on a bad config.
+
+    ``progress`` is handed to ``train()`` (``tradeloop models train`` passes the engine's LazyProgress;
+    without it training writes a rich bar on a terminal, one line per epoch on a pipe).
+    """
     p = argparse.ArgumentParser(prog="tradeloop models", description="train and time predictor models")
     sub = p.add_subparsers(dest="cmd", required=True)
     tr = sub.add_parser("train", help="train a model described by a TOML file and register it")
     tr.add_argument("--config", required=True, metavar="FILE", help="TOML with the keys of models.train.TrainConfig")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key (TOML value)")
-    sub.add_parser("bench", help="latency and windows/s per batch size as JSON (see --help)", add_help=False)
+    sub.add_parser("bench", help="latency and windows/s per batch size: a table, or --json (see --help)",
+                   add_help=False)
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "bench":
         from tradeloop.models.bench import main as bench
@@ -33,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raw[key.strip()] = tomllib.loads(f"v = {value}")["v"]
             except tomllib.TOMLDecodeError:
                 raw[key.strip()] = value
-        print(train(raw))
+        print(train(raw, progress=progress))
     except FileNotFoundError:
         print(f"tradeloop models: error: config file {a.config} not found", file=sys.stderr)
         return 2

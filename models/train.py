@@ -14,9 +14,11 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -183,6 +185,75 @@ def _progress(enabled: bool) -> Any:
                     TextColumn("{task.fields[info]}"), disable=not enabled, transient=False)
 
 
+ProgressFn = Callable[..., None]   # progress(done, total, info=None): steps of the phase, an epoch's line
+
+
+class _Callback:
+    """The rich-Progress methods ``_epochs`` uses, reported to a plain ``progress(done, total, info)`` callable.
+
+    models/ cannot use engine.telemetry: the command line passes its LazyProgress here (a bar on a
+    terminal, one line per epoch and every few seconds on a pipe); without one and with stderr not a
+    terminal, :class:`_Lines` writes one plain line per epoch itself.
+    """
+
+    def __init__(self, fn: ProgressFn) -> None:
+        self.fn = fn
+        self.tasks: dict[int, list[Any]] = {}
+
+    def __enter__(self) -> "_Callback":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, description: str, total: int, info: str = "") -> int:
+        self.tasks[len(self.tasks)] = [description, 0, total]
+        self.fn(0, total, f"{description}: starting")
+        return len(self.tasks) - 1
+
+    def advance(self, task: int) -> None:
+        t = self.tasks[task]
+        t[1] += 1
+        self.fn(t[1], t[2])
+
+    def update(self, task: int, info: str | None = None, completed: int | None = None) -> None:
+        t = self.tasks[task]
+        if completed is not None:
+            t[1] = completed
+        self.fn(t[1], t[2], None if info is None else f"{t[0]} {info}")
+
+
+class _Lines:
+    """``progress(done, total, info)`` writing one plain line on stderr per new ``info`` (per epoch)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __call__(self, done: int, total: int, info: str | None = None) -> None:
+        if info is None:
+            return
+        pct = f" ({done / total:.0%})" if total else ""
+        try:
+            print(f"models train: {done:,}/{total:,}{pct} {time.perf_counter() - self.t0:.0f}s; {info}",
+                  file=sys.stderr, flush=True)
+        except (ValueError, OSError):
+            pass
+
+
+def _reporter(enabled: bool, progress: ProgressFn | None) -> Any:
+    """What ``_epochs`` reports to: the caller's callback, plain lines on a pipe, else a rich bar."""
+    if progress is not None:
+        return _Callback(progress)
+    if enabled:
+        try:
+            tty = sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            tty = False
+        if not tty:
+            return _Callback(_Lines())
+    return _progress(enabled)
+
+
 def _schedule(step: int, total: int, warmup: int) -> float:
     """Learning-rate factor: linear warm-up, then cosine decay to zero."""
     if step < warmup:
@@ -232,7 +303,7 @@ def _epochs(net: Any, cfg: TrainConfig, train: Samples, val: Samples, device: st
         val_loss, val_acc, _ = evaluate(net, val)
         history.append({"phase": phase, "epoch": epoch, "train_loss": run_loss / len(train),
                         "val_loss": val_loss, "val_accuracy": val_acc})
-        progress.update(task, info=f"epoch {epoch + 1}: val loss {val_loss:.4f} acc {val_acc:.3f}")
+        progress.update(task, info=f"epoch {epoch + 1}/{epochs}: val loss {val_loss:.4f} acc {val_acc:.3f}")
         if val_loss < best_loss:
             best_loss, best_state, bad = val_loss, copy.deepcopy(net.state_dict()), 0
         else:
@@ -243,8 +314,12 @@ def _epochs(net: Any, cfg: TrainConfig, train: Samples, val: Samples, device: st
     return best_loss, best_state
 
 
-def fit(cfg: TrainConfig, series: list[BarSeries] | None = None) -> FitResult:
-    """Train a network as configured; nothing is written (``train`` stores the result)."""
+def fit(cfg: TrainConfig, series: list[BarSeries] | None = None, *, progress: ProgressFn | None = None) -> FitResult:
+    """Train a network as configured; nothing is written (``train`` stores the result).
+
+    ``progress(done, total, info=None)``, when given, is called after every step (``done`` of
+    ``total`` steps of the phase) and with an ``info`` line per epoch; it replaces the rich bar.
+    """
     torch = require_torch("training")
 
     t0, t1, t2, t3 = _validate(cfg)
@@ -278,8 +353,8 @@ def fit(cfg: TrainConfig, series: list[BarSeries] | None = None) -> FitResult:
         net.norm_in.fit(torch.from_numpy(train.x))
         net = net.to(device)
         history: list[dict[str, float]] = []
-        with _progress(cfg.progress) as progress:
-            _, state = _epochs(net, cfg, train, val, device, cfg.lr, cfg.epochs, "train", progress, history,
+        with _reporter(cfg.progress, progress) as reporter:
+            _, state = _epochs(net, cfg, train, val, device, cfg.lr, cfg.epochs, "train", reporter, history,
                                cfg.patience)
             net.load_state_dict(state)
             if cfg.qat:
@@ -287,7 +362,7 @@ def fit(cfg: TrainConfig, series: list[BarSeries] | None = None) -> FitResult:
 
                 handles = start_qat(net)
                 _, qstate = _epochs(net, cfg, train, val, device, cfg.lr * cfg.qat_lr_scale, cfg.qat_epochs,
-                                    "qat", progress, history, cfg.qat_epochs)
+                                    "qat", reporter, history, cfg.qat_epochs)
                 net.load_state_dict(qstate)
                 finish_qat(net, handles)
         net = net.to("cpu").eval()
@@ -332,18 +407,21 @@ def _report(ref: str, metrics: dict[str, Any]) -> None:
 
 
 def train(config: TrainConfig | dict[str, Any], series: list[BarSeries] | None = None, *,
-          metadata: dict[str, Any] | None = None) -> str:
+          metadata: dict[str, Any] | None = None, progress: ProgressFn | None = None) -> str:
     """Train, store the model in the registry, and return its reference ``NAME@VERSION``.
 
-    ``metadata`` adds keys to the stored metadata.json (a walk-forward names its window there).
+    ``metadata`` adds keys to the stored metadata.json (a walk-forward names its window there);
+    ``progress`` is :func:`fit`'s callback (the command line passes its LazyProgress).
     """
     from tradeloop.models.registry import Registry
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
     if series is None:
         _validate(cfg)
+        if progress is not None:
+            progress(0, 0, "loading data")
         series = load_series(cfg)
-    result = fit(cfg, series)
+    result = fit(cfg, series, progress=progress)
     meta = {"training_window": {"train_start": cfg.train_start, "train_end": cfg.train_end,
                                 "val_end": cfg.val_end, "test_end": cfg.test_end},
             "label": {"horizon": cfg.horizon, "threshold": cfg.threshold},

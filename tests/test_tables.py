@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tradeloop.engine.cli.main import main, summary_pairs
+from tradeloop.engine.cli.models import bench_text
 from tradeloop.engine.cli.walkforward import walkforward_text
 from tradeloop.engine.research.sweep import SweepResult, sweep_text
 from tradeloop.engine.runs.listing import RunRow, compare_rows, compare_text, runs_text
@@ -57,6 +58,22 @@ RUNS = [RunRow("sma_cross-20240101-000000", "backtest", "sma_cross", "1995-01-03
         RunRow("paper-20240103-000000", "paper (failed)", "sma_cross", "?", "?", {}, 0)]
 CMP_PATHS = [Path("runs/sma_cross-20240101-000000"), Path("runs/sma_cross-20240105-000000")]
 CMP = [M, {**M, "sharpe": 1.5, "total_return": -0.05, "trades": 98765}]
+BENCH = {"model": "qbot@v0003", "threads": 1, "cpu": "x86_64", "cpu_count": 2,
+         "cpu_flags": {"avx2": True, "avx512f": True, "avx512_bf16": True, "amx_bf16": False, "amx_int8": False},
+         "cpu_cap": None, "python": "3.12.3",
+         "runtimes": [{"runtime": "onnx-cpu", "chunk": None, "device": "cpu", "threads": 1,
+                       "agreement": {"windows": 4321, "max_abs_diff": 1.9e-06, "same_class": 1.0},
+                       "batches": [{"batch": 1, "iters": 5000, "p50_ms": 0.1234, "p99_ms": 0.2345,
+                                    "windows_per_s": 8103.7, "windows_per_cpu_s": 8200.1},
+                                   {"batch": 4096, "iters": 12, "p50_ms": 250.5, "p99_ms": 301.25,
+                                    "windows_per_s": 16351.3, "windows_per_cpu_s": 16400.9}]},
+                      {"runtime": "torch-cpu-bf16", "chunk": None, "device": "cpu", "threads": 1,
+                       "agreement": {"windows": 4321, "max_abs_diff": 0.0061, "same_class": 0.9931},
+                       "batches": [{"batch": 1, "iters": 3100, "p50_ms": 0.9, "p99_ms": 1.5,
+                                    "windows_per_s": 1111.1, "windows_per_cpu_s": 1150.0},
+                                   {"batch": 4096, "iters": 5, "p50_ms": 1200.0, "p99_ms": 1333.3,
+                                    "windows_per_s": 3413.3, "windows_per_cpu_s": 3500.0}]}],
+         "load_avg_1m": [1.52, 1.87]}
 
 TABLES = {
     "backtest": lambda w: render_pairs("backtest", summary_pairs(M, 2468, 5000, 0.5, OUT), w),
@@ -64,6 +81,7 @@ TABLES = {
     "walkforward": lambda w: walkforward_text(WF, Path("runs/wf-20240102-000000"), 12.34, w),
     "runs-list": lambda w: runs_text(RUNS, "runs", w),
     "runs-compare": lambda w: compare_text(CMP_PATHS, CMP, w),
+    "models-bench": lambda w: bench_text(BENCH, w),
 }
 # the cells each table must show whole (at every width it keeps their column)
 WHOLE = {
@@ -72,6 +90,7 @@ WHOLE = {
     "walkforward": ["2012-04-02 09:30:00", "5.00%", "0.700", "123,456.79"],
     "runs-list": ["sma_cross-20240101-000000", "23.46%", "-5.32%", "0.812"],
     "runs-compare": ["123,456.79", "1.500", "-5.00%", "98,765"],
+    "models-bench": ["torch-cpu-bf16", "4,096", "0.123", "250.500", "16,351"],
 }
 
 
@@ -267,3 +286,20 @@ def test_a_backtest_on_a_pipe_reports_progress_lines_on_stderr(tmp_path):
     assert len(seen) >= 2, seen                                 # a first line and at least one more
     assert seen[0][0] < 1.0 + 2.5, seen                         # within a second of the work starting (plus start-up)
     assert all("/5,036 (" in text for _, text in seen), seen   # the total is known from the start
+
+
+def test_models_bench_prints_the_table_or_the_json_dict_or_nothing(monkeypatch, capsys):
+    import tradeloop.models.bench as bench_mod
+
+    seen = []
+    monkeypatch.setattr(bench_mod, "run_bench", lambda a: seen.append(a) or BENCH)
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main(["models", "bench", "--runtime", "onnx-cpu,torch-cpu-bf16", "--batch", "1,4096"]) == 0
+    out = capsys.readouterr().out
+    assert out == bench_text(BENCH, 100) and out.startswith("models bench qbot@v0003")
+    assert seen[0].runtime == "onnx-cpu,torch-cpu-bf16" and seen[0].batch == "1,4096"
+    assert main(["models", "bench", "--json"]) == 0
+    line = capsys.readouterr().out
+    assert line.count("\n") == 1 and json.loads(line) == BENCH
+    assert main(["models", "bench", "--quiet"]) == 0
+    assert capsys.readouterr().out == ""

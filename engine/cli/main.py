@@ -87,8 +87,8 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
 def add_report_parsers(sub: Any) -> None:
     """``report RUN_DIR`` and ``runs list|compare``."""
-    rp = sub.add_parser("report", help="(re)write report.html of a run folder")
-    rp.add_argument("run_dir", metavar="RUN_DIR")
+    rp = sub.add_parser("report", help="(re)write report.html of a run folder or a sweep folder")
+    rp.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, or a sweep folder (holding sweep.json)")
     rp.add_argument("--out", metavar="FILE", help="where to write it (default RUN_DIR/report.html)")
     runs = sub.add_parser("runs", help="past runs: list them, compare them")
     rsub = runs.add_subparsers(dest="runs_command", required=True)
@@ -154,14 +154,21 @@ def summary_json(result: Any, out: Path | None) -> dict[str, Any]:
 def cmd_data_import(a: argparse.Namespace) -> int:
     from tradeloop.data.catalog import import_files
     from tradeloop.data.samples import resolve
+    from tradeloop.engine.telemetry.progress import LazyProgress
     kw = {"encoding": a.encoding, "tz": a.tz, "on_bad": a.on_bad}
-    symbols = import_files([Path(resolve(p)) for p in a.paths], Path(a.catalog), replace=a.replace, **kw)
+    with LazyProgress("data import") as bar:   # within a second; on a pipe one line per file read and written
+        symbols = import_files([Path(resolve(p)) for p in a.paths], Path(a.catalog), replace=a.replace,
+                               progress=bar, **kw)
     print(f"imported {len(symbols)} symbol(s) into {a.catalog}: {', '.join(symbols)}")
     return 0
 
 
 def cmd_report(a: argparse.Namespace) -> int:
+    from tradeloop.engine.report.sweep import is_sweep, write_sweep_report
     from tradeloop.engine.report.walkforward import write_run_report
+    if is_sweep(a.run_dir):   # a sweep folder: its ranking, grid chart and deflated Sharpe
+        print(write_sweep_report(a.run_dir, a.out))
+        return 0
     print(write_run_report(a.run_dir, a.out))
     return 0
 
@@ -241,6 +248,12 @@ def passthrough(name: str, rest: list[str]) -> int:
     if name == "exchange":
         from tradeloop.brokers.exchange import main as run
     elif name == "models":
+        if rest[:1] == ["bench"]:   # the report printed in the one table style (models/ can't use telemetry)
+            from tradeloop.engine.cli.models import cmd_models_bench
+            return cmd_models_bench(rest[1:])
+        if rest[:1] == ["train"]:   # LazyProgress: within a second, one line per epoch on a pipe
+            from tradeloop.engine.cli.models import cmd_models_train
+            return cmd_models_train(rest)
         from tradeloop.models.cli import main as run
     else:
         from tradeloop.data.replay import main as run

@@ -13,8 +13,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Line", "MAX_POINTS", "downsample", "line_chart", "heatmap", "histogram", "box_plot", "fmt_pct", "fmt_num",
-           "fmt_x"]
+__all__ = ["Line", "MAX_POINTS", "downsample", "line_chart", "heatmap", "histogram", "box_plot", "bar_chart", "fmt_pct",
+           "fmt_num", "fmt_x"]
 
 W = 960                      # viewBox width
 ML, MR, MT, MB = 70, 16, 30, 28
@@ -376,4 +376,45 @@ def box_plot(groups: Sequence[tuple[str, np.ndarray]], *, title: str, fmt: Calla
                    f'stroke-width="2"/><circle cx="{X(q[0]):.1f}" cy="{y:.1f}" r="2.5" fill="{color}"/>'
                    f'<circle cx="{X(q[6]):.1f}" cy="{y:.1f}" r="2.5" fill="{color}"/>')
     out.append(f'<rect class="frame" x="{left}" y="{MT}" width="{pw}" height="{height - MT - MB}"/></svg>')
+    return "".join(out)
+
+
+def bar_chart(labels: Sequence[str], values: Sequence[float], *, title: str, fmt: Callable[[float], str] = fmt_num,
+              height: int = 260, highlight: int | None = None) -> str:
+    """One vertical bar per category (e.g. a metric per parameter value), from zero; NaN leaves a gap.
+
+    Bars above zero are green, below red; bar ``highlight`` (an index) is drawn in the accent colour.
+    """
+    v = np.asarray(values, np.float64)
+    if v.size == 0 or not np.isfinite(v).any():
+        return _empty(title, height, "no data")
+    finite = v[np.isfinite(v)]
+    lo, hi, yt = _y_ticks(min(float(finite.min()), 0.0), max(float(finite.max()), 0.0), 5)
+    if hi - lo <= 0:
+        lo, hi = lo - 1.0, hi + 1.0
+    pw, ph = W - ML - MR, height - MT - MB
+    bw = pw / len(v)
+    sy = ph / (hi - lo)
+
+    def Y(y: float) -> float:
+        return MT + (hi - y) * sy
+
+    out = [_svg_open("bar", height, title, f' data-bars="{int(np.isfinite(v).sum())}"'), '<g class="grid">']
+    for t in yt:
+        out.append(f'<line x1="{ML}" x2="{W - MR}" y1="{Y(t):.1f}" y2="{Y(t):.1f}"/>'
+                   f'<text class="yl" x="{ML - 6}" y="{Y(t) + 4:.1f}">{_esc(fmt(t))}</text>')
+    out.append("</g>")
+    for i, (label, y) in enumerate(zip(labels, v.tolist())):
+        x = ML + i * bw
+        out.append(f'<text class="xl" x="{x + bw / 2:.1f}" y="{height - MB + 16}">{_esc(label)}</text>')
+        if not math.isfinite(y):
+            continue
+        top, bottom = Y(max(y, 0.0)), Y(min(y, 0.0))
+        color = PALETTE[0] if i == highlight else PALETTE[2] if y >= 0 else PALETTE[3]
+        out.append(f'<rect class="bar" x="{x + bw * 0.15:.1f}" y="{top:.1f}" width="{bw * 0.7:.1f}" '
+                   f'height="{max(bottom - top, 0.5):.1f}" fill="{color}"><title>{_esc(label)}: {_esc(fmt(y))}</title>'
+                   f'</rect><text class="cl" x="{x + bw / 2:.1f}" y="{top - 4:.1f}">{_esc(fmt(y))}</text>')
+    if lo < 0 < hi:
+        out.append(f'<line class="zero" x1="{ML}" x2="{W - MR}" y1="{Y(0):.1f}" y2="{Y(0):.1f}"/>')
+    out.append(f'<rect class="frame" x="{ML}" y="{MT}" width="{pw}" height="{ph}"/></svg>')
     return "".join(out)

@@ -293,6 +293,8 @@ def run_sweep(cfg: RunConfig, grid: dict[str, list[str]], *, metric: str = "shar
         target.mkdir(parents=True, exist_ok=True)
         table.write_parquet(target / "sweep.parquet")
         (target / "sweep.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+        from tradeloop.engine.report.sweep import write_sweep_report
+        write_sweep_report(target)   # report.html: the ranking, the grid chart, the deflated Sharpe explained
     return SweepResult(table, summary, target)
 
 
@@ -327,6 +329,8 @@ def sweep_text(res: SweepResult, top: int = 10, width: int | None = None) -> str
         notes.append(f"error: point {err['point']} ({params}): {err['error']}")
     if res.out is not None:
         notes += [f"table: {res.out / 'sweep.parquet'}", f"summary: {res.out / 'sweep.json'}"]
+        if (res.out / "report.html").exists():
+            notes.append(f"report: {res.out / 'report.html'}")
     title = f"sweep {s['strategy']}: {s['ok']}/{s['points']} ok, ranked by {metric} ({s['order']})"
     return render_table(title, cols, rows, width, notes=notes)
 
