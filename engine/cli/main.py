@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--replace", action="store_true",
                      help="let a file replace a symbol's stored bars even when it lacks some of them "
                           "(fewer rows, another period); without it such an import is refused")
+    imp.add_argument("--ticks", action="store_true",
+                     help="the files hold ticks (trades/quotes): store them under DIR/ticks/SYMBOL/DAY.parquet")
 
     add_sweep_parser(sub)
     from tradeloop.engine.cli.walkforward import add_walkforward_parser
@@ -156,10 +158,27 @@ def cmd_data_import(a: argparse.Namespace) -> int:
     from tradeloop.data.samples import resolve
     from tradeloop.engine.telemetry.progress import LazyProgress
     kw = {"encoding": a.encoding, "tz": a.tz, "on_bad": a.on_bad}
+    if getattr(a, "ticks", False):
+        return cmd_tick_import(a, kw)
     with LazyProgress("data import") as bar:   # within a second; on a pipe one line per file read and written
         symbols = import_files([Path(resolve(p)) for p in a.paths], Path(a.catalog), replace=a.replace,
                                progress=bar, **kw)
     print(f"imported {len(symbols)} symbol(s) into {a.catalog}: {', '.join(symbols)}")
+    return 0
+
+
+def cmd_tick_import(a: argparse.Namespace, kw: dict[str, Any]) -> int:
+    from tradeloop.data.errors import DataError
+    from tradeloop.data.samples import resolve
+    from tradeloop.data.tick_catalog import import_tick_files
+    from tradeloop.engine.telemetry.progress import LazyProgress
+    if kw["on_bad"] == "repair":
+        raise DataError(a.paths[0], 0, "", "--on-bad repair is for bars: ticks take raise or drop")
+    with LazyProgress("data import") as bar:
+        loaded = import_tick_files([Path(resolve(p)) for p in a.paths], Path(a.catalog), replace=a.replace,
+                                   progress=bar, **kw)
+    parts = [f"{s.symbol} ({len(s):,} ticks)" for s in loaded]
+    print(f"imported {len(loaded)} tick file(s) into {a.catalog}: {', '.join(parts)}")
     return 0
 
 
