@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tradeloop.brokers.orders import Order, OrderType, Side, TimeInForce
+from tradeloop.engine.loop.timeframes import Subscriptions, TimeframeView
 
 if TYPE_CHECKING:  # pragma: no cover
     from tradeloop.engine.loop.core import Engine
@@ -29,6 +30,7 @@ class Context:
         self._new: list[Order] = []
         self.predictions: dict[str, Any] = {}  # symbol -> model outputs at this timestamp (step 4)
         self.log = engine.log
+        self._subs = Subscriptions(engine)
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -83,6 +85,25 @@ class Context:
     def history(self, symbol: str, field: str = "close", n: int = 1) -> np.ndarray:
         """The last ``n`` values of a bar field up to the current bar (read-only)."""
         return self._market.history(symbol, field, n)
+
+    def subscribe(self, symbol: str, timeframe: str, sessions: Any = None, *, label: str | None = None,
+                  base: str | None = None) -> TimeframeView:
+        """Receive ``symbol``'s bars resampled to ``timeframe`` (``"5m"``, ``"30m"``, ``"1h"``, ``"1d"``) in
+        ``on_timeframe_bar(ctx, timeframe, bar)``, each once it has closed (call in ``on_start``).
+
+        ``sessions``: a preset (``"cn-a"``, ``"cn-commodity"``, ``"us-equity"``, ``"crypto"``) or a
+        :class:`tradeloop.data.sessions.Sessions`; None: 24/7 from midnight. ``label``: how the run's
+        bars are stamped, ``"end"`` or ``"start"`` (default: the sessions'). ``base``: the run's bar
+        length (default: read from a backtest's data). Returns the view of the closed bars
+        (``.bars``, ``.last``, ``.history(field, n)``), also at ``ctx.timeframe(symbol, timeframe)``."""
+        return self._subs.subscribe(symbol, timeframe, sessions, label=label, base=base)
+
+    def timeframe(self, symbol: str, timeframe: str) -> TimeframeView:
+        """The closed higher-timeframe bars of a subscription."""
+        try:
+            return self._subs.views[(symbol, timeframe)]
+        except KeyError:
+            raise KeyError(f"no subscription to {symbol} {timeframe}; ctx.subscribe it in on_start") from None
 
     def use_predictor(self, model: str, *, registry: str = "runs/models", runtime: str = "onnx-cpu",
                       backup: str | None = None, limits: Any = None, batch_workers: int | None = 1) -> None:

@@ -126,6 +126,9 @@ class Strategy:
 
     name: str = ""
     predictor: "str | PredictorSpec | None" = None   # the model step (4) runs for this strategy, if any
+    # higher timeframes of every symbol, delivered to on_timeframe_bar once closed: ("5m", "30m") or
+    # {"5m": {"sessions": "cn-a"}} (the options of ctx.subscribe); docs/strategies.md
+    timeframes: "tuple[str, ...] | dict[str, dict[str, Any]]" = ()
 
     def __init__(self, **params: Any) -> None:
         declared = self.declared_params()
@@ -162,6 +165,9 @@ class Strategy:
     def on_bars(self, ctx: "Context", bars: "list[Bar]") -> None:
         for bar in bars:
             self.on_bar(ctx, bar)
+
+    def on_timeframe_bar(self, ctx: "Context", timeframe: str, bar: "Bar") -> None:
+        """A closed bar of a subscribed higher ``timeframe`` (``ctx.subscribe``), after the step's ``on_bar``."""
 
     def on_tick(self, ctx: "Context", tick: "Tick") -> None: ...
 
