@@ -98,7 +98,9 @@ class Engine:
             spec = PredictorSpec.of(declared, type(self.strategy).__name__)
             self.use_predictor(spec.model, registry=spec.registry, runtime=spec.runtime, backup=spec.backup,
                                batch_workers=spec.batch_workers)
+        self.ctx._subs.declare(getattr(self.strategy, "timeframes", None))   # Strategy.timeframes
         self.strategy.on_start(self.ctx)
+        self.ctx._subs.started()    # ctx.subscribe wraps self.step: only before the driver takes it
         self._route()
 
     def stop(self) -> None:
@@ -251,8 +253,12 @@ class Engine:
         self.market.trade(tick.symbol, tick.ts, tick.price)
         self.step_index += 1
         if tick.symbol in self.venue.working:
-            p = tick.price
-            self.venue.on_bar(tick.symbol, tick.ts, p, p, p, p, tick.size)
+            on_quote = getattr(self.venue, "on_tick", None)   # a quote-aware venue (brokers.quotes) matches on quotes
+            if on_quote is not None:
+                on_quote(tick.symbol, tick.ts, tick.price, tick.size, tick.bid, tick.ask, tick.bid_size, tick.ask_size)
+            else:
+                p = tick.price
+                self.venue.on_bar(tick.symbol, tick.ts, p, p, p, p, tick.size)
         if self.risk.monitors:
             p = tick.price
             self.risk.watch(tick.ts, [Bar(tick.symbol, tick.ts, p, p, p, p, tick.size)])

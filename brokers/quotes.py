@@ -1,0 +1,219 @@
+"""Quote-aware matching for tick data: orders fill against the level-1 quote (or the trades) they can see.
+
+``QuoteVenue`` is a :class:`tradeloop.brokers.sim.SimulatedVenue` that also takes ticks
+(:meth:`QuoteVenue.on_tick`); bars keep the bar rules of ``sim.py`` unchanged (and bars of a symbol
+that has ticks are not matched at all: its fills come from its ticks). Rules (docs/fills.md, "Ticks"):
+
+- Latency: an order placed while the strategy handles the tick stamped ``t`` reaches the venue at
+  ``t + data_ns + entry_ns (+ jitter)`` (:class:`Latency`). It can first trade on the first tick of
+  its symbol that comes after the tick it was placed on and is stamped at or after that arrival time.
+  Zero latency: the next tick.
+- Market: a buy fills at the ask, a sell at the bid, for at most the displayed size
+  (``size_limit``); the rest keeps working and takes the next quotes (each tick's displayed size is
+  fresh liquidity), unless the order is IOC (the rest is cancelled after the first quote it saw).
+  Without a quote (a trade-only tick) it fills at the trade price, for at most the trade's size.
+- Limit: on the first tick it can see, a marketable limit takes the quote (a buy fills at the ask
+  if ask <= limit). Afterwards it rests and fills at its limit when the opposite quote reaches it
+  (``limit_on="quote"``), or when a trade prints through it (``limit_on="trade"``: price < limit for
+  a buy, ``<=`` with ``trade_through=False``), for at most the quote's (or trade's) size.
+- Stop: triggers when a trade (or, without trades, the opposite quote) reaches the stop, then works
+  as a market order (stop) or a limit order (stop-limit) on that same tick.
+- No slippage model (the quote is the price); commission and the account's cash check as in sim.py;
+  DAY orders expire as in sim.py. A market profile's price limits are not applied to tick fills.
+
+The tick benchmark's rules (fill at the next tick's ask/bid, no latency, no size limit) are
+``QuoteRules(size_limit=False)``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+
+from tradeloop.brokers.orders import Fill, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
+from tradeloop.brokers.sim import FillRules, SimulatedVenue
+from tradeloop.data.schema import NS_PER_DAY
+
+__all__ = ["Latency", "QuoteRules", "QuoteVenue"]
+
+_INF = math.inf
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Order-entry and market-data delay, in ns: constant, plus an optional seeded random part.
+
+    ``jitter``: None, ``"uniform"`` (0..jitter_ns) or ``"exponential"`` (mean jitter_ns), drawn per
+    order from ``numpy.random.default_rng(seed)``, so a run is repeatable.
+    """
+
+    entry_ns: int = 0
+    data_ns: int = 0
+    jitter: str | None = None
+    jitter_ns: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.entry_ns < 0 or self.data_ns < 0 or self.jitter_ns < 0:
+            raise ValueError("latencies must be >= 0")
+        if self.jitter not in (None, "uniform", "exponential"):
+            raise ValueError(f"jitter must be None, 'uniform' or 'exponential', not {self.jitter!r}")
+
+    def sampler(self) -> Callable[[], int]:
+        """A function giving each new order's total delay (ns)."""
+        base = int(self.entry_ns + self.data_ns)
+        if self.jitter is None or self.jitter_ns == 0:
+            return lambda: base
+        rng = np.random.default_rng(self.seed)
+        scale = float(self.jitter_ns)
+        if self.jitter == "uniform":
+            return lambda: base + int(rng.uniform(0.0, scale))
+        return lambda: base + int(rng.exponential(scale))
+
+
+@dataclass(frozen=True)
+class QuoteRules:
+    """How a :class:`QuoteVenue` fills orders on ticks (``FillRules`` still gives commission and lots)."""
+
+    size_limit: bool = True          # fill at most the displayed (or traded) size per tick
+    limit_on: str = "quote"          # resting limits fill when the opposite "quote" reaches them, or on a "trade"
+    trade_through: bool = True       # limit_on="trade": the trade must print strictly through the limit
+    latency: Latency = field(default_factory=Latency)
+
+    def __post_init__(self) -> None:
+        if self.limit_on not in ("quote", "trade"):
+            raise ValueError(f"limit_on must be 'quote' or 'trade', not {self.limit_on!r}")
+
+
+class QuoteVenue(SimulatedVenue):
+    """A simulated venue that matches working orders on ticks (quotes and trades) as well as on bars.
+
+    ``tick_symbols``: symbols whose fills come from ticks only (their bars are not matched).
+    """
+
+    def __init__(self, rules: FillRules | None = None, quotes: QuoteRules | None = None, *,
+                 tick_symbols: Iterable[str] = (), sink=None, account=None) -> None:
+        super().__init__(rules or FillRules(), sink, account)
+        self.quotes = quotes or QuoteRules()
+        self.tick_symbols = frozenset(tick_symbols)
+        self._delay = self.quotes.latency.sampler()
+        self._arrive: dict[str, int] = {}     # order id -> the time it reaches the venue
+        self._rested: set[str] = set()        # limit orders that have seen a quote (no longer takers)
+
+    # -- order entry -------------------------------------------------------------------
+    def submit(self, order: Order, ts: int) -> None:
+        self._arrive[order.id] = order.created_ts + self._delay()
+        super().submit(order, ts)
+
+    def _remove(self, order: Order) -> None:
+        super()._remove(order)
+        if not order.is_open:
+            self._arrive.pop(order.id, None)
+            self._rested.discard(order.id)
+
+    # -- bars: the bar rules, except for symbols that trade on ticks --------------------
+    def on_bar(self, symbol: str, ts: int, o: float, h: float, l: float, c: float, v: float) -> None:
+        if symbol not in self.tick_symbols:
+            super().on_bar(symbol, ts, o, h, l, c, v)
+
+    def on_close(self, symbol: str, ts: int, c: float, v: float) -> None:
+        if symbol not in self.tick_symbols:
+            super().on_close(symbol, ts, c, v)
+
+    # -- ticks ---------------------------------------------------------------------------
+    def on_tick(self, symbol: str, ts: int, price: float, size: float, bid: float, ask: float,
+                bid_size: float, ask_size: float) -> None:
+        """Match the symbol's working orders that have reached the venue against this tick."""
+        orders = self._book.get(symbol)
+        if not orders:
+            return
+        arrive = self._arrive
+        for order in orders[:]:
+            if ts < arrive.get(order.id, 0) or order.created_ts > ts:
+                continue
+            tif = order.tif
+            if tif is TimeInForce.DAY:
+                day = ts // NS_PER_DAY
+                if day > self._valid_day.setdefault(order.id, day):
+                    self._finish(order, OrderStatus.EXPIRED, ts, "DAY order expired")
+                    continue
+            self._match_tick(order, ts, price, size, bid, ask, bid_size, ask_size)
+            if tif is TimeInForce.IOC and order.is_open:
+                self._finish(order, OrderStatus.CANCELLED, ts, "IOC remainder cancelled")
+
+    def _match_tick(self, order: Order, ts: int, price: float, size: float, bid: float, ask: float,
+                    bid_size: float, ask_size: float) -> None:
+        buy = order.side is Side.BUY
+        q = self.quotes
+        opp, opp_size = (ask, ask_size) if buy else (bid, bid_size)
+        quoted = opp == opp                      # not NaN
+        traded = price == price and (size > 0 or not q.size_limit)
+        kind = order.type
+        if kind is OrderType.STOP or kind is OrderType.STOP_LIMIT:
+            if not order.triggered:
+                ref = price if price == price else opp
+                if ref != ref or (ref < order.stop_price if buy else ref > order.stop_price):
+                    return
+                order.triggered = True
+            kind = OrderType.MARKET if kind is OrderType.STOP else OrderType.LIMIT
+        if kind is OrderType.MARKET:
+            if quoted:
+                px, avail = opp, opp_size
+            elif traded:
+                px, avail = price, size
+            else:
+                return
+        else:
+            lim = order.limit_price
+            first = order.id not in self._rested
+            self._rested.add(order.id)
+            if quoted and (first or q.limit_on == "quote"):
+                if not (opp <= lim if buy else opp >= lim):
+                    if not (traded and q.limit_on == "trade"):
+                        return
+                    return self._limit_on_trade(order, ts, buy, lim, price, size)
+                px, avail = (opp if first else lim), opp_size
+            elif traded:
+                return self._limit_on_trade(order, ts, buy, lim, price, size)
+            else:
+                return
+        if not q.size_limit:
+            avail = _INF
+        self._fill(order, ts, px, avail)
+
+    def _limit_on_trade(self, order: Order, ts: int, buy: bool, lim: float, price: float, size: float) -> None:
+        through = self.quotes.trade_through
+        if buy:
+            hit = price < lim if through else price <= lim
+        else:
+            hit = price > lim if through else price >= lim
+        if hit:
+            self._fill(order, ts, lim, size if self.quotes.size_limit else _INF)
+
+    def _fill(self, order: Order, ts: int, price: float, avail: float) -> None:
+        rules = self.rules
+        remaining = order.qty - order.filled_qty
+        qty = remaining if avail >= remaining else float(avail)
+        if rules.lot_size > 0:
+            qty = math.floor(qty / rules.lot_size + 1e-9) * rules.lot_size
+        if qty <= 0:
+            return
+        side = order.side
+        commission = rules.commission(order.symbol, side, qty, price, ts)
+        problem = self.account.affordable(order.symbol, side, qty, price, commission)
+        if problem is not None:
+            self._finish(order, OrderStatus.REJECTED, ts, problem)
+            return
+        prev = order.filled_qty
+        order.filled_qty = filled = prev + qty
+        order.avg_fill_price = price if not prev else (order.avg_fill_price * prev + price * qty) / filled
+        if filled >= order.qty - 1e-9:
+            order.status = OrderStatus.FILLED
+            self._remove(order)
+        else:
+            order.status = OrderStatus.PARTIALLY_FILLED
+        sink = self.sink
+        sink.on_fill(Fill(order.id, ts, order.symbol, side, qty, price, commission), order)
+        sink.on_order_event(OrderEvent(ts, order.id, order.symbol, order.status), order)
