@@ -20,10 +20,14 @@ Rules (the same in backtests, the live driver's paper venue and the exchange sim
   limit-up price and no sell fills at the limit-down price of the day (the order keeps
   working); fill quantities are whole lots except a sell of an order's whole odd remainder;
   with T+1 a sell fills at most the shares held since before today.
+- With an instrument table (``FillRules.instruments``, brokers/instruments.py): fill quantities are
+  rounded down to the symbol's ``qty_step`` (fractional for crypto: 0.0001 BTC) and charged by its
+  fee schedule; symbols no row matches keep ``lot_size`` and ``commission``. A future's fee is
+  computed on the contract value (price x multiplier): ``percent`` of the notional, ``per_share`` per
+  contract; the account checks its margin, not its cash, for each fill (engine/loop/core.py).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, Sequence
@@ -32,6 +36,7 @@ from tradeloop.data.schema import NS_PER_DAY
 
 from tradeloop.brokers.base import Account, FillSink
 from tradeloop.brokers.costs import CommissionModel, PercentCommission, SlippageModel
+from tradeloop.brokers.instruments import InstrumentTable, floor_step
 from tradeloop.brokers.orders import Fill, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
 from tradeloop.brokers.profiles import MarketProfile
 
@@ -48,12 +53,33 @@ class FillRules:
     commission: CommissionModel = field(default_factory=PercentCommission)
     slippage: SlippageModel | None = None  # None: fills at the model price
     market: MarketProfile | None = None  # a market's rules (lots, T+1, price limits); None: none
+    instruments: InstrumentTable = field(default_factory=InstrumentTable)  # per-symbol step, fees, min notional
 
     def __post_init__(self) -> None:
         if self.fill_at not in ("open", "close"):
             raise ValueError(f"fill_at must be 'open' or 'close', not {self.fill_at!r}")
         if self.participation is not None and not (0 < self.participation <= 1):
             raise ValueError(f"participation must be in (0, 1], not {self.participation}")
+
+    def qty_step(self, symbol: str) -> float:
+        """The quantity fills of ``symbol`` are whole multiples of: its instrument's step, else ``lot_size``
+        (0: any quantity)."""
+        step = self.instruments.qty_step(symbol) if self.instruments else 0.0
+        return step if step > 0 else self.lot_size
+
+    def fee_model(self, symbol: str) -> CommissionModel:
+        """The commission model of ``symbol``: its instrument's fee schedule, else ``commission``."""
+        inst = self.instruments.resolve(symbol) if self.instruments else None
+        return inst.commission if inst is not None and inst.commission is not None else self.commission
+
+    def fee(self, symbol: str, side: Side, qty: float, price: float, ts: int | None = None) -> float:
+        """The commission of a fill: the symbol's fee model, called for a future with the contract value
+        (price x multiplier) as the unit price, so ``percent`` is a fraction of the notional and
+        ``per_share`` a fee per contract."""
+        fut = self.instruments.future(symbol) if self.instruments else None
+        if fut is not None:
+            price = price * fut.multiplier
+        return self.fee_model(symbol)(symbol, side, qty, price, ts)
 
 
 class SimulatedVenue:
@@ -172,8 +198,9 @@ class SimulatedVenue:
             qty = min(qty, rules.participation * v)
         if market is not None and market.t_plus_1 and side is Side.SELL:
             qty = min(qty, account.sellable(order.symbol))
-        if rules.lot_size > 0:
-            whole = math.floor(qty / rules.lot_size + 1e-9) * rules.lot_size
+        step = rules.qty_step(order.symbol) if rules.instruments else rules.lot_size
+        if step > 0:
+            whole = floor_step(qty, step)   # lots, or an instrument's (fractional) quantity step
             if market is None or side is Side.BUY or qty < remaining - 1e-9:  # odd lots: whole remainder only
                 qty = whole
         if qty <= 0:
@@ -182,7 +209,10 @@ class SimulatedVenue:
             price = min(max(rules.slippage(side, price, qty, v), l), h)
             if band is not None:
                 price = min(max(price, band[0]), band[1])
-        commission = rules.commission(order.symbol, side, qty, price, ts)
+        if rules.instruments:
+            commission = rules.fee(order.symbol, side, qty, price, ts)   # a future's: on price x multiplier
+        else:
+            commission = rules.commission(order.symbol, side, qty, price, ts)
         problem = account.affordable(order.symbol, side, qty, price, commission)
         if problem is not None:
             self._finish(order, OrderStatus.REJECTED, ts, problem)

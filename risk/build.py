@@ -1,6 +1,7 @@
 """Building a run's risk pipeline from its ``[risk]`` section (:mod:`tradeloop.risk.config`).
 
-The pipeline's checks run in this order: lots (market profile), limit-move halt, drawdown stop,
+The pipeline's checks run in this order: lots (market profile) or quantity steps (instruments), minimum
+notional (instruments), limit-move halt, drawdown stop,
 sellable quantity (market profile or no short selling), max position, max gross exposure, price
 collar, order rate, cash; then the review gate. Cheap refusals come first; cash is reserved only
 for orders that passed everything else.
@@ -12,7 +13,8 @@ from collections.abc import Callable
 from tradeloop.brokers.orders import Order
 from tradeloop.brokers.sim import FillRules
 from tradeloop.errors import ConfigError
-from tradeloop.risk.checks import CollarCheck, GrossExposureCheck, LotCheck, MaxPositionCheck, RateCheck, SellableCheck
+from tradeloop.risk.checks import (CollarCheck, GrossExposureCheck, LotCheck, MaxPositionCheck, MinNotionalCheck,
+                                   RateCheck, SellableCheck, StepCheck)
 from tradeloop.risk.config import RiskSection
 from tradeloop.risk.drawdown import DrawdownGuard
 from tradeloop.risk.halt import HaltGuard
@@ -40,8 +42,13 @@ def build_pipeline(r: RiskSection, rules: FillRules, *, allow_short: bool = Fals
     market = rules.market
     checks: list[Check] = []
     try:
+        table = rules.instruments
         if market is not None:
-            checks.append(LotCheck(market.lot_size))
+            checks.append(LotCheck(market.lot_size))   # the profile's instrument: lots, odd-lot sells
+        elif any(i.qty_step > 0 for i in table.entries):
+            checks.append(StepCheck(table))
+        if any(i.min_notional > 0 for i in table.entries):
+            checks.append(MinNotionalCheck(table))
         if r.halt.enabled:
             checks.append(HaltGuard(r.halt.move, r.halt.scope, r.halt.cancel_working))
         if r.drawdown.max is not None or r.drawdown.daily_loss is not None:
@@ -56,7 +63,10 @@ def build_pipeline(r: RiskSection, rules: FillRules, *, allow_short: bool = Fals
             checks.append(CollarCheck(r.collar))
         if r.max_orders_per_second is not None:
             checks.append(RateCheck(r.max_orders_per_second))
-        checks.append(CashCheck(rules.commission))
+        if any(i.commission is not None for i in table.entries):   # per-instrument fee schedules
+            checks.append(CashCheck(lambda symbol, *a: rules.fee_model(symbol)(symbol, *a)))
+        else:
+            checks.append(CashCheck(rules.commission))
     except ValueError as e:
         raise ConfigError(f"[risk]: {e}") from None
     control = None

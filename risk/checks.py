@@ -1,4 +1,5 @@
-"""Pre-trade checks on one order: sellable quantity, lots, position and exposure limits, order rate, price collar.
+"""Pre-trade checks on one order: sellable quantity, lots and quantity steps, minimum notional, position and
+exposure limits, order rate, price collar.
 
 Each is a small callable ``check(order, state) -> Verdict | None`` (see :mod:`tradeloop.risk.pipeline`).
 "Projected" positions count the orders already working at the venue and those accepted
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from tradeloop.brokers.instruments import InstrumentTable
 from tradeloop.brokers.orders import Order, OrderType, Side
 
 from tradeloop.risk.pipeline import BatchState, Verdict, reference_price, unpriced
@@ -148,4 +150,48 @@ class CollarCheck:
         if abs(off) > self.band + 1e-12:
             return Verdict("reject", f"limit {order.limit_price:g} is {off:+.2%} from the last price {last:g}, "
                                      f"outside the {self.band:.2%} collar")
+        return None
+
+
+@dataclass(frozen=True)
+class StepCheck:
+    """Quantities in whole multiples of the symbol's instrument quantity step (``qty_step``, fractional for
+    crypto); a sell of the whole position is always allowed. Symbols without a step pass."""
+
+    instruments: InstrumentTable
+    name: str = "qty_step"
+
+    def __call__(self, order: Order, state: BatchState) -> Verdict | None:
+        step = self.instruments.qty_step(order.symbol)
+        if not step > 0:
+            return None
+        q = order.qty
+        if abs(q / step - round(q / step)) < 1e-6:
+            return None
+        if order.side is Side.SELL and abs(q - state.account.position(order.symbol)) < 1e-9 * max(1.0, q):
+            return None
+        return Verdict("reject", f"{order.side.value.lower()} {q:g} {order.symbol} is not a multiple of its "
+                                 f"quantity step {step:g}")
+
+
+@dataclass(frozen=True)
+class MinNotionalCheck:
+    """Refuse an order whose notional (quantity x reference price x multiplier, in the quote currency) is below
+    its instrument's ``min_notional``. An order with no price yet passes (the cash check refuses a buy)."""
+
+    instruments: InstrumentTable
+    name: str = "min_notional"
+
+    def __call__(self, order: Order, state: BatchState) -> Verdict | None:
+        inst = self.instruments.resolve(order.symbol)
+        if inst is None or not inst.min_notional > 0:
+            return None
+        price = reference_price(order, state)
+        if price != price:
+            return None
+        notional = order.qty * price * inst.multiplier
+        if notional < inst.min_notional - 1e-9:
+            return Verdict("reject", f"{order.side.value.lower()} {order.qty:g} {order.symbol}: notional "
+                                     f"{notional:,.2f} is below the minimum {inst.min_notional:g} "
+                                     f"{inst.currency or ''} ({inst.pattern})".replace("  (", " ("))
         return None

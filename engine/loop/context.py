@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tradeloop.brokers.orders import Order, OrderType, Side, TimeInForce
+from tradeloop.brokers.instruments import floor_step, round_step
 from tradeloop.engine.loop.timeframes import Subscriptions, TimeframeView
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -146,14 +147,19 @@ class Context:
         return self.order(symbol, target - self.position(symbol), **kw)
 
     def order_target_value(self, symbol: str, value: float, **kw: Any) -> Order | None:
-        """Hold ``value`` of ``symbol`` at its last close: whole units, rounded toward zero."""
+        """Hold ``value`` of ``symbol`` at its last close: whole units (whole lots; multiples of the instrument's
+        fractional quantity step), rounded toward zero."""
         price = self.price(symbol)
         if not price or math.isnan(price):
             raise ValueError(f"order_target_value({symbol!r}): no price yet")
         if not math.isfinite(value):
             raise ValueError(f"order_target_value({symbol!r}): the value must be a finite number, got {value!r}")
+        step = self._engine.rules.qty_step(symbol)
+        if step > 0 and not float(step).is_integer():   # an instrument's fractional step (crypto): round down to it
+            target = floor_step(abs(value) / price, step) * (1 if value >= 0 else -1)
+            return self.order(symbol, round_step(target - self.position(symbol), step), **kw)
         target = math.floor(abs(value) / price) * (1 if value >= 0 else -1)
-        lot = self._engine.lot_size
+        lot = step if step > 0 else self._engine.lot_size
         if lot > 0:
             target = math.floor(abs(target) / lot) * lot * (1 if target >= 0 else -1)
         return self.order_target(symbol, target, **kw)

@@ -71,6 +71,9 @@ Daily series
 ``best_day``, ``worst_day`` max / min ``r_d`` (None with no day).
 
 ``warmup_bars``    int: bars before the traded span (0 without ``trade_from``).
+``periods_per_year`` the ``P`` every annualised value above used: a run's comes from its instruments
+                   (:func:`tradeloop.brokers.instruments.periods_per_year`: 365 when a traded symbol trades
+                   24/7, e.g. crypto; 252 for exchange-traded markets).
 
 The quantstats distribution statistics of the daily returns (skew, kurtosis, VaR, CVaR, omega, tail
 ratio, payoff ratio, daily profit factor, win days, Kelly, recovery factor, ulcer index, time in
@@ -125,7 +128,7 @@ METRIC_KEYS = (
     "start_cash", "final_value", "total_return", "annual_return", "volatility", "sharpe", "sortino",
     "max_drawdown", "max_drawdown_intraday", "max_drawdown_duration", "calmar", "trades", "win_rate",
     "profit_factor", "max_consecutive_losing_days", "turnover", "exposure", "days", "bars",
-    "total_commission", "best_day", "worst_day", "avg_trade_pnl", "warmup_bars",
+    "total_commission", "best_day", "worst_day", "avg_trade_pnl", "warmup_bars", "periods_per_year",
 ) + RETURN_STATS_KEYS
 
 _QTY_RTOL = 1e-9   # a position within this fraction of the traded size is flat
@@ -359,7 +362,8 @@ def compute_metrics(ts: np.ndarray, equity: np.ndarray, start_cash: float, fills
 
     out: dict[str, float | int | None] = dict.fromkeys(METRIC_KEYS)
     out.update(start_cash=start_cash, final_value=final, total_return=wealth - 1.0, days=n, bars=nbars,
-               total_commission=float(sum(float(f.commission) for f in fills)), warmup_bars=warmup)
+               total_commission=float(sum(float(f.commission) for f in fills)), warmup_bars=warmup,
+               periods_per_year=int(P) if P.is_integer() else P)
 
     # returns-based
     if n:

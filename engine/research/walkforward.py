@@ -253,7 +253,8 @@ def backtest_windows(outcomes: list[WindowOutcome], cfg: RunConfig, cls: type[St
             bar(n, len(outcomes))
 
 
-def stitched_result(outcomes: list[WindowOutcome], series: list[Any], cash: float, bench: Any) -> Any:
+def stitched_result(outcomes: list[WindowOutcome], series: list[Any], cash: float, bench: Any,
+                    periods_per_year: int = 252) -> Any:
     """Step 3: hand-offs, the stitched BacktestResult and its metrics (combined, per window, counts)."""
     from tradeloop.engine.metrics.benchmark import benchmark_metrics
     from tradeloop.engine.metrics.performance import compute_metrics
@@ -264,9 +265,10 @@ def stitched_result(outcomes: list[WindowOutcome], series: list[Any], cash: floa
     result = stitch(spans, cash, sorted(s.symbol for s in series), series[0].tz if series else None)
     if spans:
         result.metrics = compute_metrics(result.ts, result.equity, result.start_cash, result.fills,
-                                         gross_exposure=result.gross_exposure)
+                                         gross_exposure=result.gross_exposure, periods_per_year=periods_per_year)
         if bench is not None:
-            result.metrics.update(benchmark_metrics(bench, result.ts, result.equity, result.start_cash))
+            result.metrics.update(benchmark_metrics(bench, result.ts, result.equity, result.start_cash,
+                                                    periods_per_year=periods_per_year))
     result.metrics.update(risk_metrics(result.risk_events, result.tz))
     result.metrics["windows"] = [o.entry() for o in outcomes]
     result.metrics["walkforward"] = {"windows": len(outcomes), "ok": sum(o.ok for o in outcomes),
@@ -314,7 +316,8 @@ def _run_walkforward(cfg: RunConfig, spec: WindowSpec, train: dict[str, Any] | N
             setattr(cfg.run, key, value.isoformat())
     cfg.run.trade_from = None  # the walk-forward sets it per window
     series, inputs = load_inputs(cfg)
-    check_symbols(build_rules(cfg).market, [s.symbol for s in series])
+    rules = build_rules(cfg)
+    check_symbols(rules.market, [s.symbol for s in series], rules.instruments)
     windows = make_windows(spec, _timeline(series), to_ns(cfg.run.start, "run.start") if cfg.run.start else None)
     bench = (load_benchmark(cfg.run.benchmark, on_bad=cfg.run.on_bad, span=span_of(series))
              if cfg.run.benchmark else None)
@@ -332,7 +335,9 @@ def _run_walkforward(cfg: RunConfig, spec: WindowSpec, train: dict[str, Any] | N
     backtest_windows(outcomes, cfg, cls, series, train["registry"] if train is not None else None,
                      progress=progress, log=log)
     t3 = time.perf_counter()
-    result = stitched_result(outcomes, series, cfg.run.cash, bench)
+    from tradeloop.brokers.instruments import periods_per_year
+    result = stitched_result(outcomes, series, cfg.run.cash, bench,
+                             periods_per_year(rules.instruments, [s.symbol for s in series]))
     apply_gates(gates, result.metrics)
     wf = WalkForwardResult(result, outcomes, None, time.perf_counter() - t0, ex_name)
     log.info("walkforward_done", strategy=cfg.run.strategy, windows=len(outcomes),
