@@ -36,8 +36,14 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "volume": ("volume", "vol", "成交量", "totalvolumetraded"),
     "pre_close": ("pre_close", "preclose", "前收盘"),
     "amount": ("amount", "成交金额", "totalturnover", "turnover"),
+    # corporate actions (data.actions): cash dividend per share paid at the ex-date's open to the shares
+    # held at the previous close; split ratio new/old shares at the ex-date's open (1 = none).
+    # zipline: dividend,split; Quandl WIKI: Ex-Dividend, Split Ratio (its raw Open..Volume are used,
+    # never the Adj. columns, so its actions apply to the raw prices)
+    "dividend": ("dividend", "ex-dividend", "ex_dividend", "dividends"),
+    "split": ("split", "split ratio", "split_ratio", "splits"),
 }
-EXTRAS = ("pre_close", "amount")
+EXTRAS = ("pre_close", "amount", "dividend", "split")
 # Column layouts of header-less files, by column count (Date,Time,... when the 2nd cell is a time).
 NO_HEADER = {5: ("Date", "Open", "High", "Low", "Close"),
              6: ("Date", "Open", "High", "Low", "Close", "Volume"),

@@ -14,11 +14,12 @@ from collections import deque
 from contextlib import contextmanager
 from itertools import repeat
 from operator import itemgetter
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from tradeloop.brokers.sim import FillRules, SimulatedVenue
+from tradeloop.data.actions import ActionTable
 from tradeloop.data.schema import BarChunk, Bars, BarSeries, OneBar
 from tradeloop.risk.pipeline import RiskPipeline
 
@@ -82,7 +83,8 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
                  rules: FillRules | None = None, risk: RiskPipeline | None = None,
                  order_prefix: str = "O", log: Any = None,
                  progress: Callable[[int, int], None] | None = None,
-                 trade_from: int | None = None, partial_on_failure: bool = False) -> BacktestResult:
+                 trade_from: int | None = None, partial_on_failure: bool = False,
+                 actions: Mapping[str, ActionTable] | None = None) -> BacktestResult:
     """Run ``strategy`` over ``series`` and return the result (nothing is written to disk).
 
     With ``trade_from`` (int64 ns) the strategy sees every bar but its orders placed before that
@@ -92,6 +94,10 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
     ``on_stop``) or the model it declares cannot be opened, a :class:`StrategyError` naming the
     strategy's file and line is raised instead, its ``result`` holding everything up to the failing
     step (the assembly records it as a failed run). Without it the exception propagates as raised.
+
+    ``actions``: symbol -> the corporate actions to apply (``data.actions.resolve``; the assembly builds
+    them from the run's settings): dividends and splits at their ex-date's open, before matching. None
+    (the default) applies none, whatever columns the series hold.
     """
     t0 = time.perf_counter()
     series = sorted(series, key=lambda s: s.symbol)
@@ -107,7 +113,7 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
     market = HistoricalMarket(series)
     portfolio = Portfolio(cash)
     engine = Engine(strategy, market, portfolio, rules, risk, venue=SimulatedVenue(rules), clock=SimulatedClock(),
-                    order_prefix=order_prefix, log=log, trade_from=trade_from)
+                    order_prefix=order_prefix, log=log, trade_from=trade_from, actions=_by_ts(actions, names))
     ev_ts, ev_sym, columns = _merge(series)
     n = len(ev_ts)
     failure: StrategyError | None = None
@@ -131,11 +137,24 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
     result = BacktestResult(names, series[0].tz if series else None, float(cash), steps, cash_c, equity, gross,
                             engine.fills, list(engine.orders.values()), engine.order_events, n,
                             time.perf_counter() - t0, risk_events=list(risk.events), models=engine.models,
-                            trade_from=trade_from)
+                            trade_from=trade_from, actions=engine.actions_log)
     if failure is not None:
         failure.result = result
         raise failure from cause
     return result
+
+
+def _by_ts(actions: Mapping[str, ActionTable] | None, names: list[str]
+           ) -> dict[int, list[tuple[str, float, float]]] | None:
+    """The engine's view of ``actions``: bar ts -> [(symbol, dividend, ratio)] in symbol order (inputs only)."""
+    if not actions:
+        return None
+    out: dict[int, list[tuple[str, float, float]]] = {}
+    for symbol in names:   # sorted
+        table = actions.get(symbol)
+        for ts, (dividend, ratio) in sorted(table.by_ts.items()) if table is not None else ():
+            out.setdefault(ts, []).append((symbol, dividend, ratio))
+    return out or None
 
 
 def _user_failure(strategy: Strategy, e: Exception) -> StrategyError | None:

@@ -1,7 +1,8 @@
 """The one event loop body shared by the backtest and live drivers.
 
 ``Engine.step(ts, bars)`` handles everything that happens at one timestamp, in this order:
-(1) the venue matches working orders against the new bars, (2) the portfolio is marked to
+(0) corporate actions at the ex-date's open, when the timestamp has any (dividends, splits:
+``Engine._corporate``), (1) the venue matches working orders against the new bars, (2) the portfolio is marked to
 market (lazily: equity reads each symbol's last close), (3) risk state updates (halts, drawdown
 stop: only when such a check is configured), (4) the
 predictor would run once for all symbols (models issue), (5) the strategy's callbacks run
@@ -46,8 +47,13 @@ class Engine:
 
     def __init__(self, strategy: Strategy, market: Market, portfolio: Portfolio, rules: FillRules,
                  risk: RiskPipeline, *, venue: Venue, clock: Clock | None = None, order_prefix: str = "O",
-                 log: Any = None, trade_from: int | None = None) -> None:
+                 log: Any = None, trade_from: int | None = None,
+                 actions: dict[int, list[tuple[str, float, float]]] | None = None) -> None:
         self.strategy = strategy
+        # corporate actions (data.actions): bar ts -> [(symbol, dividend per share, split ratio)], applied
+        # at step (0) of that timestamp; what was done is kept in actions_log (the run's actions table)
+        self.actions = actions or {}
+        self.actions_log: list[dict[str, Any]] = []
         self.trade_from = trade_from  # strategy orders placed before this timestamp are refused (warm-up)
         self.market = market
         self.portfolio = portfolio
@@ -180,6 +186,7 @@ class Engine:
         route = self._route
         at_close = self._at_close
         watch = self.risk.watcher()
+        acts = self.actions
 
         def match(ts: int, bars: Sequence[Bar]) -> None:
             """Step (1): the venue matches the working orders of each symbol with a bar now, in symbol order."""
@@ -215,6 +222,8 @@ class Engine:
                 rows[bars.symbol] = bars.row                            # OneBar case of market.enter)
             else:
                 enter(bars)
+            if acts and ts in acts:                                     # (0) corporate actions at the open
+                self._corporate(ts, acts[ts])
             if working:                                                 # (1) match
                 match(ts, bars)
             if watch is not None:                                       # (3) risk state
@@ -446,6 +455,25 @@ class Engine:
         for symbol in self.venue.working:
             out[symbol] = out.get(symbol, 0.0) + self.working(symbol)
         return out
+
+    def _corporate(self, ts: int, items: list[tuple[str, float, float]]) -> None:
+        """Step (0) at an ex-date, before any matching: per symbol (sorted), the cash dividend on the shares
+        held at the previous close (debited for a short), then a split: the position's quantity x ratio and
+        average cost / ratio, and every working or held order of the symbol cancelled with reason "split"
+        (its quantity and prices were set in pre-split shares). Cash and quantity go to the logs the equity
+        curve is rebuilt from, so the curve stays cash + sum(qty x close) at every step."""
+        for symbol, dividend, ratio in items:
+            cancelled = [o.id for o in self.cancel_open(symbol, "split")] if ratio != 1.0 else []
+            q0, q1, paid = self.portfolio.corporate_action(symbol, dividend, ratio)
+            if q1 != q0:
+                self.qty_log.append((self.step_index, symbol, q1))
+            if paid or q1 != q0:
+                self._dirty = True
+            entry = {"ts": ts, "symbol": symbol, "dividend": dividend, "split": ratio, "qty_before": q0,
+                     "qty_after": q1, "cash": paid, "cancelled": len(cancelled)}
+            self.actions_log.append(entry)
+            import numpy as np
+            self.log.info("corporate_action", **{**entry, "ts": str(np.datetime64(ts, "ns"))})
 
     def _snapshot(self) -> None:
         """Record cash after a step with fills (the equity curve is rebuilt from these logs)."""

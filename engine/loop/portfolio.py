@@ -19,6 +19,7 @@ class Position:
     avg_cost: float = 0.0
     realized_pnl: float = 0.0
     fees: float = 0.0
+    dividends: float = 0.0   # cash dividends received (paid, when short) so far
 
 
 class Portfolio:
@@ -60,6 +61,23 @@ class Portfolio:
                 pos.avg_cost = 0.0
         pos.qty = q1 = q1 if abs(q1) > 1e-12 else 0.0
         return q1
+
+    def corporate_action(self, symbol: str, dividend: float, ratio: float) -> tuple[float, float, float]:
+        """Apply one ex-date's actions to ``symbol`` (data.actions): first the cash dividend on the shares
+        held now (the previous close's; a short pays it), then the split (quantity x ratio, average cost
+        / ratio; fractional shares are kept, no cash in lieu). Returns (qty before, qty after, cash moved)."""
+        pos = self.positions.get(symbol)
+        q0 = pos.qty if pos is not None else 0.0
+        if pos is None or not q0:
+            return q0, q0, 0.0
+        paid = q0 * dividend if dividend else 0.0
+        if paid:
+            self.cash = self.cash + paid
+            pos.dividends += paid
+        if ratio != 1.0:
+            pos.qty = q0 * ratio
+            pos.avg_cost = pos.avg_cost / ratio
+        return q0, pos.qty, paid
 
     def equity(self, price_of) -> float:
         """Cash plus positions marked by ``price_of(symbol)``, summed in symbol order."""

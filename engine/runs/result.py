@@ -32,6 +32,9 @@ class BacktestResult:
     #: int64 ns: the traded span starts at the first bar at or after it (the bars before only warmed up,
     #: orders refused); metrics are computed from there (engine.metrics.performance.traded_span). None: all bars
     trade_from: int | None = None
+    #: corporate actions applied (Engine.actions_log): ts, symbol, dividend, split, qty_before, qty_after, cash,
+    #: cancelled; written as the run folder's actions.parquet when there are any
+    actions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def final_value(self) -> float:
