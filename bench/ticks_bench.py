@@ -8,8 +8,9 @@ the fills are compared by ``tickcommon.digest``. Usage:
     python bench/ticks_bench.py [--n 1|10] [--repeat 1] [--file PATH]      (make the data first:
     python shared/bench/ticks/make_ticks.py --n 1000000 --out $TMPDIR/ticks/ticks_1m.csv --parquet)
 
-nautilus_trader is not run here (its own venv: ``shared/bench/ticks/nt_ticks.py``); the README's
-figures (44k / 190k ticks/s on this machine kind) are printed for context.
+nautilus_trader runs in its own venv: ``--nautilus /tmp/ntvenv/bin/python`` (a venv with
+``nautilus_trader==1.221.0``) also runs ``shared/bench/ticks/nt_ticks.py sma 1`` and tradeloop on the
+same 1M ticks, back to back, and prints the ratio measured in this run (it takes a few minutes).
 """
 from __future__ import annotations
 
@@ -26,27 +27,10 @@ BENCH = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "bench", "tick
 
 
 def load_series(path: str):
-    """Parquet (make_ticks.py) -> TickSeries (bid/ask quotes with the last trade price)."""
-    import numpy as np
-    import pyarrow.parquet as pq
-    from tradeloop.data.schema import TickSeries
-    pf = pq.ParquetFile(path)   # row group by row group into preallocated columns: peak RSS ~ the columns
-    n = pf.metadata.num_rows
-    f = np.float64
-    out = {"ts": np.empty(n, np.int64), **{c: np.empty(n, f) for c in
-                                          ("bid", "ask", "last", "bid_size", "ask_size", "last_volume")}}
-    a = 0
-    for i in range(pf.num_row_groups):
-        g = pf.read_row_group(i)
-        b = a + g.num_rows
-        out["ts"][a:b] = g.column("ts").cast("int64").to_numpy()
-        for c in ("bid", "ask", "last", "bid_size", "ask_size", "last_volume"):
-            out[c][a:b] = g.column(c).to_numpy()
-        del g
-        a = b
-    return TickSeries("RM", out["ts"], np.arange(n, dtype=np.int64), out["last"], out["last_volume"],
-                      out["bid"], out["ask"], out["bid_size"], out["ask_size"],
-                      np.zeros(n, np.int8))
+    """Parquet (make_ticks.py) -> TickSeries through ``tradeloop.data.ticks.load_ticks`` (row group by row
+    group; ``compact``: float32 columns where every value is exact, so prices and fills are unchanged)."""
+    from tradeloop.data.ticks import load_ticks
+    return load_ticks(path, "RM", compact=True)
 
 
 def child(workload: str, path: str) -> None:
@@ -115,6 +99,9 @@ def main() -> None:
     ap.add_argument("--file")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--child", nargs=2, metavar=("WORKLOAD", "PATH"))
+    ap.add_argument("--nautilus", metavar="PYTHON",
+                    help="also run shared/bench/ticks/nt_ticks.py sma 1 (1M ticks) with this interpreter (a venv with "
+                         "nautilus_trader) and tradeloop on the same 1M ticks, and print the measured ratio")
     a = ap.parse_args()
     if a.child:
         return child(*a.child)
@@ -138,7 +125,32 @@ def main() -> None:
                   f"ref_py {ref['ticks_per_sec'] / 1e6:.2f}M ticks/s run-only, fills {ref['fills']} "
                   f"pnl {ref['final_pnl']} | fills equal: {same} | vs nautilus (README: 44k sma / 190k null): "
                   f"{ours['ticks_per_sec'] / (44_000 if wl == 'sma' else 190_000):.0f}x", flush=True)
-    print(json.dumps([{"workload": w, "tradeloop": o, "ref_py": r, "fills_equal": s} for w, o, r, s in rows]))
+    summary = [{"workload": w, "tradeloop": o, "ref_py": r, "fills_equal": s} for w, o, r, s in rows]
+    if a.nautilus:
+        summary.append(nautilus(a.nautilus, tc))
+    print(json.dumps(summary))
+
+
+def nautilus(python: str, tc) -> dict:
+    """nautilus_trader and tradeloop on the 1M EMA workload, back to back: the speed ratio measured together."""
+    path = tc.DEFAULT[1]
+    if not os.path.exists(path):
+        raise SystemExit(f"no {path}: run {BENCH}/make_ticks.py --n 1000000 --out {os.path.dirname(path)}/ticks_1m.csv "
+                         "--parquet")
+    env = dict(os.environ, TMPDIR=os.path.dirname(os.path.dirname(path)))
+    ours = run([sys.executable, __file__, "--child", "sma", path])
+    t0 = time.perf_counter()
+    nt = run([python, os.path.join(BENCH, "nt_ticks.py"), "sma", "1"], env=env)
+    nt_wall = time.perf_counter() - t0
+    nt_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024   # the largest child so far: nautilus's
+    nt_rate = nt.get("ticks_per_sec") or nt["ticks"] / nt["t_run_s"]
+    same = ours["fills"] == nt.get("fills") and ours["fills_sha256"] == nt.get("fills_sha256")
+    print(f"sma 1M: tradeloop {ours['ticks_per_sec'] / 1e3:,.0f}k ticks/s whole run, peak RSS "
+          f"{ours['peak_rss_mb']:.0f} MB | nautilus_trader {nt.get('version', '')} {nt_rate / 1e3:,.1f}k "
+          f"ticks/s engine.run() only ({nt_wall:.0f}s process, peak RSS {nt_rss:,.0f} MB), fills {nt.get('fills')} | fills equal: {same} | "
+          f"ratio {ours['ticks_per_sec'] / nt_rate:,.0f}x", flush=True)
+    return {"workload": "sma-1m", "tradeloop": ours, "nautilus": nt, "nautilus_process_s": nt_wall, "nautilus_peak_rss_mb": nt_rss,
+            "ratio": ours["ticks_per_sec"] / nt_rate, "fills_equal": same}
 
 
 if __name__ == "__main__":

@@ -64,8 +64,9 @@ SIZES = ("size", "bid_size", "ask_size")
 def load_ticks(path: str | Path, symbol: str | None = None, *, columns: Mapping[str, str | int] | None = None,
                tz: str | None = None, date_format: str | None = None, encoding: str | None = None,
                separator: str | None = None, has_header: bool | None = None, on_bad: TickOnBad = "raise",
-               log: list | None = None) -> TickSeries:
-    """Load one tick file (CSV, .csv.gz, .txt) into a checked TickSeries in (ts, seq) order.
+               log: list | None = None, compact: bool = False) -> TickSeries:
+    """Load one tick file (CSV, .csv.gz, .txt, or Parquet: :func:`load_ticks_parquet`) into a checked
+    TickSeries in (ts, seq) order.
 
     A bad row (unparseable stamp, garbage or non-finite value, non-positive price, negative size,
     crossed quote, a value past the bounds, a stamp earlier than one before it) is a DataError naming
@@ -78,6 +79,8 @@ def load_ticks(path: str | Path, symbol: str | None = None, *, columns: Mapping[
     p = Path(path)
     if check_file(p).st_size == 0:
         raise DataError(src, 0, "", "empty file")
+    if p.name.lower().endswith(".parquet"):
+        return load_ticks_parquet(p, symbol, tz=tz, compact=compact)
     try:
         df, names, line, layout, hint = _read_csv(p, src, encoding, separator, has_header)
     except DataError:
@@ -415,3 +418,102 @@ def _report(raw: _Raw, log: list | None, check: str, recs: np.ndarray) -> None:
     if log is not None:
         log.append(entry)
     LOG.warning("ticks_dropped", file=raw.src, check=check, count=len(recs), lines=lines)
+
+
+# ---------------------------------------------------------------- Parquet
+
+PARQUET_NAMES = {"ts": ("ts", "datetime", "timestamp"), "seq": ("seq",), "price": ("price", "last", "last_price"),
+                 "size": ("size", "last_volume", "last_size", "volume"), "bid": ("bid",), "ask": ("ask",),
+                 "bid_size": ("bid_size",), "ask_size": ("ask_size",), "side": ("side",)}
+
+
+def load_ticks_parquet(path: str | Path, symbol: str | None = None, *, tz: str | None = None,
+                       compact: bool = False) -> TickSeries:
+    """A Parquet tick file (``ts`` timestamp or int64 ns; ``bid``/``ask``/sizes, ``last``/``price`` and
+    ``last_volume``/``size``; ``seq``/``side`` optional) -> TickSeries, read row group by row group into
+    preallocated columns, so the peak is the columns plus one row group (Arrow's buffers are released
+    after each). Naive stamps are wall time (``tz=`` converts them to UTC), like the CSV path.
+
+    ``compact=True`` stores each float column as float32 where every value is exactly representable
+    (the values are unchanged: a tick price like 2400.0 or a size like 57 is exact in float32);
+    ``seq`` becomes a rising int64 range when the file has none. The checks: stamps never decrease,
+    prices positive (or NaN: no quote / no trade), sizes >= 0, bid <= ask; a bad row is a DataError
+    naming its row.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    src = str(path)
+    try:
+        pf = pq.ParquetFile(src)
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(src, 0, "", f"cannot read it as Parquet: {' '.join(str(e).split())[:300]}") from None
+    names = pf.schema_arrow.names
+    lower = {n.lower(): n for n in names}
+    col = {k: next((lower[a] for a in alias if a in lower), None) for k, alias in PARQUET_NAMES.items()}
+    if col["ts"] is None:
+        raise DataError(src, 0, "ts", f"no timestamp column (ts, datetime or timestamp) among {names}")
+    if col["price"] is None and col["bid"] is None:
+        raise DataError(src, 0, "", f"neither trade prices (price/last) nor quotes (bid/ask) among {names}")
+    ts_type = pf.schema_arrow.field(col["ts"]).type
+    utc = getattr(ts_type, "tz", None) is not None
+    n = pf.metadata.num_rows
+    wide = np.float32 if compact else np.float64   # compact: float32 until a value is not exact in it
+    out: dict[str, np.ndarray] = {"ts": np.empty(n, np.int64)}
+    for f in TICK_FIELDS:
+        out[f] = np.empty(n, wide) if col[f] is not None else (
+            np.full(n, np.nan, wide) if f in PRICES else np.zeros(n, wide))
+    seq = np.empty(n, np.int64) if col["seq"] is not None else None
+    side = np.zeros(n, np.int8)
+    pool = pa.default_memory_pool()
+    a = 0
+    for i in range(pf.num_row_groups):
+        g = pf.read_row_group(i, columns=[c for c in col.values() if c is not None])
+        b = a + g.num_rows
+        t = g.column(col["ts"])
+        out["ts"][a:b] = (t.cast(pa.int64()) if pa.types.is_timestamp(t.type) else t).to_numpy()
+        part = {}
+        for f in TICK_FIELDS:
+            if col[f] is not None:
+                v = part[f] = g.column(col[f]).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+                if out[f].dtype == np.float32 and not np.array_equal(v.astype(np.float32), v, equal_nan=True):
+                    wider = np.empty(n, np.float64)   # not exact in float32: this column stays float64
+                    wider[:a] = out[f][:a]
+                    out[f] = wider
+                out[f][a:b] = v
+        if seq is not None:
+            seq[a:b] = g.column(col["seq"]).to_numpy()
+        if col["side"] is not None:
+            side[a:b] = g.column(col["side"]).to_numpy(zero_copy_only=False)
+        _check_parquet(src, a, out["ts"][max(a - 1, 0):b], part, a > 0)
+        del g, t, part
+        pool.release_unused()
+        a = b
+    ts = out["ts"]
+    if tz is not None and not utc:   # naive wall time in ``tz`` -> UTC ns, as the CSV path does
+        import polars as pl
+        ts = (pl.Series(ts).cast(pl.Datetime("ns")).dt.replace_time_zone(tz, ambiguous="earliest")
+              .dt.convert_time_zone("UTC").cast(pl.Int64).to_numpy())
+    sym = symbol or symbol_of(Path(src))
+    return TickSeries(sym, ts, seq if seq is not None else np.arange(n, dtype=np.int64),
+                      *(out[f] for f in TICK_FIELDS), side, "UTC" if utc or tz is not None else None, src)
+
+
+def _check_parquet(src: str, start: int, ts: np.ndarray, c: dict[str, np.ndarray], carry: bool) -> None:
+    """DataError at the first bad row of a row group starting at row ``start`` (rows 1-based): decreasing
+    stamp (``ts`` begins with the previous group's last when ``carry``), bad price or size, crossed quote."""
+    def bad(mask: np.ndarray, field: str, why: str) -> None:
+        if mask.any():
+            row = start + int(np.argmax(mask)) + 1
+            raise DataError(src, row, field, f"{why} (row {row} of the Parquet file)")
+    back = ts[1:] < ts[:-1]
+    bad(back if carry else np.concatenate(([False], back)), "ts", "timestamp earlier than the one before it")
+    for f in PRICES:
+        if f in c:
+            v = c[f]
+            bad(~np.isnan(v) & ~((v > 0) & (v <= MAX_PRICE)), f, f"{f} must be a positive finite price")
+    for f in SIZES:
+        if f in c:
+            v = c[f]
+            bad(~((v >= 0) & (v <= MAX_VOLUME)), f, f"{f} must be a finite size >= 0")
+    if "bid" in c and "ask" in c:
+        bad(c["bid"] > c["ask"], "bid", "crossed quote: bid above ask")

@@ -115,6 +115,9 @@ def test_every_kind_writes_a_manifest_with_the_same_keys_and_the_same_type_per_k
         assert sorted(m["span"]) == ["from", "to", "warmup_from"], kind
         assert all(isinstance(v, str) and v for v in m["span"].values()), (kind, m["span"])
         assert m["span"]["warmup_from"] <= m["span"]["from"] <= m["span"]["to"], (kind, m["span"])
+    for kind, m in manifests.items():   # per traded symbol its resolved instrument (none here), and the run's P
+        assert sorted(m["instruments"]) == sorted(m["symbols"]) and m["periods_per_year"] == 252, kind
+        assert all(v is None for v in m["instruments"].values()), kind
 
 
 def test_every_manifest_says_what_ran_how_it_filled_and_with_what(runs):

@@ -6,14 +6,18 @@ traceback in ``events.jsonl``; then the :class:`StrategyError` is raised (one li
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import structlog
 
+from tradeloop.brokers.quotes import QuoteRules
+from tradeloop.brokers.instruments import periods_per_year
 from tradeloop.errors import StrategyError
 
-from tradeloop.engine.assembly.build import (build_risk, build_rules, build_strategy, check_symbols, load_inputs,
-                                             resolve_strategy, run_id, trade_from_ts)
+from tradeloop.data.schema import TickSeries
+from tradeloop.engine.assembly.build import (build_actions, build_quotes, build_risk, build_rules, build_strategy,
+                                             check_symbols, load_inputs, resolve_strategy, run_id, trade_from_ts)
 from tradeloop.engine.config.run import RunConfig
 from tradeloop.engine.drivers.backtest import no_steps, run_backtest
 from tradeloop.engine.runs.result import BacktestResult
@@ -48,17 +52,27 @@ def _backtest(cfg: RunConfig, *, out: Path | None, write: bool, progress: bool |
             raise
         strategy, failure = None, e
     series, inputs = load_inputs(cfg, hashes=write)
+    actions = build_actions(cfg, series, inputs, log)   # corporate actions to apply; notes into the manifest
     bench = (load_benchmark(cfg.run.benchmark, on_bad=cfg.run.on_bad, span=span_of(series))
              if cfg.run.benchmark else None)
     rules = build_rules(cfg)
-    check_symbols(rules.market, [s.symbol for s in series])
+    check_symbols(rules.market, [s.symbol for s in series], rules.instruments)
     risk = build_risk(cfg, rules)
+    ticks = [s for s in series if isinstance(s, TickSeries)]
+    quotes = build_quotes(cfg) if ticks else None
     if failure is None:
         try:
             with LazyProgress("backtest", enabled=progress) as bar:
-                result = run_backtest(strategy, series, cash=cfg.run.cash, rules=rules, risk=risk,
-                                      order_prefix=cfg.run.order_prefix, log=log, progress=bar,
-                                      trade_from=trade_from_ts(cfg), partial_on_failure=True)
+                if ticks:   # tick inputs: on_tick, quote fills (brokers/quotes.py); bars beside them go to on_bar
+                    from tradeloop.engine.drivers.ticks import run_tick_backtest
+                    result = run_tick_backtest(strategy, ticks, [s for s in series if not isinstance(s, TickSeries)],
+                                               cash=cfg.run.cash, rules=rules, quotes=quotes, risk=risk,
+                                               order_prefix=cfg.run.order_prefix, log=log, progress=bar,
+                                               trade_from=trade_from_ts(cfg), partial_on_failure=True)
+                else:
+                    result = run_backtest(strategy, series, cash=cfg.run.cash, rules=rules, risk=risk,
+                                          order_prefix=cfg.run.order_prefix, log=log, progress=bar,
+                                          trade_from=trade_from_ts(cfg), partial_on_failure=True, actions=actions)
         except StrategyError as e:
             if not write:
                 raise
@@ -66,15 +80,16 @@ def _backtest(cfg: RunConfig, *, out: Path | None, write: bool, progress: bool |
     else:
         result = no_steps(series, cfg.run.cash)
     result.trade_from = trade_from = trade_from_ts(cfg)   # metrics over the traded span only
+    P = periods_per_year(rules.instruments, [s.symbol for s in series])   # 365 for 24/7 markets, else 252
     result.metrics = compute_metrics(result.ts, result.equity, result.start_cash, result.fills,
-                                     gross_exposure=result.gross_exposure, trade_from=trade_from)
+                                     gross_exposure=result.gross_exposure, trade_from=trade_from, periods_per_year=P)
     if bench is not None:
         result.metrics.update(benchmark_metrics(bench, result.ts, result.equity, result.start_cash,
-                                                trade_from=trade_from))
+                                                trade_from=trade_from, periods_per_year=P))
     result.metrics.update(risk_metrics(result.risk_events, result.tz))
     if failure is not None:
         target = Path(out or cfg.run.out or Path("runs") / run_id(cfg, cfg.run.strategy.rpartition(":")[2]))
-        _write_failed(target, cfg, strategy, rules, result, inputs, bench, failure, events, log)
+        _write_failed(target, cfg, strategy, rules, result, inputs, bench, failure, events, log, quotes)
         raise failure
     log.info("backtest_done", strategy=cfg.run.strategy, bars=result.bars, fills=len(result.fills),
              final_value=round(result.final_value, 6), seconds=round(result.elapsed_s, 3))
@@ -86,12 +101,20 @@ def _backtest(cfg: RunConfig, *, out: Path | None, write: bool, progress: bool |
     apply_gates(gates, result.metrics)
     manifest = build_manifest("backtest", cfg, strategy, rules, inputs=inputs, benchmark=bench, models=result.models,
                               symbols=result.symbols, tz=result.tz, span=run_span(result.ts, trade_from))
+    _add_quotes(manifest, quotes)
     write_run(target, result, manifest, report=write_run_report, benchmark=bench, events=events)
     return result, target
 
 
+def _add_quotes(manifest: dict, quotes: QuoteRules | None) -> None:
+    """A tick run's quote rules (size limit, resting limits, latency) go beside its fill rules."""
+    if quotes is not None:
+        manifest["fill_rules"]["quotes"] = asdict(quotes)
+
+
 def _write_failed(target: Path, cfg: RunConfig, strategy: object, rules: object, result: BacktestResult,
-                  inputs: list, bench: object, failure: StrategyError, events: RunEvents, log: object) -> None:
+                  inputs: list, bench: object, failure: StrategyError, events: RunEvents, log: object,
+                  quotes: QuoteRules | None = None) -> None:
     """The folder of a run its strategy ended: ``status: "failed"``, the error, what ran, the traceback
     in events.jsonl. The console stays quiet (the caller shows one line), so the message names the folder."""
     with console_muted():
@@ -102,5 +125,6 @@ def _write_failed(target: Path, cfg: RunConfig, strategy: object, rules: object,
                                   tz=result.tz, status="failed", error=str(failure),
                                   span=run_span(result.ts, result.trade_from),
                                   params=None if strategy is not None else dict(cfg.params))
+        _add_quotes(manifest, quotes)
         write_run(target, result, manifest, report=write_run_report, benchmark=bench, events=events)
     failure.args = (f"{failure} (run folder {target}: status failed, traceback in {target / 'events.jsonl'})",)

@@ -6,6 +6,7 @@ pipeline from here, so a setting means the same thing in every mode.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -20,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from tradeloop.brokers.costs import COMMISSIONS, SLIPPAGES, AShareCommission, build_model
+from tradeloop.brokers.instruments import Instrument, InstrumentTable
 from tradeloop.brokers.profiles import PROFILES, ChinaAShares, MarketProfile
+from tradeloop.brokers.quotes import Latency, QuoteRules
 from tradeloop.brokers.sim import FillRules
 from tradeloop.data.errors import check_file
 from tradeloop.data.loaders import file_sha256, load_bars
-from tradeloop.data.schema import BarSeries
-from tradeloop.engine.config.run import DataSpec, RunConfig
+from tradeloop.data.schema import BarSeries, TickSeries
+from tradeloop.engine.config.run import DataSpec, RunConfig, instrument_rows
 from tradeloop.engine.config.sections import MarketSection
 from tradeloop.engine.loop.strategy import Strategy, one_line, shown_path, strategy_failure
 from tradeloop.errors import ConfigError
@@ -122,8 +125,9 @@ def _import(name: str):
         raise import_failure(name, e) from None
 
 
-def load_inputs(cfg: RunConfig, *, hashes: bool = True) -> tuple[list[BarSeries], list[dict[str, Any]]]:
-    """Every input of the run as a BarSeries, plus its manifest entry (path, sha256, rows).
+def load_inputs(cfg: RunConfig, *, hashes: bool = True) -> tuple[list[BarSeries | TickSeries], list[dict[str, Any]]]:
+    """Every input of the run as a BarSeries (a TickSeries for ``kind = "ticks"``), plus its manifest
+    entry (path, sha256, rows).
 
     ``hashes=False`` leaves the sha256 out, for runs that write no manifest (sweep points): hashing
     a large file costs about as much as parsing it.
@@ -133,7 +137,7 @@ def load_inputs(cfg: RunConfig, *, hashes: bool = True) -> tuple[list[BarSeries]
     in the order given is the error reported.
     """
     if not cfg.data:
-        raise ConfigError("no input data: give --data PATH (or [[data]] in the config)")
+        raise ConfigError("no input data: give --data PATH or --ticks PATH (or [[data]] in the config)")
     catalog = None
     if cfg.run.catalog:
         from tradeloop.data.catalog import Catalog  # pyarrow is imported only when a catalog is used
@@ -144,8 +148,10 @@ def load_inputs(cfg: RunConfig, *, hashes: bool = True) -> tuple[list[BarSeries]
         if catalog is None:  # a directory, FIFO or device: refused before a thread opens (and blocks on) it
             check_file(spec.path)
 
-    def one(spec: DataSpec) -> tuple[BarSeries, dict[str, Any]]:
-        if catalog is not None:
+    def one(spec: DataSpec) -> tuple[BarSeries | TickSeries, dict[str, Any]]:
+        if spec.kind == "ticks":
+            series, entry = _tick_input(cfg, spec)
+        elif catalog is not None:
             series = catalog.read(spec.path)
             entry = {"catalog": cfg.run.catalog, "symbol": spec.path, **catalog.meta(spec.path)}
             if spec.symbol:
@@ -167,6 +173,38 @@ def load_inputs(cfg: RunConfig, *, hashes: bool = True) -> tuple[list[BarSeries]
         if h is not None:
             entry["sha256"] = h.result()
     return [s for s, _ in loaded], [e for _, e in loaded]
+
+
+def _tick_input(cfg: RunConfig, spec: DataSpec) -> tuple[TickSeries, dict[str, Any]]:
+    """A ``kind = "ticks"`` input: a tick file (data/ticks.py), or with ``run.catalog`` a tick symbol of it."""
+    if cfg.run.catalog:
+        from tradeloop.data.tick_catalog import TickCatalog
+        cat = TickCatalog(cfg.run.catalog)
+        series = cat.read(spec.path, _ts(cfg.run.start), _ts(cfg.run.end))
+        if spec.symbol:
+            series = dataclasses.replace(series, symbol=spec.symbol)
+        return series, {"catalog": cfg.run.catalog, "symbol": spec.path, "kind": "ticks",
+                        "days": cat.days(spec.path)}
+    from tradeloop.data.ticks import load_ticks
+    on_bad = spec.on_bad or cfg.run.on_bad
+    if on_bad == "repair":
+        raise ConfigError(f"tick input {spec.path}: on_bad = \"repair\" is for bars; ticks take raise or drop")
+    series = load_ticks(spec.path, spec.symbol, columns=spec.columns, encoding=spec.encoding, tz=spec.tz,
+                        date_format=spec.date_format, on_bad=on_bad)
+    return series, {"path": spec.path, "symbol": series.symbol, "kind": "ticks"}
+
+
+def build_quotes(cfg: RunConfig) -> QuoteRules:
+    """The tick fill rules of ``[quotes]`` (brokers/quotes.py): size limit, resting limits, latency."""
+    q = cfg.quotes
+    try:
+        latency = Latency(entry_ns=round(q.entry_ms * 1e6), data_ns=round(q.data_ms * 1e6),
+                          jitter=None if q.jitter == "none" else q.jitter, jitter_ns=round(q.jitter_ms * 1e6),
+                          seed=q.seed)
+        return QuoteRules(size_limit=q.size_limit, limit_on=q.limit_on, trade_through=q.trade_through,
+                          latency=latency)
+    except ValueError as e:
+        raise ConfigError(f"[quotes]: {e}") from None
 
 
 def _renamed(s: BarSeries, symbol: str) -> BarSeries:
@@ -199,9 +237,33 @@ def build_rules(cfg: RunConfig) -> FillRules:
         slippage = build_model(s.pop("kind", "none"), SLIPPAGES, s)
         return FillRules(fill_at=cfg.run.fill_at, participation=cfg.run.participation,
                          lot_size=market.lot_size if market is not None else cfg.run.lot_size,
-                         commission=commission, slippage=slippage, market=market)
+                         commission=commission, slippage=slippage, market=market,
+                         instruments=instrument_table(cfg, market))
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def instrument_table(cfg: RunConfig, market: MarketProfile | None) -> InstrumentTable:
+    """The run's instrument table: ``[[instruments]]``, then the ``run.instruments`` file, then, with a market
+    profile, the profile's own instrument for every symbol (its lot as the quantity step, its tick and fees,
+    its calendar), so an A-share run resolves every symbol through the same table as a crypto run."""
+    rows = instrument_rows(cfg)
+    if market is not None:
+        for i, row in enumerate(rows, 1):
+            for key in ("qty_step", "tick", "commission"):
+                if getattr(row, key) != getattr(Instrument(row.pattern), key):
+                    raise ConfigError(f"instruments ({row.pattern}): market {market.name} sets {key} for its symbols; "
+                                      "set it in [market] instead")
+        rows.append(profile_instrument(market))
+    return InstrumentTable(tuple(rows))
+
+
+def profile_instrument(market: MarketProfile) -> Instrument:
+    """The instrument a market profile stands for: every symbol (``*``), the profile's lot, tick and fees."""
+    cls = {"cn-a": ("equity", "CNY", "cn-a")}.get(market.name, ("equity", "", ""))
+    return Instrument("*", asset_class=cls[0], tick=market.tick, qty_step=float(market.lot_size),
+                      currency=cls[1], commission=getattr(market, "commission", None), calendar=cls[2],
+                      profile=market.name)
 
 
 def build_risk(cfg: RunConfig, rules: FillRules, *, live: bool = False) -> RiskPipeline:
@@ -245,8 +307,11 @@ def market_profile(cfg: RunConfig) -> MarketProfile | None:
         raise ConfigError(f"[market]: {e}") from None
 
 
-def check_symbols(market: MarketProfile | None, symbols: list[str]) -> None:
-    """Every symbol must be one the market knows (an A-share code for cn-a)."""
+def check_symbols(market: MarketProfile | None, symbols: list[str], instruments: InstrumentTable | None = None) -> None:
+    """Every symbol must be one the market knows (an A-share code for cn-a); the instruments traded must be
+    quoted in one currency."""
+    if instruments:
+        instruments.check_symbols(symbols)
     board = getattr(market, "board", None)
     if board is None:
         return
@@ -255,3 +320,43 @@ def check_symbols(market: MarketProfile | None, symbols: list[str]) -> None:
             board(symbol)
         except ValueError as e:
             raise ConfigError(f"market {market.name}: {e}") from None
+
+
+def build_actions(cfg: RunConfig, series: list[BarSeries], inputs: list[dict[str, Any]] | None = None,
+                  log: Any = None) -> dict[str, Any]:
+    """The corporate actions each input's prices call for (``data.actions.resolve``): symbol -> ActionTable.
+
+    Sources: the file's own ``dividend`` / ``split`` columns, the input's ``actions`` file, then
+    ``run.actions`` (for every input, rows matched by symbol). ``adjusted``: the input's setting, else
+    ``run.adjusted``, else detected. Each input's manifest entry (``inputs``) gets a ``corporate_actions``
+    note; where actions are listed for adjusted prices they are not applied and a warning is logged
+    (``double_adjustment``). A malformed actions file is a DataError naming its file, line and field.
+    """
+    from tradeloop.data.actions import load_actions, resolve
+    files: dict[str, dict[str, dict[int, tuple[float, float]]]] = {}
+
+    def actions_of(path: str | None) -> dict[str, dict[int, tuple[float, float]]]:
+        if not path:
+            return {}
+        if path not in files:
+            files[path] = load_actions(path)
+        return files[path]
+
+    out: dict[str, Any] = {}
+    for i, s in enumerate(series):
+        if isinstance(s, TickSeries):   # tick inputs carry no corporate actions
+            continue
+        spec = cfg.data[i] if i < len(cfg.data) else None
+        extra = {**actions_of(cfg.run.actions).get(s.symbol, {}),
+                 **actions_of(spec.actions if spec is not None else None).get(s.symbol, {})}
+        adjusted = spec.adjusted if spec is not None and spec.adjusted is not None else cfg.run.adjusted
+        table, note = resolve(s, adjusted=adjusted, extra=extra)
+        if note["listed"] == 0 and not extra:
+            continue
+        if "warning" in note and log is not None:
+            log.warning("double_adjustment", symbol=s.symbol, listed=note["listed"], detail=note["warning"])
+        if inputs is not None and i < len(inputs):
+            inputs[i]["corporate_actions"] = note
+        if len(table):
+            out[s.symbol] = table
+    return out

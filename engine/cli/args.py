@@ -12,24 +12,30 @@ EXIT_GATE_FAILED = 3  # `backtest --strict` with a failed acceptance gate
 
 
 class _DataAction(argparse.Action):
-    """``--data PATH`` adds an input; a following ``--symbol NAME`` names that input."""
+    """``--data PATH`` adds a bar input, ``--ticks PATH`` a tick input; a following ``--symbol NAME`` names it."""
 
     def __call__(self, parser, ns, value, option_string=None):
         specs = getattr(ns, "inputs", None) or []
         if option_string == "--symbol":
             if not specs:
-                parser.error("--symbol must follow the --data it names")
+                parser.error("--symbol must follow the --data (or --ticks) it names")
             specs[-1].symbol = value
         else:
-            specs.append(DataSpec(path=value))
+            specs.append(DataSpec(path=value, kind="ticks" if option_string == "--ticks" else "bars"))
         ns.inputs = specs
 
 
-def add_run_args(cmd: argparse.ArgumentParser, *, out_help: str, quiet_help: str, json_flag: bool = False) -> None:
-    """The flags every command that runs backtests takes (they build the RunConfig, see config_from_args)."""
+def add_run_args(cmd: argparse.ArgumentParser, *, out_help: str, quiet_help: str, json_flag: bool = False,
+                 tick_inputs: bool = False) -> None:
+    """The flags every command that runs backtests takes (they build the RunConfig, see config_from_args);
+    ``tick_inputs``: ``--ticks PATH`` too (tick files as inputs: ``backtest``)."""
     cmd.add_argument("strategy", nargs="?", help="module:Class, file.py:Class, or a name in strategies/")
     cmd.add_argument("--data", action=_DataAction, metavar="PATH",
                      help="bar file (CSV/Parquet/JSON), or sample:GOOG|EURUSD|BTCUSD (the samples extra); repeat for more")
+    if tick_inputs:
+        cmd.add_argument("--ticks", action=_DataAction, metavar="PATH",
+                         help="tick file (CSV, vn.py snapshots, ..., or Parquet), or with --catalog a tick symbol of "
+                              "it; the strategy's on_tick sees every tick, orders fill on quotes ([quotes]); repeat")
     cmd.add_argument("--symbol", action=_DataAction, metavar="NAME", help="symbol of the preceding --data")
     cmd.add_argument("--param", action="append", default=[], metavar="K=V", help="strategy parameter")
     cmd.add_argument("--cash", type=float, help="starting cash")
@@ -95,6 +101,8 @@ def resolve_samples(cfg: RunConfig) -> None:
     from tradeloop.data.samples import resolve
     if not cfg.run.catalog:  # with a catalog, --data names a symbol of it
         for spec in cfg.data:
+            if spec.kind == "ticks":
+                continue
             spec.path = resolve(spec.path)
     if cfg.run.benchmark:
         cfg.run.benchmark = resolve(cfg.run.benchmark)

@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     bt = sub.add_parser("backtest", help="run a strategy over historical bars")
-    add_run_args(bt, out_help="run folder (default runs/<id>)", quiet_help="no summary table", json_flag=True)
+    add_run_args(bt, out_help="run folder (default runs/<id>)", quiet_help="no summary table", json_flag=True,
+                 tick_inputs=True)
     bt.add_argument("--strict", action="store_true", help=f"exit {EXIT_GATE_FAILED} when an acceptance gate fails")
 
     data = sub.add_parser("data", help="data tools")

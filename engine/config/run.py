@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from tradeloop.brokers.costs import COMMISSIONS, SLIPPAGES, build_model
+from tradeloop.brokers.instruments import Instrument, instrument_from_dict, load_instruments
 from tradeloop.brokers.profiles import PROFILES
 from tradeloop.errors import ConfigError, check_fields, limits
 from tradeloop.engine.config.sections import LiveSection, MarketSection, check_table, parse_section, set_key
@@ -35,6 +36,28 @@ class DataSpec:
     date_format: str | None = None
     columns: dict[str, Any] | None = None
     on_bad: str | None = field(default=None, metadata=ON_BAD)
+    kind: str = field(default="bars", metadata=limits(choices=("bars", "ticks")))  # ticks: a tick file (run_tick_backtest)
+    # corporate actions (data.actions): are this file's prices already adjusted for them (true: none applied,
+    # a warning where some are listed; false: applied; unset: run.adjusted, else detected from the prices)
+    adjusted: bool | None = None
+    actions: str | None = None   # a CSV date,symbol,dividend,split of this input's actions
+
+
+MAX_LATENCY_MS = 3_600_000.0   # an hour: anything longer is a unit mistake
+
+
+@dataclass
+class QuotesSection:
+    """The ``[quotes]`` table: how orders fill on ticks (brokers/quotes.py ``QuoteRules`` and ``Latency``)."""
+
+    size_limit: bool = True      # fill at most the displayed (or traded) size per tick
+    limit_on: str = field(default="quote", metadata=limits(choices=("quote", "trade")))
+    trade_through: bool = True   # limit_on = "trade": the trade must print strictly through the limit
+    entry_ms: float = field(default=0.0, metadata=limits(ge=0, le=MAX_LATENCY_MS))   # order entry latency
+    data_ms: float = field(default=0.0, metadata=limits(ge=0, le=MAX_LATENCY_MS))    # market data latency
+    jitter: str = field(default="none", metadata=limits(choices=("none", "uniform", "exponential")))
+    jitter_ms: float = field(default=0.0, metadata=limits(ge=0, le=MAX_LATENCY_MS))  # uniform 0..ms, or the mean
+    seed: int = field(default=0, metadata=limits(ge=0))
 
 
 @dataclass
@@ -57,6 +80,9 @@ class RunSection:
     benchmark: str | None = None
     market: str = ""  # a market profile: "cn-a" (China A-shares, configured in [market]); "" none
     trade_from: str | None = None  # no strategy orders before this date/time: earlier bars only warm up
+    instruments: str | None = None  # a TOML ([[instruments]]) or CSV file of instruments, after [[instruments]]
+    adjusted: bool | None = None   # every input's prices already include their corporate actions (see DataSpec)
+    actions: str | None = None     # a CSV date,symbol,dividend,split of corporate actions, for every input
 
 
 @dataclass
@@ -72,10 +98,13 @@ class RunConfig:
     risk: RiskSection = field(default_factory=RiskSection)
     market: MarketSection = field(default_factory=MarketSection)
     live: LiveSection = field(default_factory=LiveSection)
+    quotes: QuotesSection = field(default_factory=QuotesSection)
+    instruments: list[dict[str, Any]] = field(default_factory=list)   # [[instruments]]: brokers/instruments.py
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["data"] = [{k: v for k, v in spec.items() if v is not None} for spec in d["data"]]
+        d["data"] = [{k: v for k, v in spec.items() if v is not None and not (k == "kind" and v == "bars")}
+                     for spec in d["data"]]
         return d
 
     @classmethod
@@ -102,7 +131,13 @@ class RunConfig:
             if not isinstance(raw["gates"], dict):
                 raise ConfigError(f"{source}: [gates]: expected a table of metric = \"<op> <number>\"")
             cfg.gates = dict(raw["gates"])
-        for name in ("risk", "market", "live"):
+        if "instruments" in raw:
+            items = raw["instruments"]
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise ConfigError(f"{source}: [[instruments]]: expected tables of pattern = \"SYMBOL*\", ..., "
+                                  f"got {items!r}")
+            cfg.instruments = [dict(i) for i in items]
+        for name in ("risk", "market", "live", "quotes"):
             if name in raw:
                 setattr(cfg, name, parse_section(type(getattr(cfg, name)), raw[name], f"{source}: [{name}]"))
         return cfg
@@ -140,6 +175,7 @@ class RunConfig:
         self.risk.validate("risk")
         check_fields(self.market, "market")
         check_fields(self.live, "live")
+        check_fields(self.quotes, "quotes")
         for name in ("params", "commission", "slippage", "gates"):
             _table(getattr(self, name), f"[{name}]")
         commission, slippage = dict(self.commission), dict(self.slippage)
@@ -147,6 +183,7 @@ class RunConfig:
         build_model(slippage.pop("kind", "none"), SLIPPAGES, slippage, "slippage")
         if self.run.market and self.run.market not in PROFILES:
             raise ConfigError(f"unknown market {self.run.market!r} (known: {', '.join(sorted(PROFILES))})")
+        instrument_rows(self)   # every [[instruments]] row and the run.instruments file, each key checked
         start, end = (to_ns(getattr(self.run, k), f"run.{k}") for k in ("start", "end"))
         if start is not None and end is not None and not start < end:
             raise ConfigError(f"run.start {self.run.start!r} must be before run.end {self.run.end!r}")
@@ -178,11 +215,20 @@ class RunConfig:
             if name not in {f.name for f in fields(RunSection)}:
                 raise ConfigError(f"--set {assignment!r}: [run] has no key {name!r}")
             setattr(self.run, name, _coerce(RunSection, name, value, f"--set {assignment!r}"))
-        elif section in ("risk", "market", "live"):
+        elif section in ("risk", "market", "live", "quotes"):
             set_key(getattr(self, section), name, value, f"--set {assignment!r}", section)
         else:
             raise ConfigError(f"--set {assignment!r}: unknown section {section!r} "
-                              "(run, params, commission, slippage, gates, risk, market, live)")
+                              "(run, params, commission, slippage, gates, risk, market, live, quotes)")
+
+
+def instrument_rows(cfg: RunConfig) -> list[Instrument]:
+    """The instruments of ``[[instruments]]`` then of the file ``run.instruments``, in resolution order (the
+    config's own rows first, so they override the file's patterns); ConfigError naming the table or file and the key."""
+    if not isinstance(cfg.instruments, list):
+        raise ConfigError(f"[[instruments]]: expected a list of tables, got {cfg.instruments!r}")
+    rows = [instrument_from_dict(raw, f"instruments #{i}") for i, raw in enumerate(cfg.instruments, 1)]
+    return rows + (load_instruments(cfg.run.instruments) if cfg.run.instruments else [])
 
 
 def parse_value(text: str) -> Any:

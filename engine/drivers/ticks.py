@@ -33,7 +33,8 @@ from tradeloop.brokers.sim import FillRules
 from tradeloop.data.schema import Bar, BarSeries, Tick, TickSeries
 from tradeloop.risk.pipeline import RiskPipeline
 
-from tradeloop.engine.drivers.backtest import fewer_gc_passes
+from tradeloop.engine.drivers.backtest import _user_failure, fewer_gc_passes
+from tradeloop.errors import StrategyError
 from tradeloop.engine.loop.clock import SimulatedClock
 from tradeloop.engine.loop.core import Engine
 from tradeloop.engine.loop.market import HistoricalMarket
@@ -93,13 +94,16 @@ def run_tick_backtest(strategy: Strategy, ticks: Sequence[TickSeries], bars: Seq
                       cash: float = 100_000.0, rules: FillRules | None = None, quotes: QuoteRules | None = None,
                       risk: RiskPipeline | None = None, order_prefix: str = "O", log: Any = None,
                       sample_ns: int = NS_PER_MINUTE,
-                      progress: Callable[[int, int], None] | None = None) -> BacktestResult:
+                      progress: Callable[[int, int], None] | None = None,
+                      trade_from: int | None = None, partial_on_failure: bool = False) -> BacktestResult:
     """Run ``strategy`` over tick streams (and bar streams) and return a ``BacktestResult``.
 
     Ticks go to ``on_tick``, bars to ``on_bar``/``on_bars``; timers fire on both; orders fill on a
     :class:`tradeloop.brokers.quotes.QuoteVenue` (``rules`` for commission and lots, ``quotes`` for the
     tick rules and latency). ``result.bars`` counts the events (ticks + bars); the equity curve is
-    sampled (module docstring).
+    sampled (module docstring). ``trade_from`` and ``partial_on_failure`` work as in
+    :func:`tradeloop.engine.drivers.backtest.run_backtest` (orders before it refused; a failure of the
+    strategy's own code raised as a ``StrategyError`` holding the result up to the failing event).
     """
     t0 = time.perf_counter()
     ticks = sorted(ticks, key=lambda s: s.symbol)
@@ -114,7 +118,7 @@ def run_tick_backtest(strategy: Strategy, ticks: Sequence[TickSeries], bars: Seq
     market = TickMarket(bars, names)
     venue = QuoteVenue(rules, quotes, tick_symbols=names)
     engine = Engine(strategy, market, Portfolio(cash), rules, risk or RiskPipeline([]), venue=venue,
-                    clock=SimulatedClock(), order_prefix=order_prefix, log=log)
+                    clock=SimulatedClock(), order_prefix=order_prefix, log=log, trade_from=trade_from)
     single = len(ticks) == 1 and not bars
     if single:
         ev_ts, kind, src, row = ticks[0].ts, None, None, None
@@ -122,17 +126,34 @@ def run_tick_backtest(strategy: Strategy, ticks: Sequence[TickSeries], bars: Seq
         ev_ts, kind, src, row = merge_ticks(ticks, bars)
     n = len(ev_ts)
     period_last: list[np.ndarray] = []
+    failure: StrategyError | None = None
     with fewer_gc_passes():
-        engine.start()
-        _drive(engine, ticks, bars, ev_ts, kind, src, row, sample_ns, period_last, progress)
-        engine.stop()
+        try:
+            engine.start()
+            _drive(engine, ticks, bars, ev_ts, kind, src, row, sample_ns, period_last, progress)
+            engine.stop()
+        except Exception as e:  # noqa: BLE001 - the strategy's own failure ends the run, recorded so far
+            failure = _user_failure(strategy, e) if partial_on_failure else None
+            if failure is None:
+                raise
+            cause = e
     if engine._dirty:
         engine._snapshot()
+    if failure is not None:   # the events up to the failing one (its stamp: the clock's)
+        n = int(np.searchsorted(ev_ts, engine.clock.now, "right"))
+        ev_ts = ev_ts[:n]
+        kind = None if kind is None else kind[:n]
+        period_last = [p[p <= (ev_ts[-1] if n else -1)] for p in period_last]
     sample = _sample_stamps(ev_ts, kind, period_last, engine.cash_log)
     cash_c, equity, gross = _rebuild(sample, ticks, bars, engine.cash_log, engine.qty_log, float(cash))
-    return BacktestResult(sorted(market.symbols), (ticks or bars)[0].tz if (ticks or bars) else None, float(cash),
-                          sample, cash_c, equity, gross, engine.fills, list(engine.orders.values()),
-                          engine.order_events, n, time.perf_counter() - t0, risk_events=list(engine.risk.events))
+    result = BacktestResult(sorted(market.symbols), (ticks or bars)[0].tz if (ticks or bars) else None, float(cash),
+                            sample, cash_c, equity, gross, engine.fills, list(engine.orders.values()),
+                            engine.order_events, n, time.perf_counter() - t0, risk_events=list(engine.risk.events),
+                            models=engine.models, trade_from=trade_from)
+    if failure is not None:
+        failure.result = result
+        raise failure from cause
+    return result
 
 
 def _drive(engine: Engine, ticks: list[TickSeries], bars: list[BarSeries], ev_ts: np.ndarray, kind, src, row,
@@ -301,8 +322,8 @@ def _rebuild(stamps: np.ndarray, ticks: list[TickSeries], bars: list[BarSeries],
             idx = np.searchsorted(s.ts, stamps, "right") - 1
             ok = idx >= 0
             k = np.maximum(idx, 0)
-            mark = s.price[k]
-            mid = (s.bid[k] + s.ask[k]) * 0.5
+            mark = s.price[k].astype(np.float64)   # float64 math on compact (float32) columns too
+            mid = (s.bid[k].astype(np.float64) + s.ask[k].astype(np.float64)) * 0.5
             mark = np.where(np.isnan(mark), mid, mark)
         else:
             bs = bar_of[symbol]

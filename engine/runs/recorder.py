@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from tradeloop.brokers.costs import describe
+from tradeloop.brokers.instruments import periods_per_year
 from tradeloop.engine.metrics.benchmark import write_benchmark
 from tradeloop.engine.metrics.risk_events import risk_frame
 from tradeloop.engine.runs.result import BacktestResult
@@ -42,8 +43,8 @@ Status = Literal["completed", "failed", "stopped"]
 KINDS: tuple[str, ...] = ("backtest", "walkforward", "live", "paper")
 STATUSES: tuple[str, ...] = ("completed", "failed", "stopped")
 #: the top-level keys of every manifest, whatever the kind
-MANIFEST_KEYS = ("kind", "status", "error", "config", "strategy", "fill_rules", "risk", "market", "inputs", "models",
-                 "seed", "versions", "symbols", "tz", "span", "details")
+MANIFEST_KEYS = ("kind", "status", "error", "config", "strategy", "fill_rules", "risk", "market", "instruments",
+                 "periods_per_year", "inputs", "models", "seed", "versions", "symbols", "tz", "span", "details")
 
 VERSIONED = ("tradeloop", "numpy", "polars", "pyarrow", "numba", "structlog")
 MODEL_PACKAGES = ("torch", "onnx", "onnxruntime")
@@ -100,6 +101,8 @@ def build_manifest(kind: Kind, cfg: RunConfig, strategy: Strategy | type[Strateg
     ``strategy`` is the instance that ran (its resolved params) or, where none stands for the whole
     run (walk-forward windows), its class with ``params``; ``details`` holds what only this kind
     has (walk-forward windows, a session's stats); ``error`` says why a failed run stopped.
+    ``instruments`` maps each traded symbol to its resolved instrument (brokers/instruments.py; None where no
+    row matched) and ``periods_per_year`` is the P of the run's annualised metrics (365 for 24/7, else 252).
     ``span`` (:func:`run_span`) says which bars the metrics cover; a caller that leaves it out gets
     it filled by :func:`write_run` from the result's bars (no warm-up: live and paper sessions).
     """
@@ -122,6 +125,9 @@ def build_manifest(kind: Kind, cfg: RunConfig, strategy: Strategy | type[Strateg
         "risk": asdict(cfg.risk),
         "market": {"profile": cfg.run.market or None, "venue": cfg.live.venue if live else None,
                    "interval": cfg.live.interval if live else None},
+        # per traded symbol its resolved instrument (None: no row matched it); P of the annualised metrics
+        "instruments": rules.instruments.resolved(symbols),
+        "periods_per_year": periods_per_year(rules.instruments, symbols),
         "inputs": [*inputs, *([benchmark.entry] if benchmark is not None else [])],
         "models": list(models),
         "seed": cfg.run.seed,
@@ -182,8 +188,18 @@ def frames(result: BacktestResult) -> dict[str, pl.DataFrame]:
         pl.Series("equity", result.equity, pl.Float64),
         pl.Series("gross_exposure", result.gross_exposure, pl.Float64),
     ])
-    return {"fills": fills_df, "orders": orders_df, "order_events": events_df, "equity": equity_df,
-            "risk_events": risk_frame(result.risk_events, tz)}
+    out = {"fills": fills_df, "orders": orders_df, "order_events": events_df, "equity": equity_df,
+           "risk_events": risk_frame(result.risk_events, tz)}
+    acts = getattr(result, "actions", None)
+    if acts:   # corporate actions applied (data.actions): only in runs that had some
+        out["actions"] = pl.DataFrame([
+            ts_series("ts", [a["ts"] for a in acts], tz),
+            pl.Series("symbol", [a["symbol"] for a in acts], pl.String),
+            *(pl.Series(k, [float(a[k]) for a in acts], pl.Float64)
+              for k in ("dividend", "split", "qty_before", "qty_after", "cash")),
+            pl.Series("cancelled", [int(a["cancelled"]) for a in acts], pl.Int64),
+        ])
+    return out
 
 
 #: files a run reads from its own folder when they are there before it starts (engine/metrics/signals.py)
@@ -233,10 +249,13 @@ def write_run(out: Path, result: BacktestResult, manifest: dict[str, Any], *,
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, df in frames(result).items():
+    tables = frames(result)
+    for name, df in tables.items():
         tmp = out / f".{name}.parquet.tmp"
         df.write_parquet(tmp, compression="zstd", statistics=True)
         os.replace(tmp, out / f"{name}.parquet")
+    if "actions" not in tables:   # an earlier run's (--overwrite) would be read as this run's
+        (out / "actions.parquet").unlink(missing_ok=True)
     write_json(out / "metrics.json", result.metrics)
     if not manifest.get("span"):   # a caller that did not say: the result's bars, from its trade_from
         manifest = {**manifest, "span": run_span(result.ts, getattr(result, "trade_from", None))}
