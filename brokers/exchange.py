@@ -5,6 +5,9 @@ OrderStatusRequest and are answered with ExecutionReports and OrderCancelRejects
 comes in through :meth:`ExchangeSimulator.on_bar` / :meth:`on_tick`, fed by a :class:`BarFeed`
 (a JSON-lines TCP port, stdin, or MQTT with lockstep acks: :mod:`tradeloop.brokers.exchange_feed`). Fills
 follow ``brokers.sim.FillRules`` exactly, because the matching *is* :class:`tradeloop.brokers.sim.SimulatedVenue`.
+With tick rules (``quotes``: a rules file's ``"quotes"``) ticks are matched by the tick backtest's own
+:class:`tradeloop.brokers.quotes.QuoteVenue` (quote-aware: buys at the ask, sells at the bid, displayed sizes);
+without them a tick is matched as a one-price bar at its trade price.
 A bar at or before the last bar processed for its symbol (a tick before the last tick) is ignored,
 also across a restart on the same state file, so data re-published after a restart is not matched twice.
 
@@ -57,7 +60,8 @@ from tradeloop.data.mqtt.skew import FutureSkew
 from tradeloop.data.mqtt.wire import bar_problem, tick_problem
 from tradeloop.data.schema import Bar, Tick
 
-from tradeloop.brokers.fill_config import load_rules
+from tradeloop.brokers.fill_config import load_exchange_rules
+from tradeloop.brokers.quotes import QuoteRules, QuoteVenue
 from tradeloop.brokers.fix.codec import Framer, Garbled, Msg, decode, encode, validate
 from tradeloop.brokers.fix.mapping import (MAX_ORDER_PRICE, MAX_ORDER_QTY, ExecType, ORD_STATUS_TO_FIX, SIDE_TO_FIX,
                                            execution_report, order_from_message)
@@ -296,8 +300,10 @@ class ExchangeSimulator:
                  use_transact_time: bool = True, positions: dict[str, float] | None = None,
                  log: Any = None, symbols: Iterable[str] | None = None, future: FutureSkew | None = None,
                  interval: str = "1d", max_qty: float = MAX_ORDER_QTY, max_price: float = MAX_ORDER_PRICE,
-                 limits: AcceptorLimits | None = None, fresh_state: bool = False) -> None:
+                 limits: AcceptorLimits | None = None, fresh_state: bool = False,
+                 quotes: QuoteRules | None = None) -> None:
         self.config = config
+        self.quotes = quotes
         self.host, self.port = host, port
         self.log = log or structlog.get_logger("exchange")
         self.rules = rules or FillRules()
@@ -317,7 +323,8 @@ class ExchangeSimulator:
         session_id = f"{config.begin_string}:{config.sender_comp_id}->{config.target_comp_id}"
         self.store = SQLiteSequenceStore(":memory:" if state is None else state, session_id)
         self.session = FixSession(config, self.store, self, log=log)
-        self.venue = SimulatedVenue(self.rules, _ReportSink(self))
+        self.venue: SimulatedVenue = (SimulatedVenue(self.rules, _ReportSink(self)) if quotes is None else
+                                      QuoteVenue(self.rules, quotes, sink=_ReportSink(self)))
         self.clock = 0
         self._recs: dict[str, _Rec] = {}
         self._clordids: dict[str, str] = {}  # every ClOrdID seen -> exchange OrderID ("" if none)
@@ -642,7 +649,8 @@ class ExchangeSimulator:
         return True
 
     def on_tick(self, tick: Tick) -> bool:
-        """Match working orders at a trade price (as the engine does for ticks); False if not taken."""
+        """Match working orders on ``tick``: with tick rules on its quote (QuoteVenue), else at its trade
+        price (as the engine does for ticks on a bar venue); False if not taken."""
         if self._refused(tick, "tick") or \
                 not self._is_new(tick.symbol, "tick", tick.ts, equal_is_old=False):  # two trades may share a stamp
             return False
@@ -651,12 +659,22 @@ class ExchangeSimulator:
             if self._moves_clock(tick.symbol):
                 self._advance(tick.ts)
             self._save_dirty()
-            p = tick.price
-            self._match(tick.symbol, tick.ts, p, p, p, p, tick.size)
+            venue = self.venue
+            if isinstance(venue, QuoteVenue):
+                t = tick
+                self._match_each(t.symbol, t.ts, lambda order: venue.on_tick_order(
+                    order, t.ts, t.price, t.size, t.bid, t.ask, t.bid_size, t.ask_size))
+            else:
+                p = tick.price
+                self._match(tick.symbol, tick.ts, p, p, p, p, tick.size)
         return True
 
     def _match(self, symbol: str, ts: int, o: float, h: float, lo: float, c: float, v: float) -> None:
-        """The working orders of ``symbol`` against one bar: all in one contained unit; if that fails, all
+        """The working orders of ``symbol`` against one bar (see :meth:`_match_each`)."""
+        self._match_each(symbol, ts, lambda order: self.venue.on_bar_order(order, ts, o, h, lo, c, v))
+
+    def _match_each(self, symbol: str, ts: int, match: Callable[[Order], None]) -> None:
+        """``match`` each working order of ``symbol``: all in one contained unit; if that fails, all
         of it is undone and each order is matched again in a unit of its own, so a failure stays with its order."""
         orders = self.venue.open_orders(symbol)
         if not orders:
@@ -665,7 +683,7 @@ class ExchangeSimulator:
         def match_all() -> None:
             for order in orders:
                 if order.is_open:
-                    self.venue.on_bar_order(order, ts, o, h, lo, c, v)
+                    match(order)
 
         if self._contained(self._snapshot([self._recs[x.id] for x in orders], {symbol}, ()), match_all) is None:
             return
@@ -678,7 +696,7 @@ class ExchangeSimulator:
                 continue
             rec = self._recs[order.id]
             undo = self._snapshot([rec], {symbol}, ())
-            error = self._contained(undo, lambda: self.venue.on_bar_order(order, ts, o, h, lo, c, v))
+            error = self._contained(undo, lambda: match(order))
             if error is not None:
                 self.log.error("exchange.order_failed", order_id=rec.order_id, clordid=rec.clordid, ts=ts,
                                error=repr(error), exc_info=error)
@@ -972,7 +990,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", help="client key file for the MQTT broker")
     p.add_argument("--rules", metavar="RULES.json", default=None,
                    help="the fill rules as JSON (brokers/fill_config.py: fill_at, participation, lot_size, "
-                        "commission, slippage, market); default: next bar's open, no costs, no market rules")
+                        "commission, slippage, market, and quotes: the tick rules of brokers/quotes.py); default: next bar's open, "
+                        "no costs, no market rules, ticks matched at their trade price")
     p.add_argument("--clock-only", action="store_true",
                    help="orders count as placed at the exchange clock, ignoring the trader's TransactTime")
     p.add_argument("--symbols", metavar="A,B", default=None,
@@ -999,9 +1018,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def rules_from_args(args: argparse.Namespace) -> FillRules:
-    """The fill rules of ``--rules`` (defaults without it); a one-line ValueError naming a bad file."""
-    return load_rules(args.rules) if args.rules else FillRules()
+def rules_from_args(args: argparse.Namespace) -> tuple[FillRules, QuoteRules | None]:
+    """The fill rules and tick rules of ``--rules`` (defaults, no tick rules, without it); a one-line ValueError
+    naming a bad file."""
+    return load_exchange_rules(args.rules) if args.rules else (FillRules(), None)
 
 
 def symbols_from_args(args: argparse.Namespace) -> list[str] | None:
@@ -1049,7 +1069,7 @@ def mqtt_feed_from_args(args: argparse.Namespace) -> BarFeed | None:
 
 
 async def _serve(args: argparse.Namespace, password: str | None, rules: FillRules,
-                 mqtt_feed: BarFeed | None = None) -> None:
+                 mqtt_feed: BarFeed | None = None, quotes: QuoteRules | None = None) -> None:
     feeds: list[BarFeed] = []
     bar_server = None
     if args.bars_port is not None:
@@ -1066,7 +1086,7 @@ async def _serve(args: argparse.Namespace, password: str | None, rules: FillRule
                                  use_transact_time=not args.clock_only, symbols=symbols_from_args(args),
                                  future=skew_from_args(args), interval=args.interval, max_qty=args.max_qty,
                                  max_price=args.max_price, limits=_limits_from_args(args),
-                                 fresh_state=args.fresh_state)
+                                 fresh_state=args.fresh_state, quotes=quotes)
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -1085,7 +1105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         password = load_password(args.password_env, args.password_file)
-        rules = rules_from_args(args)
+        rules, quotes = rules_from_args(args)
         symbols_from_args(args)
         skew_from_args(args)
         _limits_from_args(args)
@@ -1095,7 +1115,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _configure_logging(args.log_json, args.log_level)
     try:
-        asyncio.run(_serve(args, password, rules, mqtt_feed))
+        asyncio.run(_serve(args, password, rules, mqtt_feed, quotes))
     except StateFileError as e:   # an existing state file that is no state: the operator's to fix
         print(f"error: {e}", file=sys.stderr)
         return 2

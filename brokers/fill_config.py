@@ -8,7 +8,16 @@ value of the wrong type, is a ValueError naming it; a key left out takes the dat
     {"fill_at": "open", "participation": null, "lot_size": 0.0,
      "commission": {"kind": "per_share", "per_share": 0.005, "minimum": 1.0},
      "slippage": {"kind": "volume_share", "impact": 0.1},
-     "market": null}          # or {"name": "cn-a", "lot_size": 100, ..., "commission": {"kind": "cn_a", ...}}
+     "market": null,          # or {"name": "cn-a", "lot_size": 100, ..., "commission": {"kind": "cn_a", ...}}
+     "instruments": [{"pattern": "BTC*", "asset_class": "crypto", "qty_step": 0.0001, ...,
+                      "commission": {"kind": "percent", ...} or null}]      # brokers/instruments.py
+
+A rules *file* may also carry the tick rules (brokers/quotes.py ``QuoteRules``, its ``Latency`` nested) under
+``"quotes"``, read as strictly (:func:`quote_rules_to_dict` / :func:`quote_rules_from_dict`,
+:func:`load_exchange_rules`); without it the exchange matches ticks as trades with the bar rules::
+
+     "quotes": {"size_limit": true, "limit_on": "quote", "trade_through": true,
+                "latency": {"entry_ns": 0, "data_ns": 0, "jitter": null, "jitter_ns": 0, "seed": 0}}
 """
 from __future__ import annotations
 
@@ -21,8 +30,10 @@ from typing import Any
 import msgspec
 
 from tradeloop.brokers.costs import COMMISSIONS, SLIPPAGES
+from tradeloop.brokers.instruments import Instrument, InstrumentTable, instrument_from_dict
 from tradeloop.errors import ConfigError, check_fields
 from tradeloop.brokers.profiles import PROFILES, MarketProfile
+from tradeloop.brokers.quotes import Latency, QuoteRules
 from tradeloop.brokers.sim import FillRules
 
 
@@ -31,7 +42,8 @@ def rules_to_dict(rules: FillRules) -> dict[str, Any]:
     return {"fill_at": rules.fill_at, "participation": rules.participation, "lot_size": rules.lot_size,
             "commission": _model_to_dict(rules.commission, COMMISSIONS, "commission"),
             "slippage": _model_to_dict(rules.slippage, SLIPPAGES, "slippage"),
-            "market": None if rules.market is None else _market_to_dict(rules.market)}
+            "market": None if rules.market is None else _market_to_dict(rules.market),
+            "instruments": [_instrument_to_dict(i) for i in rules.instruments.entries]}
 
 
 def rules_from_dict(data: Any) -> FillRules:
@@ -47,20 +59,60 @@ def rules_from_dict(data: Any) -> FillRules:
             kw[key] = _model_from_dict(value, SLIPPAGES, "rules.slippage")
         elif key == "market":
             kw[key] = None if value is None else _market_from_dict(value)
+        elif key == "instruments":
+            kw[key] = _instruments_from_list(value)
         else:
             kw[key] = _convert(value, hints[key], f"rules.{key}")
     return _construct(FillRules, kw, "rules")
 
 
-def write_rules(path: str | Path, rules: FillRules) -> Path:
-    """Write ``rules`` as JSON to ``path`` (for ``python -m tradeloop.brokers.exchange --rules PATH``); the path."""
+def quote_rules_to_dict(quotes: QuoteRules) -> dict[str, Any]:
+    """``quotes`` (with its latency) as a JSON-able dict; ``quote_rules_from_dict`` reads it back equal."""
+    return {"size_limit": quotes.size_limit, "limit_on": quotes.limit_on, "trade_through": quotes.trade_through,
+            "latency": _params(quotes.latency)}
+
+
+def quote_rules_from_dict(data: Any) -> QuoteRules:
+    """The QuoteRules ``data`` describes: unknown keys, wrong types and bad values are a ValueError naming them."""
+    d = dict(_object(data, "rules.quotes"))
+    _known_keys(QuoteRules, d, "rules.quotes")
+    kw: dict[str, Any] = {}
+    hints = typing.get_type_hints(QuoteRules)
+    for key, value in d.items():
+        if key == "latency":
+            lat = _object(value, "rules.quotes.latency")
+            _known_keys(Latency, lat, "rules.quotes.latency")
+            lhints = typing.get_type_hints(Latency)
+            kw[key] = _construct(Latency, {k: _convert(v, lhints[k], f"rules.quotes.latency.{k}")
+                                           for k, v in lat.items()}, "rules.quotes.latency")
+        else:
+            kw[key] = _convert(value, hints[key], f"rules.quotes.{key}")
+    return _construct(QuoteRules, kw, "rules.quotes")
+
+
+def write_rules(path: str | Path, rules: FillRules, quotes: QuoteRules | None = None) -> Path:
+    """Write ``rules`` (and the tick rules ``quotes``, if given) as JSON to ``path`` (for
+    ``python -m tradeloop.brokers.exchange --rules PATH``); the path."""
     path = Path(path)
-    path.write_text(json.dumps(rules_to_dict(rules), indent=2, allow_nan=False) + "\n")
+    data = rules_to_dict(rules)
+    if quotes is not None:
+        data["quotes"] = quote_rules_to_dict(quotes)
+    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
     return path
 
 
 def load_rules(path: str | Path) -> FillRules:
-    """The FillRules in the JSON file ``path``; a one-line ValueError naming the file when it cannot be used."""
+    """The FillRules in the JSON file ``path``; a one-line ValueError naming the file when it cannot be used
+    (a file with tick rules is read with :func:`load_exchange_rules`)."""
+    rules, quotes = load_exchange_rules(path)
+    if quotes is not None:
+        raise ValueError(f"rules file {path}: has tick rules ('quotes'): read it with load_exchange_rules")
+    return rules
+
+
+def load_exchange_rules(path: str | Path) -> tuple[FillRules, QuoteRules | None]:
+    """The FillRules and the tick rules (None: the file has no ``"quotes"``) in the JSON file ``path``;
+    a one-line ValueError naming the file when it cannot be used."""
     try:
         text = Path(path).read_text()
     except OSError as e:
@@ -70,7 +122,12 @@ def load_rules(path: str | Path) -> FillRules:
     except ValueError as e:
         raise ValueError(f"rules file {path}: not JSON ({e})") from None
     try:
-        return rules_from_dict(data)
+        if isinstance(data, dict) and "quotes" in data:
+            data = dict(data)
+            quotes = quote_rules_from_dict(data.pop("quotes"))
+        else:
+            quotes = None
+        return rules_from_dict(data), quotes
     except ValueError as e:
         raise ValueError(f"rules file {path}: {e}") from None
 
@@ -83,6 +140,27 @@ def _model_to_dict(model: Any, registry: dict[str, Any], what: str) -> dict[str,
         if cls is not None and type(model) is cls:
             return {"kind": kind, **_params(model)}
     raise ValueError(f"{what} model {type(model).__name__} has no config kind (known: {', '.join(registry)})")
+
+
+def _instrument_to_dict(inst: Instrument) -> dict[str, Any]:
+    out = {f.name: getattr(inst, f.name) for f in dataclasses.fields(inst)}
+    out["commission"] = None if inst.commission is None else _model_to_dict(inst.commission, COMMISSIONS, "commission")
+    return out
+
+
+def _instruments_from_list(value: Any) -> InstrumentTable:
+    if not isinstance(value, list):
+        raise ValueError(f"rules.instruments: expected a list of objects, got {type(value).__name__}")
+    rows = []
+    for i, item in enumerate(value, 1):
+        d = dict(_object(item, f"rules.instruments #{i}"))
+        profile = d.pop("profile", "")
+        d = {k: v for k, v in d.items() if v is not None}   # null: the default (no margin, the run's fees)
+        inst = instrument_from_dict(d, f"rules.instruments #{i}")
+        if not isinstance(profile, str):
+            raise ValueError(f"rules.instruments #{i}.profile: must be text, got {profile!r}")
+        rows.append(dataclasses.replace(inst, profile=profile))
+    return InstrumentTable(tuple(rows))
 
 
 def _market_to_dict(market: MarketProfile) -> dict[str, Any]:

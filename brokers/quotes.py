@@ -129,19 +129,24 @@ class QuoteVenue(SimulatedVenue):
         orders = self._book.get(symbol)
         if not orders:
             return
-        arrive = self._arrive
         for order in orders[:]:
-            if ts < arrive.get(order.id, 0) or order.created_ts > ts:
-                continue
-            tif = order.tif
-            if tif is TimeInForce.DAY:
-                day = ts // NS_PER_DAY
-                if day > self._valid_day.setdefault(order.id, day):
-                    self._finish(order, OrderStatus.EXPIRED, ts, "DAY order expired")
-                    continue
-            self._match_tick(order, ts, price, size, bid, ask, bid_size, ask_size)
-            if tif is TimeInForce.IOC and order.is_open:
-                self._finish(order, OrderStatus.CANCELLED, ts, "IOC remainder cancelled")
+            self.on_tick_order(order, ts, price, size, bid, ask, bid_size, ask_size)
+
+    def on_tick_order(self, order: Order, ts: int, price: float, size: float, bid: float, ask: float,
+                      bid_size: float, ask_size: float) -> None:
+        """Match one working order against this tick (what :meth:`on_tick` does for each order of the symbol;
+        the exchange simulator calls it per order, to contain a failure to its order)."""
+        if ts < self._arrive.get(order.id, 0) or order.created_ts > ts:
+            return
+        tif = order.tif
+        if tif is TimeInForce.DAY:
+            day = ts // NS_PER_DAY
+            if day > self._valid_day.setdefault(order.id, day):
+                self._finish(order, OrderStatus.EXPIRED, ts, "DAY order expired")
+                return
+        self._match_tick(order, ts, price, size, bid, ask, bid_size, ask_size)
+        if tif is TimeInForce.IOC and order.is_open:
+            self._finish(order, OrderStatus.CANCELLED, ts, "IOC remainder cancelled")
 
     def _match_tick(self, order: Order, ts: int, price: float, size: float, bid: float, ask: float,
                     bid_size: float, ask_size: float) -> None:

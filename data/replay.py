@@ -15,10 +15,18 @@ group's ts before the next group; no ack within ``lockstep_timeout`` seconds fai
 (:class:`LockstepTimeout`, exit 1) naming the component and the ts. Lockstep publishes at QoS >= 1,
 and combines with ``speed`` (a group goes out at its paced time or on the last ack, whichever is later).
 
+Ticks (``ticks=[TickSeries or "SYMBOL=PATH"]``, ``--ticks SYMBOL=PATH``: any file
+:func:`tradeloop.data.ticks.load_ticks` reads) go out on ``md/<venue>/<symbol>/tick`` with the tick
+payload, merged with the bars into one timeline in the tick backtest's order (timestamp, bars before
+ticks, the tick's place in its file, symbol); a timestamp group is every bar and tick sharing one ts,
+so lockstep works for ticks as for bars (one ``$clock`` per distinct timestamp). A tick without a
+trade price (a quote-only file) cannot travel (the wire's ``p`` is required): such a file is refused.
+
 Command line (the CLI owner wires it as ``tradeloop replay``)::
 
     python -m tradeloop.data.replay --data ORCL=orcl-2014.txt --mqtt mqtt://127.0.0.1:1883 --speed 3600
     python -m tradeloop.data.replay --data ORCL=orcl-2014.txt --lockstep exchange,runner --lockstep-timeout 30
+    python -m tradeloop.data.replay --ticks RM705=RM705-2017-03-20.csv --lockstep exchange,runner
 
 Credentials come from ``TRADELOOP_MQTT_USERNAME`` / ``TRADELOOP_MQTT_PASSWORD``, never from arguments.
 """
@@ -42,11 +50,12 @@ from tradeloop.data.errors import DataError
 from tradeloop.data.loaders import load_bars
 from tradeloop.data.mqtt.conn import MqttServer, Credentials, TlsConfig, install_redaction
 from tradeloop.data.mqtt.wire import (PayloadError, ack_topic, bar_topic, clock_topic, decode_mark, encode_bar_values,
-                            encode_eos, encode_mark, eos_topic, interval_name)
-from tradeloop.data.schema import BarSeries
+                            encode_eos, encode_mark, encode_tick_values, eos_topic, interval_name, tick_topic)
+from tradeloop.data.schema import BarSeries, TickSeries
 
 LOG = structlog.get_logger("tradeloop.replay")
 DataInput = str | Path | BarSeries
+TickInput = str | Path | TickSeries
 
 
 class LockstepTimeout(RuntimeError):
@@ -190,6 +199,34 @@ def load_inputs(data: Iterable[DataInput]) -> list[BarSeries]:
     return sorted(out, key=lambda s: s.symbol)
 
 
+def load_tick_inputs(ticks: Iterable[TickInput]) -> list[TickSeries]:
+    """Tick files (``PATH`` or ``SYMBOL=PATH``, read by :func:`tradeloop.data.ticks.load_ticks`) and
+    TickSeries -> TickSeries sorted by symbol; symbols unique, every tick with a trade price (DataError)."""
+    from tradeloop.data.ticks import load_ticks
+    out = []
+    for item in ticks:
+        if isinstance(item, TickSeries):
+            out.append(item)
+            continue
+        text = str(item)
+        symbol, sep, path = text.partition("=")
+        if sep and not Path(text).exists():
+            if not symbol:
+                raise DataError(text, 0, "symbol", "empty symbol before '=' (give SYMBOL=PATH or PATH)")
+            out.append(load_ticks(path, symbol))
+        else:
+            out.append(load_ticks(text))
+    for t in out:
+        bad = np.flatnonzero(~(t.price > 0))
+        if len(bad):
+            raise DataError(t.source or t.symbol, int(bad[0]), "price",
+                            f"{len(bad)} tick(s) without a trade price: the tick payload needs one")
+    names = [t.symbol for t in out]
+    if len(set(names)) != len(names):
+        raise DataError(out[0].source or names[0], 0, "symbol", f"two tick inputs have the same symbol: {names}")
+    return sorted(out, key=lambda t: t.symbol)
+
+
 def merged_order(series: Sequence[BarSeries]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ts, series index, row index) of every bar, ordered by (timestamp, symbol); ``series`` sorted by symbol."""
     ts = np.concatenate([s.ts for s in series]) if series else np.zeros(0, np.int64)
@@ -210,8 +247,9 @@ async def replay(data: Iterable[DataInput], url: str, *, speed: float | None = N
                  interval: str | None = None, qos: int = 0, max_inflight: int = 10, eos: bool = True,
                  tls: TlsConfig | None = None, credentials: Credentials | None = None,
                  client_id: str | None = None, lockstep: Sequence[str] = (),
-                 lockstep_timeout: float = 60.0) -> ReplayStats:
-    """Publish every bar of ``data`` to ``url``, a clock mark after each timestamp group; returns what was published."""
+                 lockstep_timeout: float = 60.0, ticks: Iterable[TickInput] = ()) -> ReplayStats:
+    """Publish every bar of ``data`` and every tick of ``ticks`` to ``url``, a clock mark after each timestamp
+    group; returns what was published."""
     if speed is not None and speed <= 0:
         raise ValueError(f"speed must be > 0 (times real time) or None (as fast as possible), not {speed}")
     if lockstep_timeout <= 0:
@@ -221,18 +259,32 @@ async def replay(data: Iterable[DataInput], url: str, *, speed: float | None = N
         qos = max(qos, 1)
     install_redaction()
     series = load_inputs(data)
+    tick_series = load_tick_inputs(ticks)
     broker = MqttServer.from_url(url, tls=tls, credentials=credentials)
     topics = [bar_topic(venue, s.symbol, interval or infer_interval(s)) for s in series]
     # a series with an amount column publishes v2 bars (with ``amt``), one without it v1
     cols = [(s.ts, s.open, s.high, s.low, s.close, s.volume, s.extra.get("amount")) for s in series]
     ts_all, which, rows = merged_order(series)
+    if tick_series:   # one timeline, the tick backtest's order: ts, bars before ticks, seq, symbol
+        nb = len(series)
+        topics += [tick_topic(venue, t.symbol) for t in tick_series]
+        cols += [(t.ts, t.price, t.size, t.bid, t.ask, t.bid_size, t.ask_size) for t in tick_series]
+        t_ts = np.concatenate([ts_all, *[t.ts for t in tick_series]])
+        t_kind = np.concatenate([np.zeros(len(ts_all), np.int8), *[np.ones(len(t), np.int8) for t in tick_series]])
+        t_seq = np.concatenate([np.zeros(len(ts_all), np.int64), *[t.seq for t in tick_series]])
+        t_which = np.concatenate([which, *[np.full(len(t), nb + j, np.int64) for j, t in enumerate(tick_series)]])
+        t_rows = np.concatenate([rows, *[np.arange(len(t), dtype=np.int64) for t in tick_series]])
+        order = np.lexsort((t_which, t_seq, t_kind, t_ts))
+        ts_all, which, rows = t_ts[order], t_which[order], t_rows[order]
+    n_bars = len(series)
     n = len(ts_all)
     group_end = np.zeros(n, dtype=bool)  # the last bar of each timestamp group
     if n:
         group_end[np.flatnonzero(np.diff(ts_all) != 0)] = True
         group_end[-1] = True
     clock = clock_topic(venue)
-    LOG.info("replay.start", **broker.describe(), venue=venue, symbols=len(series), bars=n, speed=speed, qos=qos,
+    LOG.info("replay.start", **broker.describe(), venue=venue, symbols=len(series) + len(tick_series), events=n,
+             ticks=sum(len(t) for t in tick_series), speed=speed, qos=qos,
              lockstep=list(lockstep))
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
@@ -254,9 +306,13 @@ async def replay(data: Iterable[DataInput], url: str, *, speed: float | None = N
                     wait = start + (ts - ts0) / 1e9 / speed - loop.time()
                     if wait > 0:
                         await asyncio.sleep(wait)
-                await out.send(topics[i], encode_bar_values(int(t[r]), float(o[r]), float(h[r]), float(lo[r]),
-                                                            float(c[r]), float(v[r]),
-                                                            float(a[r]) if a is not None else None))
+                if i >= n_bars:   # a tick: (ts, price, size, bid, ask, bid_size, ask_size)
+                    await out.send(topics[i], encode_tick_values(int(t[r]), float(o[r]), float(h[r]), float(lo[r]),
+                                                                 float(c[r]), float(v[r]), float(a[r])))
+                else:
+                    await out.send(topics[i], encode_bar_values(int(t[r]), float(o[r]), float(h[r]), float(lo[r]),
+                                                                float(c[r]), float(v[r]),
+                                                                float(a[r]) if a is not None else None))
                 if group_end[k]:
                     await out.send(clock, encode_mark(ts))
                     clocks += 1
@@ -271,7 +327,7 @@ async def replay(data: Iterable[DataInput], url: str, *, speed: float | None = N
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                     await reader
-    stats = ReplayStats(n, len(series), clocks, time.perf_counter() - t0, int(ts_all[0]) if n else None, last)
+    stats = ReplayStats(n, len(series) + len(tick_series), clocks, time.perf_counter() - t0, int(ts_all[0]) if n else None, last)
     LOG.info("replay.done", **asdict(stats), rate=round(stats.rate, 1))
     return stats
 
@@ -282,7 +338,9 @@ def parser() -> argparse.ArgumentParser:
                                 "md/<venue>/<symbol>/bar/<interval>, md/<venue>/$clock after each timestamp group, "
                                 "then md/<venue>/$eos. Credentials: "
                                 "TRADELOOP_MQTT_USERNAME / TRADELOOP_MQTT_PASSWORD in the environment.")
-    p.add_argument("--data", nargs="+", required=True, metavar="[SYMBOL=]PATH", help="bar files the loaders read")
+    p.add_argument("--data", nargs="+", default=[], metavar="[SYMBOL=]PATH", help="bar files the loaders read")
+    p.add_argument("--ticks", nargs="+", default=[], metavar="[SYMBOL=]PATH",
+                   help="tick files load_ticks reads (vn.py, backtrader, ...), published on md/<venue>/<symbol>/tick")
     p.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", help="broker URL, mqtt:// or mqtts://")
     p.add_argument("--speed", type=float, default=None, help="times real time (default: as fast as possible)")
     p.add_argument("--venue", default="sim", help="venue level of the topics (default sim)")
@@ -317,16 +375,19 @@ def _names(text: str) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """``tradeloop replay``: publish, print the figures as JSON; 0 on success, 2 on a bad input file, 1 on failure."""
     args = parser().parse_args(argv)
+    if not args.data and not args.ticks:
+        parser().error("give --data and/or --ticks")
     tls = TlsConfig(args.tls_ca, args.tls_cert, args.tls_key) if (args.tls_ca or args.tls_cert) else None
     try:  # every file read and checked before the broker is contacted
         data = load_inputs(args.data)
+        ticks = load_tick_inputs(args.ticks)
     except DataError as e:
         print(f"tradeloop replay: error: {e}", file=sys.stderr)
         return 2
     try:
         stats = asyncio.run(replay(data, args.mqtt, speed=args.speed, venue=args.venue, interval=args.interval,
                                    qos=args.qos, max_inflight=args.max_inflight, eos=not args.no_eos, tls=tls,
-                                   lockstep=args.lockstep, lockstep_timeout=args.lockstep_timeout))
+                                   lockstep=args.lockstep, lockstep_timeout=args.lockstep_timeout, ticks=ticks))
     except Exception as e:  # noqa: BLE001  (a command line reports, it does not trace back)
         print(f"replay failed: {e}", file=sys.stderr)
         return 1

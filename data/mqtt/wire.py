@@ -247,10 +247,15 @@ def _opt(x: float) -> float | None:
     return None if (math.isnan(x) or x == 0.0) else x
 
 
+def encode_tick_values(ts: int, price: float, size: float, bid: float, ask: float, bid_size: float,
+                       ask_size: float) -> bytes:
+    """A tick payload from plain values (the replay's path: no Tick object); NaN quotes and zero sizes left out."""
+    return _ENC.encode(TickV1(VERSION, ts, price, size, _opt(bid), _opt(ask), _opt(bid_size), _opt(ask_size)))
+
+
 def encode_tick(tick: Tick) -> bytes:
     """The v1 payload of ``tick`` (NaN bid/ask are left out)."""
-    return _ENC.encode(TickV1(VERSION, tick.ts, tick.price, tick.size, _opt(tick.bid), _opt(tick.ask),
-                              _opt(tick.bid_size), _opt(tick.ask_size)))
+    return encode_tick_values(tick.ts, tick.price, tick.size, tick.bid, tick.ask, tick.bid_size, tick.ask_size)
 
 
 def encode_eos(n: int, last_ts: int | None) -> bytes:

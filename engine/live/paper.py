@@ -5,6 +5,12 @@ simulator as its own process (``python -m tradeloop.brokers.exchange``) with the
 the live runner in this process; once both are subscribed it replays ``--data`` in lockstep
 with them (see engine/live/runner.py), so the session is deterministic and its fills are the
 backtest's. The run folder holds the same files as a backtest's plus the state files.
+
+Tick inputs (``kind = "ticks"``): the replay publishes the ticks (lockstep per timestamp), the
+exchange matches them with the run's ``[quotes]`` rules (the rules file's ``"quotes"``: the tick
+backtest's QuoteVenue) and the runner subscribes to ticks (``live.ticks``), so an ``on_tick``
+strategy's fills are its tick backtest's when ``[quotes]`` has no latency (in paper, latency is the
+real time orders and data take; simulated latency is not added on top: such a config is refused).
 """
 from __future__ import annotations
 
@@ -32,7 +38,9 @@ from tradeloop.engine.live.runner import LiveRunner
 from tradeloop.engine.report.walkforward import write_run_report
 from tradeloop.engine.runs.recorder import build_manifest, write_run
 from tradeloop.engine.telemetry.logs import RunEvents, run_events
-from tradeloop.engine.assembly.build import build_rules, load_inputs
+from tradeloop.engine.assembly.build import build_quotes, build_rules, load_inputs
+from tradeloop.brokers.quotes import Latency, QuoteRules
+from tradeloop.data.schema import TickSeries
 
 PAPER_VENUE = "paper"
 
@@ -98,11 +106,14 @@ def _listening(port: int) -> bool:
 
 
 def exchange_args(folder: Path, rules: FillRules, symbols: list[str] | None = None,
-                  future_tick_s: float | None = None, future_bar_s: float | None = None) -> list[str]:
-    """The exchange simulator's flags: ``--rules`` (the run's fill rules written as JSON into the session folder,
-    so the exchange fills with every model a backtest can use: brokers/fill_config.py), the ``--symbols`` it
-    serves, and the runner's own future-stamp setting (``live.future_tick_s`` / ``live.future_bar_s``)."""
-    args = ["--rules", str(write_rules(folder / "fill_rules.json", rules).resolve())]  # the child runs elsewhere
+                  future_tick_s: float | None = None, future_bar_s: float | None = None,
+                  quotes: QuoteRules | None = None) -> list[str]:
+    """The exchange simulator's flags: ``--rules`` (the run's fill rules, and tick rules ``quotes`` if given,
+    written as JSON into the session folder, so the exchange fills with every model a backtest can use:
+    brokers/fill_config.py), the ``--symbols`` it serves, and the runner's own future-stamp setting
+    (``live.future_tick_s`` / ``live.future_bar_s``)."""
+    path = write_rules(folder / "fill_rules.json", rules, quotes)
+    args = ["--rules", str(path.resolve())]  # the child runs elsewhere
     if symbols:
         args += ["--symbols", ",".join(symbols)]
     if future_tick_s is not None:
@@ -177,8 +188,10 @@ async def _session(cfg: RunConfig, series: list[Any], log: Any) -> tuple[Backtes
             if task.done():
                 task.result()
             await asyncio.sleep(0.01)
-        feeder = asyncio.create_task(replay(series, cfg.live.mqtt, venue=PAPER_VENUE, interval=cfg.live.interval,
-                                            lockstep=("runner",), qos=1))
+        bars = [s for s in series if not isinstance(s, TickSeries)]
+        ticks = [s for s in series if isinstance(s, TickSeries)]
+        feeder = asyncio.create_task(replay(bars, cfg.live.mqtt, venue=PAPER_VENUE, interval=cfg.live.interval,
+                                            lockstep=("runner",), qos=1, ticks=ticks))
         await asyncio.wait({task, feeder}, return_when=asyncio.FIRST_EXCEPTION)
         if task.done() and task.exception() is not None:   # the runner failed: stop feeding it
             feeder.cancel()
@@ -200,23 +213,31 @@ def _paper(cfg: RunConfig, *, out: Path | None, mqtt: str | None, events: RunEve
     log = structlog.get_logger("tradeloop.paper")
     series, inputs = load_inputs(cfg)
     rules = build_rules(cfg)
+    ticked = any(isinstance(s, TickSeries) for s in series)
+    quotes = build_quotes(cfg) if ticked else None
+    if quotes is not None and quotes.latency != Latency():
+        raise ConfigError("[quotes] latency (entry_ms, data_ms, jitter_ms) is for tick backtests: in paper "
+                          "trading latency is the real time orders and data take; set them to 0")
     folder = Path(out or cfg.run.out or Path("runs") / f"paper-{time.strftime('%Y%m%d-%H%M%S')}")
     folder.mkdir(parents=True, exist_ok=True)
     state = folder / "live.sqlite"
     if state.exists():
         raise ConfigError(f"{folder} already holds a paper session ({state}); choose another --out")
     from tradeloop.data.replay import infer_interval
-    interval = cfg.live.interval if cfg.live.interval != "1d" else infer_interval(series[0])
+    bar_series = [s for s in series if not isinstance(s, TickSeries)]
+    interval = (cfg.live.interval if cfg.live.interval != "1d" or not bar_series
+                else infer_interval(bar_series[0]))
     broker = None if mqtt else LocalMosquitto(folder)
     exchange = None
     try:
         url = mqtt or broker.url
         exchange = ExchangeProcess(folder, url, interval,
                                    exchange_args(folder, rules, [s.symbol for s in series], cfg.live.future_tick_s,
-                                                 cfg.live.future_bar_s))
+                                                 cfg.live.future_bar_s, quotes))
         cfg.live.mqtt, cfg.live.fix, cfg.live.state = url, f"127.0.0.1:{exchange.fix_port}", str(state)
         cfg.live.symbols = [s.symbol for s in series]
         cfg.live.venue, cfg.live.interval, cfg.live.lockstep = PAPER_VENUE, interval, True
+        cfg.live.ticks = cfg.live.ticks or ticked
         # the replay is the market here, not history to warm up on: the runner gets no --data
         result, runner = asyncio.run(_session(dataclasses.replace(cfg, data=[]), series, log))
     finally:

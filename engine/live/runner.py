@@ -16,7 +16,11 @@ publisher's ``$clock`` mark for it arrives, or when a later bar arrives. With ``
 the timestamp (``$ack/exchange``) and a FIX TestRequest round trip has drained its reports, and
 the runner acknowledges each step (``$ack/runner``) once the broker has answered every order
 it sent, so a replay in lockstep is deterministic. In real trading the time between bars plays
-that role.
+that role. Ticks (``live.ticks``) in lockstep are held like bars: a timestamp's ticks go to the
+strategy, in arrival order, only once the exchange has matched them (``$ack/exchange``), so an order
+placed on a tick is first matched on the next timestamp's ticks, as in the tick backtest (ticks that
+share one timestamp all reach the exchange before such an order: the backtest could fill it on a
+later tick of the same stamp, paper cannot).
 """
 from __future__ import annotations
 
@@ -51,6 +55,7 @@ from tradeloop.engine.config.run import RunConfig
 from tradeloop.engine.live.journal import Journal, Recovered
 from tradeloop.engine.live.lagstats import LagStats
 from tradeloop.engine.drivers.live import LiveDriver
+from tradeloop.brokers.instruments import periods_per_year
 from tradeloop.engine.metrics.performance import compute_metrics
 from tradeloop.engine.metrics.risk_events import risk_metrics
 from tradeloop.engine.assembly.build import build_risk, build_rules, build_strategy, load_inputs
@@ -345,7 +350,7 @@ class LiveRunner:
     async def _consume(self, feed: MqttFeed) -> None:
         n_symbols = len(self.driver.symbols)
         lockstep = self.live.lockstep
-        pending: list[Bar] = []
+        pending: list[Bar | Tick] = []   # lockstep: bars and ticks of the timestamps not stepped yet
         clock_ts: int | None = None
         exchange_ts = -1
         lag = self.tick_lag
@@ -376,6 +381,8 @@ class LiveRunner:
                 if clock_ts is not None and exchange_ts >= clock_ts:
                     pending = await self._lockstep(pending, clock_ts)
                     clock_ts = None
+            elif isinstance(ev, Tick) and lockstep:
+                pending.append(ev)   # fed once the exchange has matched its timestamp (_lockstep)
             elif isinstance(ev, Tick):
                 if pending:
                     await self._step(pending)
@@ -384,15 +391,47 @@ class LiveRunner:
                 self.stats.ticks += 1
                 lag.add(time.time_ns() - ev.ts, ev.ts)   # market-data timestamps are wall-clock times live
         if pending:
-            await self._step(pending)
+            if all(isinstance(b, Bar) for b in pending):
+                await self._step(pending)
+            else:
+                await self._step_ticks(pending)
 
-    async def _lockstep(self, pending: list[Bar], ts: int) -> list[Bar]:
-        """Step the bars up to ``ts`` once the exchange has acknowledged ``ts``, then acknowledge it ourselves."""
+    async def _lockstep(self, pending: list[Bar | Tick], ts: int) -> list[Bar | Tick]:
+        """Step the bars (and ticks) up to ``ts`` once the exchange has acknowledged ``ts``, then acknowledge it
+        ourselves."""
         now = [b for b in pending if b.ts <= ts]
         if now:
-            await self._step(now, sync=True)
+            bars = [b for b in now if isinstance(b, Bar)]
+            if len(bars) == len(now):
+                await self._step(bars, sync=True)
+            else:
+                await self._step_ticks(now)
         await self._feed.ack("runner", ts)
         return [b for b in pending if b.ts > ts]
+
+    async def _step_ticks(self, events: list[Bar | Tick]) -> None:
+        """Lockstep: feed one or more timestamps' bars and ticks in order (bars of a stamp step before its
+        ticks), once the exchange's reports for them are in; then wait for the broker's answers to new orders."""
+        if self.venue.open_orders():
+            await self.broker.session.ping()   # the exchange's reports for these ticks are in
+        before = self.engine._order_seq
+        bars: list[Bar] = []
+        lag = self.tick_lag
+        for ev in events:
+            if isinstance(ev, Bar):
+                bars.append(ev)
+                continue
+            if bars:
+                await self._step(bars)
+                bars = []
+            self.driver.feed(ev)
+            self.stats.ticks += 1
+            lag.add(time.time_ns() - ev.ts, ev.ts)
+        if bars:
+            await self._step(bars)
+        if self.engine._order_seq != before:
+            sent = [o for o in self.venue.open_orders() if o.status is OrderStatus.NEW]
+            await self.venue.acknowledged(sent)
 
     async def _step(self, bars: list[Bar], *, sync: bool = False) -> None:
         """Journal one timestamp's bars, step the engine over them, and (lockstep) wait for the broker's answers."""
@@ -444,7 +483,8 @@ class LiveRunner:
                              bars=self.stats.bars, elapsed_s=elapsed_s, risk_events=list(self.risk.events),
                              models=list(e.models))
         if len(ts):
-            res.metrics = compute_metrics(ts, equity, res.start_cash, res.fills, gross_exposure=res.gross_exposure)
+            res.metrics = compute_metrics(ts, equity, res.start_cash, res.fills, gross_exposure=res.gross_exposure,
+                                          periods_per_year=periods_per_year(self.rules.instruments, res.symbols))
             res.metrics.update(risk_metrics(res.risk_events, None))
         if self._feed is not None:   # so far (a failed session's result is built before run() ends)
             self.stats.market_data_dropped = dict(self._feed.stats.dropped)
