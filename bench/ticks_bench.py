@@ -9,8 +9,9 @@ the fills are compared by ``tickcommon.digest``. Usage:
     python shared/bench/ticks/make_ticks.py --n 1000000 --out $TMPDIR/ticks/ticks_1m.csv --parquet)
 
 nautilus_trader runs in its own venv: ``--nautilus /tmp/ntvenv/bin/python`` (a venv with
-``nautilus_trader==1.221.0``) also runs ``shared/bench/ticks/nt_ticks.py sma 1`` and tradeloop on the
-same 1M ticks, back to back, and prints the ratio measured in this run (it takes a few minutes).
+``nautilus_trader==1.221.0``) also runs ``shared/bench/ticks/nt_ticks.py sma N`` and tradeloop on the
+same ticks (the --n file), back to back, and prints the ratio measured in this run (10M: several minutes
+and ~5 GB for nautilus).
 """
 from __future__ import annotations
 
@@ -100,8 +101,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--child", nargs=2, metavar=("WORKLOAD", "PATH"))
     ap.add_argument("--nautilus", metavar="PYTHON",
-                    help="also run shared/bench/ticks/nt_ticks.py sma 1 (1M ticks) with this interpreter (a venv with "
-                         "nautilus_trader) and tradeloop on the same 1M ticks, and print the measured ratio")
+                    help="also run shared/bench/ticks/nt_ticks.py sma N (the --n file) with this interpreter (a venv "
+                         "with nautilus_trader) and tradeloop on the same ticks, and print the measured ratio")
     a = ap.parse_args()
     if a.child:
         return child(*a.child)
@@ -127,29 +128,29 @@ def main() -> None:
                   f"{ours['ticks_per_sec'] / (44_000 if wl == 'sma' else 190_000):.0f}x", flush=True)
     summary = [{"workload": w, "tradeloop": o, "ref_py": r, "fills_equal": s} for w, o, r, s in rows]
     if a.nautilus:
-        summary.append(nautilus(a.nautilus, tc))
+        summary.append(nautilus(a.nautilus, tc, a.n))
     print(json.dumps(summary))
 
 
-def nautilus(python: str, tc) -> dict:
-    """nautilus_trader and tradeloop on the 1M EMA workload, back to back: the speed ratio measured together."""
-    path = tc.DEFAULT[1]
+def nautilus(python: str, tc, n: int) -> dict:
+    """nautilus_trader and tradeloop on the EMA workload of ``n`` million ticks, back to back: the ratio measured together."""
+    path = tc.DEFAULT[n]
     if not os.path.exists(path):
-        raise SystemExit(f"no {path}: run {BENCH}/make_ticks.py --n 1000000 --out {os.path.dirname(path)}/ticks_1m.csv "
-                         "--parquet")
+        raise SystemExit(f"no {path}: run {BENCH}/make_ticks.py --n {n * 1_000_000} --out "
+                         f"{os.path.dirname(path)}/ticks_{n}m.csv --parquet")
     env = dict(os.environ, TMPDIR=os.path.dirname(os.path.dirname(path)))
     ours = run([sys.executable, __file__, "--child", "sma", path])
     t0 = time.perf_counter()
-    nt = run([python, os.path.join(BENCH, "nt_ticks.py"), "sma", "1"], env=env)
+    nt = run([python, os.path.join(BENCH, "nt_ticks.py"), "sma", str(n)], env=env)
     nt_wall = time.perf_counter() - t0
     nt_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024   # the largest child so far: nautilus's
     nt_rate = nt.get("ticks_per_sec") or nt["ticks"] / nt["t_run_s"]
     same = ours["fills"] == nt.get("fills") and ours["fills_sha256"] == nt.get("fills_sha256")
-    print(f"sma 1M: tradeloop {ours['ticks_per_sec'] / 1e3:,.0f}k ticks/s whole run, peak RSS "
+    print(f"sma {n}M: tradeloop {ours['ticks_per_sec'] / 1e3:,.0f}k ticks/s whole run, peak RSS "
           f"{ours['peak_rss_mb']:.0f} MB | nautilus_trader {nt.get('version', '')} {nt_rate / 1e3:,.1f}k "
           f"ticks/s engine.run() only ({nt_wall:.0f}s process, peak RSS {nt_rss:,.0f} MB), fills {nt.get('fills')} | fills equal: {same} | "
           f"ratio {ours['ticks_per_sec'] / nt_rate:,.0f}x", flush=True)
-    return {"workload": "sma-1m", "tradeloop": ours, "nautilus": nt, "nautilus_process_s": nt_wall, "nautilus_peak_rss_mb": nt_rss,
+    return {"workload": f"sma-{n}m", "tradeloop": ours, "nautilus": nt, "nautilus_process_s": nt_wall, "nautilus_peak_rss_mb": nt_rss,
             "ratio": ours["ticks_per_sec"] / nt_rate, "fills_equal": same}
 
 
