@@ -6,8 +6,10 @@ that has ticks are not matched at all: its fills come from its ticks). Rules (do
 
 - Latency: an order placed while the strategy handles the tick stamped ``t`` reaches the venue at
   ``t + data_ns + entry_ns (+ jitter)`` (:class:`Latency`). It can first trade on the first tick of
-  its symbol that comes after the tick it was placed on and is stamped at or after that arrival time.
-  Zero latency: the next tick.
+  its symbol that comes after the tick it was placed on, is stamped at or after that arrival time and
+  is stamped later than the order (ticks sharing a stamp: the order sees none of the ones after the tick
+  it was placed on, as at a real venue, and as in paper, where a stamp's ticks all reach the exchange
+  before an order placed on one of them). Zero latency: the next tick with a later stamp.
 - Market: a buy fills at the ask, a sell at the bid, for at most the displayed size
   (``size_limit``); the rest keeps working and takes the next quotes (each tick's displayed size is
   fresh liquidity), unless the order is IOC (the rest is cancelled after the first quote it saw).
@@ -136,7 +138,7 @@ class QuoteVenue(SimulatedVenue):
                       bid_size: float, ask_size: float) -> None:
         """Match one working order against this tick (what :meth:`on_tick` does for each order of the symbol;
         the exchange simulator calls it per order, to contain a failure to its order)."""
-        if ts < self._arrive.get(order.id, 0) or order.created_ts > ts:
+        if ts < self._arrive.get(order.id, 0) or order.created_ts >= ts:   # only later stamps (module doc)
             return
         tif = order.tif
         if tif is TimeInForce.DAY:

@@ -116,6 +116,7 @@ def run_tick_backtest(strategy: Strategy, ticks: Sequence[TickSeries], bars: Seq
         raise ValueError(f"inputs mix timezones {sorted(map(str, tzs))}: give every file the same tz")
     rules = rules or FillRules()
     market = TickMarket(bars, names)
+    market.tick_tz = ticks[0].tz if ticks else None   # the zone of bars built from ticks (ctx.subscribe)
     venue = QuoteVenue(rules, quotes, tick_symbols=names)
     engine = Engine(strategy, market, Portfolio(cash), rules, risk or RiskPipeline([]), venue=venue,
                     clock=SimulatedClock(), order_prefix=order_prefix, log=log, trade_from=trade_from)
@@ -172,7 +173,9 @@ def _drive(engine: Engine, ticks: list[TickSeries], bars: list[BarSeries], ev_ts
     on_tick = strategy.on_tick
     calls = type(strategy).on_tick is not Strategy.on_tick
     nt = len(ticks)
-    monitors = bool(engine.risk.monitors)
+    # risk monitors watch every tick, and bars built from ticks (ctx.subscribe(..., source="ticks")) need
+    # every tick: both take the full path (Engine.tick, as live)
+    monitors = bool(engine.risk.monitors) or engine.ctx._subs.wants_ticks
 
     def full(tick: Tick) -> None:
         engine.step_index = tick.ts - 1        # logs keyed by stamp: Engine.tick adds one

@@ -18,9 +18,8 @@ the runner acknowledges each step (``$ack/runner``) once the broker has answered
 it sent, so a replay in lockstep is deterministic. In real trading the time between bars plays
 that role. Ticks (``live.ticks``) in lockstep are held like bars: a timestamp's ticks go to the
 strategy, in arrival order, only once the exchange has matched them (``$ack/exchange``), so an order
-placed on a tick is first matched on the next timestamp's ticks, as in the tick backtest (ticks that
-share one timestamp all reach the exchange before such an order: the backtest could fill it on a
-later tick of the same stamp, paper cannot).
+placed on a tick is first matched on the next timestamp's ticks, as in the tick backtest (whose
+QuoteVenue lets an order see only ticks stamped later than it: brokers/quotes.py).
 """
 from __future__ import annotations
 
