@@ -54,19 +54,20 @@ def build_pipeline(r: RiskSection, rules: FillRules, *, allow_short: bool = Fals
         if r.drawdown.max is not None or r.drawdown.daily_loss is not None:
             checks.append(DrawdownGuard(r.drawdown.max, r.drawdown.daily_loss, r.drawdown.action))
         if market is not None or not allow_short:
-            checks.append(SellableCheck())
+            checks.append(SellableCheck(instruments=table if table.has_futures else None))
         if r.max_position is not None:
             checks.append(MaxPositionCheck(r.max_position))
         if r.max_gross is not None:
-            checks.append(GrossExposureCheck(r.max_gross))
+            checks.append(GrossExposureCheck(r.max_gross, instruments=table if table.has_futures else None))
         if r.collar is not None:
             checks.append(CollarCheck(r.collar))
         if r.max_orders_per_second is not None:
             checks.append(RateCheck(r.max_orders_per_second))
+        futures = table if table.has_futures else None   # futures: margin instead of cash (CashCheck)
         if any(i.commission is not None for i in table.entries):   # per-instrument fee schedules
-            checks.append(CashCheck(lambda symbol, *a: rules.fee_model(symbol)(symbol, *a)))
+            checks.append(CashCheck(lambda symbol, *a: rules.fee_model(symbol)(symbol, *a), instruments=futures))
         else:
-            checks.append(CashCheck(rules.commission))
+            checks.append(CashCheck(rules.commission, instruments=futures))
     except ValueError as e:
         raise ConfigError(f"[risk]: {e}") from None
     control = None

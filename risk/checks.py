@@ -21,12 +21,16 @@ NS_PER_SECOND = 1_000_000_000
 @dataclass(frozen=True)
 class SellableCheck:
     """Refuse a sell of more than may be sold now: held shares (T+1: held since before today),
-    less the sells already working or accepted in the batch. No short selling."""
+    less the sells already working or accepted in the batch. No short selling. Futures (``instruments``)
+    are not checked: they go long and short alike."""
 
     name: str = "sellable"
+    instruments: InstrumentTable | None = None
 
     def __call__(self, order: Order, state: BatchState) -> Verdict | None:
         if order.side is Side.BUY:
+            return None
+        if self.instruments is not None and self.instruments.future(order.symbol) is not None:
             return None
         free = state.sellable(order.symbol)
         if order.qty <= free + 1e-9:
@@ -42,7 +46,8 @@ class SellableCheck:
         return Verdict("reject", why)
 
     def commit(self, order: Order, state: BatchState) -> None:
-        if order.side is Side.SELL:
+        if order.side is Side.SELL and not (self.instruments is not None
+                                            and self.instruments.future(order.symbol) is not None):
             state.sellable_left[order.symbol] = state.sellable(order.symbol) - order.qty
 
 
@@ -87,10 +92,16 @@ class MaxPositionCheck:
 
 @dataclass(frozen=True)
 class GrossExposureCheck:
-    """Refuse an order that takes the projected gross exposure (sum of |qty x last price|) above ``limit``."""
+    """Refuse an order that takes the projected gross exposure (sum of |qty x last price|, x the multiplier
+    for a future of ``instruments``) above ``limit``."""
 
     limit: float
     name: str = "max_gross"
+    instruments: InstrumentTable | None = None
+
+    def _mult(self, symbol: str) -> float:
+        fut = self.instruments.future(symbol) if self.instruments is not None else None
+        return fut.multiplier if fut is not None else 1.0
 
     def __call__(self, order: Order, state: BatchState) -> Verdict | None:
         acct = state.account
@@ -103,8 +114,8 @@ class GrossExposureCheck:
         gross = 0.0
         for sym in sorted(set(acct.exposures()) | set(state.positions)):
             if sym != order.symbol:
-                gross += abs(state.projected(sym) * acct.price(sym))
-        after = gross + abs((p + order.signed_qty) * price)
+                gross += abs(state.projected(sym) * acct.price(sym) * self._mult(sym))
+        after = gross + abs((p + order.signed_qty) * price * self._mult(order.symbol))
         if after > self.limit + 1e-6:
             return Verdict("reject", f"gross exposure would be {after:,.2f}, above the limit {self.limit:,.2f}")
         return None

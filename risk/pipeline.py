@@ -59,6 +59,9 @@ class AccountView(Protocol):
     def exposures(self) -> dict[str, float]:
         """Signed quantity held plus working, per symbol with either."""
 
+    def margin_in_use(self) -> float:
+        """Initial margin tied up by the open futures positions (0.0 without futures)."""
+
 
 class Desk(AccountView, Protocol):
     """The account view plus the actions the risk layer may take on its own."""
@@ -93,7 +96,7 @@ class Decision:
 class BatchState:
     """The account as a batch of orders would leave it: cash, positions, sellable shares."""
 
-    __slots__ = ("_working", "account", "cash", "now", "positions", "sellable_left")
+    __slots__ = ("_working", "account", "cash", "margin_free", "now", "positions", "sellable_left")
 
     def __init__(self, account: AccountView) -> None:
         self.account = account
@@ -101,6 +104,7 @@ class BatchState:
         self.now = account.now
         self.positions: dict[str, float] = {}
         self.sellable_left: dict[str, float] = {}   # kept by SellableCheck
+        self.margin_free: float | None = None       # futures: equity less margin in use, kept by CashCheck
         self._working: dict[str, float] = {}
 
     def position(self, symbol: str) -> float:
@@ -155,13 +159,24 @@ def unpriced(order: Order, price: float) -> Verdict | None:
 
 @dataclass(frozen=True)
 class CashCheck:
-    """Refuse a buy that, with the buys before it in the batch, would spend more cash than there is."""
+    """Refuse a buy that, with the buys before it in the batch, would spend more cash than there is.
+
+    A future (``instruments``: an InstrumentTable whose row for the symbol is a future) is checked against
+    margin instead, long and short alike: an order that raises the projected |position| (held + working +
+    the batch so far) needs initial margin (added contracts x price x multiplier x margin) plus its fee
+    (the fee model on price x multiplier) out of the available margin: equity less the margin of the
+    projected futures positions at the last prices, less what the batch reserved before it."""
 
     commission: Callable[..., float]   # (symbol, side, qty, price, ts) -> fee
     name: str = "cash"
+    instruments: Any = None            # brokers.instruments.InstrumentTable, for futures; None: none
 
     def __call__(self, order: Order, state: BatchState) -> Verdict | None:
         price = reference_price(order, state)
+        if self.instruments is not None:
+            fut = self.instruments.future(order.symbol)
+            if fut is not None:
+                return self._margin(order, state, fut, price)
         if price != price:  # no price yet: a buy is refused; a sell adds nothing the batch may spend
             return unpriced(order, price) if order.side is Side.BUY else None
         fee = self.commission(order.symbol, order.side, order.qty, price, state.now)
@@ -173,6 +188,34 @@ class CashCheck:
         if after < 0 and opening:
             return Verdict("reject", f"insufficient cash: needs {order.qty * price + fee:.2f}, has {state.cash:.2f}")
         state.cash = after
+        return None
+
+    def _margin(self, order: Order, state: BatchState, fut: Any, price: float) -> Verdict | None:
+        p = state.projected(order.symbol)
+        after = p + order.signed_qty
+        if abs(after) <= abs(p) + 1e-12:
+            return None   # reduces or closes a position: no margin needed
+        if price != price:
+            return unpriced(order, price)
+        acct = state.account
+        used = 0.0
+        if state.margin_free is None:
+            for sym in sorted(set(acct.exposures()) | set(state.positions)):
+                f = self.instruments.future(sym)
+                if f is not None and sym != order.symbol:
+                    used += abs(state.projected(sym)) * acct.price(sym) * f.multiplier * f.margin_rate
+            if p:
+                used += abs(p) * acct.price(order.symbol) * fut.multiplier * fut.margin_rate
+            state.margin_free = acct.equity - used
+        mult, rate = fut.multiplier, fut.margin_rate
+        need = (abs(after) - abs(p)) * price * mult * rate
+        fee = self.commission(order.symbol, order.side, order.qty, price * mult, state.now)
+        free = state.margin_free
+        if need + fee > free + 1e-9:
+            return Verdict("reject", f"insufficient margin: {order.side.value.lower()} {order.qty:g} {order.symbol} "
+                                     f"@ {price:g} needs initial margin {need:,.2f} ({rate:g} x {abs(after) - abs(p):g} "
+                                     f"x {price:g} x {mult:g}) + fee {fee:,.2f}, available margin {free:,.2f}")
+        state.margin_free = free - need - fee
         return None
 
 

@@ -82,7 +82,9 @@ def _backtest(cfg: RunConfig, *, out: Path | None, write: bool, progress: bool |
     result.trade_from = trade_from = trade_from_ts(cfg)   # metrics over the traded span only
     P = periods_per_year(rules.instruments, [s.symbol for s in series])   # 365 for 24/7 markets, else 252
     result.metrics = compute_metrics(result.ts, result.equity, result.start_cash, result.fills,
-                                     gross_exposure=result.gross_exposure, trade_from=trade_from, periods_per_year=P)
+                                     gross_exposure=result.gross_exposure, trade_from=trade_from, periods_per_year=P,
+                                     multipliers={s.symbol: f.multiplier for s in series
+                                                  if (f := rules.instruments.future(s.symbol)) is not None} or None)
     if bench is not None:
         result.metrics.update(benchmark_metrics(bench, result.ts, result.equity, result.start_cash,
                                                 trade_from=trade_from, periods_per_year=P))

@@ -133,7 +133,8 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
             engine._snapshot()
         steps = steps[:max(engine.step_index + 1, 0)]
         n = int(np.searchsorted(ev_ts, steps[-1], "right")) if len(steps) else 0
-    cash_c, equity, gross = rebuild_equity(steps, series, engine.cash_log, engine.qty_log, cash)
+    cash_c, equity, gross = rebuild_equity(steps, series, engine.cash_log, engine.qty_log, cash,
+                                           engine.portfolio.multipliers)
     result = BacktestResult(names, series[0].tz if series else None, float(cash), steps, cash_c, equity, gross,
                             engine.fills, list(engine.orders.values()), engine.order_events, n,
                             time.perf_counter() - t0, risk_events=list(risk.events), models=engine.models,
@@ -229,12 +230,16 @@ def _event_rows(ev_sym: np.ndarray, n_symbols: int) -> np.ndarray:
 
 
 def rebuild_equity(steps: np.ndarray, series: list[BarSeries], cash_log: list[tuple[int, float]],
-                   qty_log: list[tuple[int, str, float]], start_cash: float
+                   qty_log: list[tuple[int, str, float]], start_cash: float,
+                   multipliers: Mapping[str, float] | None = None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cash, equity and gross exposure at every step, from the cash and quantity logs of the fills.
 
     Equity is summed in the same order as ``Portfolio.equity`` (cash, then symbols sorted),
     so it equals what the strategy saw as ``ctx.equity`` at each step, bit for bit.
+    ``multipliers``: the futures (symbol -> contract multiplier). They are settled into cash at every
+    step (the engine logs that cash), so they add nothing to equity and ``|qty x close x multiplier|``
+    to the gross exposure.
     """
     g = len(steps)
     cash = np.full(g, start_cash)
@@ -250,6 +255,7 @@ def rebuild_equity(steps: np.ndarray, series: list[BarSeries], cash_log: list[tu
         if not log:
             continue
         value = _carry(g, log, 0.0)
+        m = multipliers.get(s.symbol) if multipliers else None
         if len(s.ts) == g and np.array_equal(s.ts, steps):
             mark = s.close
         else:
@@ -257,7 +263,10 @@ def rebuild_equity(steps: np.ndarray, series: list[BarSeries], cash_log: list[tu
             mark = np.where(idx >= 0, s.close[np.maximum(idx, 0)], 0.0)
             del idx
         np.multiply(value, mark, out=value)
-        equity += value
+        if m is None:
+            equity += value
+        else:   # a future: its variation is in cash already; the notional counts x multiplier
+            np.multiply(value, m, out=value)
         np.abs(value, out=value)
         gross += value
     return cash, equity, gross

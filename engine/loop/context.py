@@ -52,6 +52,12 @@ class Context:
         """Cash plus every position marked at its last close."""
         return self._portfolio.equity(self._market.price)
 
+    @property
+    def margin(self) -> float:
+        """Initial margin tied up by the open futures positions at the last prices (0.0 without futures);
+        ``equity - margin`` is what new futures orders may use."""
+        return self._engine.margin_in_use()
+
     def position(self, symbol: str) -> float:
         """Signed quantity held in ``symbol`` (0 if none)."""
         p = self._portfolio.positions.get(symbol)
@@ -88,7 +94,8 @@ class Context:
         return self._market.history(symbol, field, n)
 
     def subscribe(self, symbol: str, timeframe: str, sessions: Any = None, *, label: str | None = None,
-                  base: str | None = None) -> TimeframeView:
+                  base: str | None = None, source: str = "bars", price: str = "auto",
+                  tz: str | None = None) -> TimeframeView:
         """Receive ``symbol``'s bars resampled to ``timeframe`` (``"5m"``, ``"30m"``, ``"1h"``, ``"1d"``) in
         ``on_timeframe_bar(ctx, timeframe, bar)``, each once it has closed (call in ``on_start``).
 
@@ -96,8 +103,14 @@ class Context:
         :class:`tradeloop.data.sessions.Sessions`; None: 24/7 from midnight. ``label``: how the run's
         bars are stamped, ``"end"`` or ``"start"`` (default: the sessions'). ``base``: the run's bar
         length (default: read from a backtest's data). Returns the view of the closed bars
-        (``.bars``, ``.last``, ``.history(field, n)``), also at ``ctx.timeframe(symbol, timeframe)``."""
-        return self._subs.subscribe(symbol, timeframe, sessions, label=label, base=base)
+        (``.bars``, ``.last``, ``.history(field, n)``), also at ``ctx.timeframe(symbol, timeframe)``.
+
+        ``source="ticks"``: bars built from the symbol's ticks (a tick backtest or a live session fed ticks)
+        by :class:`tradeloop.data.resample.BarBuilder` (``price``: ``"auto"``, ``"trade"`` or ``"mid"``;
+        ``tz``: the ticks' zone, default the tick data's in a backtest, wall time live), each delivered at
+        the first event after its end (engine/loop/timeframes.py)."""
+        return self._subs.subscribe(symbol, timeframe, sessions, label=label, base=base, source=source,
+                                    price=price, tz=tz)
 
     def timeframe(self, symbol: str, timeframe: str) -> TimeframeView:
         """The closed higher-timeframe bars of a subscription."""

@@ -84,6 +84,9 @@ class Engine:
         self._rows = market.rows if isinstance(market, HistoricalMarket) else None
         self.settlement = Settlement(rules.market is not None and rules.market.t_plus_1)   # T+1: today's buys
         self.mark = functools.partial(portfolio.equity, market.price)   # equity now, as one cheap call
+        portfolio.use_futures(rules.instruments)   # futures: margin, multiplier, marked to market (portfolio.py)
+        self._futures = portfolio.instruments is not None
+        self._liquidating: list[Order] = []        # the orders of a margin call still working
         risk.attach(self)
         self.predictor: Any = None   # models.predictor.Predictor once a strategy asks for one
         self.models: list[dict[str, Any]] = []   # what use_predictor loaded: the run manifest's "models"
@@ -187,6 +190,8 @@ class Engine:
         at_close = self._at_close
         watch = self.risk.watcher()
         acts = self.actions
+        futures = self._futures
+        multipliers = self.portfolio.multipliers
 
         def match(ts: int, bars: Sequence[Bar]) -> None:
             """Step (1): the venue matches the working orders of each symbol with a bar now, in symbol order."""
@@ -226,6 +231,8 @@ class Engine:
                 self._corporate(ts, acts[ts])
             if working:                                                 # (1) match
                 match(ts, bars)
+            if futures and multipliers:                                 # (2) futures: settle to the close
+                self._settle_futures(ts)
             if watch is not None:                                       # (3) risk state
                 watch(ts, bars)
             if self.predictor is not None:                              # (4) one batched model call
@@ -268,6 +275,8 @@ class Engine:
             else:
                 p = tick.price
                 self.venue.on_bar(tick.symbol, tick.ts, p, p, p, p, tick.size)
+        if self._futures and self.portfolio.multipliers:
+            self._settle_futures(tick.ts)
         if self.risk.monitors:
             p = tick.price
             self.risk.watch(tick.ts, [Bar(tick.symbol, tick.ts, p, p, p, p, tick.size)])
@@ -398,6 +407,10 @@ class Engine:
 
     # -- brokers.base.Account: what the venue asks while matching -------------------------
     def affordable(self, symbol: str, side: Side, qty: float, price: float, commission: float) -> str | None:
+        if self._futures:
+            fut = self.rules.instruments.future(symbol)
+            if fut is not None:
+                return self._margin_for(symbol, fut, side, qty, price, commission)
         if side is Side.SELL:
             return None
         held = self.portfolio.position(symbol)
@@ -409,6 +422,66 @@ class Engine:
 
     def pre_close(self, symbol: str) -> float:
         return self.market.prev_close(symbol)
+
+    # -- futures: margin, settlement, margin calls ---------------------------------------
+    def margin_in_use(self) -> float:
+        """Initial margin of the open futures positions at the last prices (0.0 without futures)."""
+        return self.portfolio.margin(self.market.price) if self._futures else 0.0
+
+    def _margin_for(self, symbol: str, fut: Any, side: Side, qty: float, price: float, commission: float) -> str | None:
+        """A futures fill (long or short): None when the equity less the fee covers the initial margin of every
+        futures position after it (this one at the fill price); a fill that only reduces a position passes."""
+        q0 = self.portfolio.position(symbol)
+        q1 = q0 + (qty if side is Side.BUY else -qty)
+        if abs(q1) <= abs(q0) + 1e-12:
+            return None
+        price_of = self.market.price
+        used = self.portfolio.margin(price_of)
+        rate = fut.margin_rate
+        mult = fut.multiplier
+        held = abs(q0) * price_of(symbol) * mult * rate if q0 else 0.0
+        after = used - held + abs(q1) * price * mult * rate
+        equity = self.portfolio.equity(price_of)
+        if equity - commission < after - 1e-9:
+            return (f"insufficient margin at fill: {side.value.lower()} {qty:g} {symbol} @ {price:g} needs margin "
+                    f"{after - used:,.2f} + fee {commission:,.2f}, available {equity - used:,.2f} "
+                    f"(equity {equity:,.2f} - margin in use {used:,.2f})")
+        return None
+
+    def _settle_futures(self, ts: int) -> None:
+        """Step (2) with futures: settle the open positions to the last prices (variation into cash, logged
+        for the equity curve), then the margin call: when equity falls below the maintenance margin
+        (|qty| x price x multiplier x maintenance_margin, summed), every futures position is closed by a market
+        order (filled at the next bar's open) and a risk event ``liquidation`` records the figures."""
+        portfolio = self.portfolio
+        if portfolio.settle(self.market.price):
+            self._dirty = True
+        if self._liquidating:
+            self._liquidating = [o for o in self._liquidating if o.is_open]
+            if self._liquidating:
+                return
+        if not portfolio.open_futures():
+            return
+        maintenance = portfolio.margin(self.market.price, "maintenance")
+        equity = portfolio.equity(self.market.price)
+        if not maintenance or equity >= maintenance:
+            return
+        reason = (f"equity {equity:,.2f} below maintenance margin {maintenance:,.2f}: futures positions closed "
+                  f"at the next bar's open")
+        for symbol in sorted(portfolio.multipliers):
+            qty = portfolio.position(symbol)
+            if not qty:
+                continue
+            for o in self.cancel_open(symbol, f"liquidation: {reason}"):
+                self.risk.record(ts, "liquidation", "cancel", reason, order=o)
+            order = Order(self.next_order_id(), symbol, Side.SELL if qty > 0 else Side.BUY, abs(qty),
+                          OrderType.MARKET, None, None, TimeInForce.GTC, self.now, self.market.price(symbol),
+                          tag="risk:liquidation", reason=f"liquidation: {reason}")
+            self.orders[order.id] = order
+            self.venue.submit(order, self.now)
+            self._liquidating.append(order)
+            self.risk.record(ts, "liquidation", "flatten", f"{reason} ({symbol} {qty:g} @ {self.market.price(symbol):g})",
+                             order=order, value=equity)
 
     def sellable(self, symbol: str) -> float:
         """The position, less (with T+1) what was bought today."""

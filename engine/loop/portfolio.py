@@ -3,6 +3,14 @@
 Cash moves at fill time: a buy pays qty*price, a sell receives it, and every fill pays its
 commission. Equity is cash plus every position marked at its symbol's last price, so
 ``cash + sum(qty * mark) == equity`` holds by construction at every bar.
+
+Futures (a symbol whose instrument is a future, :meth:`Portfolio.use_futures`) are accounted as at a
+futures broker, marked to market into cash: a fill moves no notional, only its commission; the
+position's variation (``qty x (price - last mark) x multiplier``) is paid into (or out of) cash when it
+trades (marked to the fill price) and at every bar (:meth:`Portfolio.settle`, to the bar's close). So cash
+is the deposit plus all realized and unrealized PnL less fees, a futures position adds nothing more to
+equity once settled (``equity == cash`` for a futures-only account after each bar), and the margin it
+ties up (``|qty| x price x multiplier x margin``) is a claim on that equity, not a payment.
 """
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ class Position:
     realized_pnl: float = 0.0
     fees: float = 0.0
     dividends: float = 0.0   # cash dividends received (paid, when short) so far
+    mark: float = 0.0        # futures: the price the position was last settled at (its variation is in cash)
 
 
 class Portfolio:
@@ -30,6 +39,22 @@ class Portfolio:
         self.cash = float(cash)
         self.positions: dict[str, Position] = {}
         self.fees = 0.0
+        self.instruments = None                    # InstrumentTable once use_futures is called
+        self.multipliers: dict[str, float] = {}   # futures traded so far: symbol -> contract multiplier
+
+    def use_futures(self, instruments) -> None:
+        """Account the symbols whose instrument (``instruments.future``) is a future as futures (module doc)."""
+        self.instruments = instruments if instruments is not None and instruments.has_futures else None
+
+    def _future(self, symbol: str) -> float:
+        """The multiplier of ``symbol`` when it is a future, else 0.0."""
+        m = self.multipliers.get(symbol)
+        if m is None:
+            inst = self.instruments.future(symbol)
+            if inst is None:
+                return 0.0
+            m = self.multipliers[symbol] = inst.multiplier
+        return m
 
     def position(self, symbol: str) -> float:
         p = self.positions.get(symbol)
@@ -43,6 +68,8 @@ class Portfolio:
         q0 = pos.qty
         qty, price, fee = fill.qty, fill.price, fill.commission
         dq = qty if fill.side is Side.BUY else -qty
+        if self.instruments is not None and (m := self._future(fill.symbol)):
+            return self._apply_future(pos, q0, dq, price, fee, m)
         if dq > 0:
             self.cash = self.cash - qty * price - fee
         else:
@@ -61,6 +88,61 @@ class Portfolio:
                 pos.avg_cost = 0.0
         pos.qty = q1 = q1 if abs(q1) > 1e-12 else 0.0
         return q1
+
+    def _apply_future(self, pos: Position, q0: float, dq: float, price: float, fee: float, m: float) -> float:
+        """A futures fill: the held position is settled at the fill price, the fee paid; no notional moves."""
+        if q0:
+            self.cash = self.cash + q0 * (price - pos.mark) * m
+        pos.mark = price
+        self.cash = self.cash - fee
+        self.fees += fee
+        pos.fees += fee
+        q1 = q0 + dq
+        if q0 == 0 or (q0 > 0) == (dq > 0):
+            pos.avg_cost = (pos.avg_cost * abs(q0) + price * abs(dq)) / abs(q1)
+        else:
+            closed = min(abs(dq), abs(q0))
+            pos.realized_pnl += closed * (price - pos.avg_cost) * (1 if q0 > 0 else -1) * m
+            if abs(dq) > abs(q0):
+                pos.avg_cost = price
+            elif abs(q1) <= 1e-12:
+                pos.avg_cost = 0.0
+        pos.qty = q1 = q1 if abs(q1) > 1e-12 else 0.0
+        return q1
+
+    def settle(self, price_of) -> bool:
+        """Mark every open futures position to ``price_of(symbol)``: its variation into cash (symbols sorted).
+        True when cash moved."""
+        moved = False
+        for symbol in sorted(self.multipliers):
+            pos = self.positions.get(symbol)
+            if pos is None or not pos.qty:
+                continue
+            p = price_of(symbol)
+            if p != pos.mark and p == p:
+                self.cash = self.cash + pos.qty * (p - pos.mark) * self.multipliers[symbol]
+                pos.mark = p
+                moved = True
+        return moved
+
+    def open_futures(self) -> bool:
+        """Whether any futures position is open."""
+        pos = self.positions
+        return any(s in pos and pos[s].qty for s in self.multipliers)
+
+    def margin(self, price_of, rate: str = "initial") -> float:
+        """Margin the open futures positions tie up: sum of |qty| x price x multiplier x the instrument's rate
+        (``initial``: margin; ``maintenance``: maintenance_margin, else margin, else none)."""
+        total = 0.0
+        for symbol in sorted(self.multipliers):
+            pos = self.positions.get(symbol)
+            if pos is None or not pos.qty:
+                continue
+            inst = self.instruments.future(symbol)
+            r = inst.margin_rate if rate == "initial" else inst.maintenance_rate
+            if r:
+                total += abs(pos.qty) * price_of(symbol) * self.multipliers[symbol] * r
+        return total
 
     def corporate_action(self, symbol: str, dividend: float, ratio: float) -> tuple[float, float, float]:
         """Apply one ex-date's actions to ``symbol`` (data.actions): first the cash dividend on the shares
@@ -83,13 +165,20 @@ class Portfolio:
         """Cash plus positions marked by ``price_of(symbol)``, summed in symbol order."""
         value = self.cash
         for symbol in sorted(self.positions):
-            qty = self.positions[symbol].qty
+            pos = self.positions[symbol]
+            qty = pos.qty
             if qty:
-                value += qty * price_of(symbol)
+                m = self.multipliers.get(symbol) if self.multipliers else None
+                if m is None:
+                    value += qty * price_of(symbol)
+                else:   # a future: only its variation since the last settlement is not in cash yet
+                    value += qty * (price_of(symbol) - pos.mark) * m
         return value
 
     def gross_exposure(self, price_of) -> float:
-        return sum(abs(p.qty * price_of(s)) for s, p in self.positions.items() if p.qty)
+        mult = self.multipliers
+        return sum(abs(p.qty * price_of(s) * mult.get(s, 1.0)) for s, p in self.positions.items() if p.qty)
 
     def unrealized_pnl(self, price_of) -> float:
-        return sum(p.qty * (price_of(s) - p.avg_cost) for s, p in self.positions.items() if p.qty)
+        mult = self.multipliers
+        return sum(p.qty * (price_of(s) - p.avg_cost) * mult.get(s, 1.0) for s, p in self.positions.items() if p.qty)

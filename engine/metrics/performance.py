@@ -103,8 +103,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
+import msgspec
 import numpy as np
 
 from tradeloop.brokers.orders import Fill
@@ -339,14 +340,20 @@ def round_trips(fills: Sequence[Fill]) -> list[Trade]:
 # ------------------------------------------------------------------------------------- metrics
 def compute_metrics(ts: np.ndarray, equity: np.ndarray, start_cash: float, fills: Sequence[Fill], *,
                     gross_exposure: np.ndarray | None = None, periods_per_year: int = 252,
-                    risk_free: float = 0.0, trade_from: int | None = None) -> dict[str, float | int | None]:
-    """All of :data:`METRIC_KEYS` for one run, over its traded span (definitions in the module docstring)."""
+                    risk_free: float = 0.0, trade_from: int | None = None,
+                    multipliers: Mapping[str, float] | None = None) -> dict[str, float | int | None]:
+    """All of :data:`METRIC_KEYS` for one run, over its traded span (definitions in the module docstring).
+    ``multipliers``: futures (symbol -> contract multiplier); their fills count at price x multiplier in the
+    trade PnL and the turnover."""
     ts, equity = _check_curve(ts, equity)
     P = float(periods_per_year)
     if not P > 0:
         raise ValueError("periods_per_year must be > 0")
     warmup, start_cash = traded_span(ts, equity, start_cash, trade_from)
     fills = list(fills)
+    if multipliers:
+        fills = [msgspec.structs.replace(f, price=f.price * multipliers[f.symbol]) if f.symbol in multipliers else f
+                 for f in fills]
     if gross_exposure is not None and len(gross_exposure) != len(ts):
         raise ValueError(f"gross_exposure has shape {np.shape(gross_exposure)}, equity {equity.shape}")
     if warmup:
