@@ -16,7 +16,7 @@ A rules *file* may also carry the tick rules (brokers/quotes.py ``QuoteRules``, 
 ``"quotes"``, read as strictly (:func:`quote_rules_to_dict` / :func:`quote_rules_from_dict`,
 :func:`load_exchange_rules`); without it the exchange matches ticks as trades with the bar rules::
 
-     "quotes": {"size_limit": true, "limit_on": "quote", "trade_through": true,
+     "quotes": {"size_limit": true, "limit_on": "quote", "trade_through": true, "queue": "none",
                 "latency": {"entry_ns": 0, "data_ns": 0, "jitter": null, "jitter_ns": 0, "seed": 0}}
 """
 from __future__ import annotations
@@ -69,7 +69,7 @@ def rules_from_dict(data: Any) -> FillRules:
 def quote_rules_to_dict(quotes: QuoteRules) -> dict[str, Any]:
     """``quotes`` (with its latency) as a JSON-able dict; ``quote_rules_from_dict`` reads it back equal."""
     return {"size_limit": quotes.size_limit, "limit_on": quotes.limit_on, "trade_through": quotes.trade_through,
-            "latency": _params(quotes.latency)}
+            "queue": quotes.queue, "latency": _params(quotes.latency)}
 
 
 def quote_rules_from_dict(data: Any) -> QuoteRules:

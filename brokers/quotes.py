@@ -18,6 +18,19 @@ that has ticks are not matched at all: its fills come from its ticks). Rules (do
   if ask <= limit). Afterwards it rests and fills at its limit when the opposite quote reaches it
   (``limit_on="quote"``), or when a trade prints through it (``limit_on="trade"``: price < limit for
   a buy, ``<=`` with ``trade_through=False``), for at most the quote's (or trade's) size.
+- Queue position (``queue``, default ``"none"``: the rules above). In the spirit of hftbacktest's queue
+  models, a limit order that rests (it was not marketable on the first tick it saw) joins the queue at
+  its price: behind the displayed size when its price is the best on its side, at the front when it
+  improves the best price, and behind an unknown queue when it is below the best (it joins behind the
+  displayed size once its price becomes the best). Then, per tick, the trade first (it happened before
+  the snapshot): a trade through the limit (a sell below a buy's limit) fills it (the level was cleared,
+  queue ahead 0), a trade at the limit consumes the queue ahead and fills the order for what exceeds it;
+  then the quote: the opposite quote reaching the limit fills it as before (``limit_on="quote"``); the best
+  price moving past the limit on its side (a buy's bid below its price) puts it at the front; a displayed
+  size at its price shrinking beyond the trades is cancellations: ``"risk_averse"`` never counts them as
+  ahead of the order (the queue ahead only drops to the displayed size), ``"prob"`` counts the share
+  ``ahead / (ahead + behind)`` of them as ahead of it (hftbacktest's linear ``ProbQueueModel``), then also
+  at most the displayed size. Fills are at the limit, for at most the excess (``size_limit``).
 - Stop: triggers when a trade (or, without trades, the opposite quote) reaches the stop, then works
   as a market order (stop) or a limit order (stop-limit) on that same tick.
 - No slippage model (the quote is the price); commission and the account's cash check as in sim.py;
@@ -41,6 +54,7 @@ from tradeloop.data.schema import NS_PER_DAY
 __all__ = ["Latency", "QuoteRules", "QuoteVenue"]
 
 _INF = math.inf
+QUEUE_MODELS = ("none", "risk_averse", "prob")
 
 
 @dataclass(frozen=True)
@@ -83,10 +97,13 @@ class QuoteRules:
     limit_on: str = "quote"          # resting limits fill when the opposite "quote" reaches them, or on a "trade"
     trade_through: bool = True       # limit_on="trade": the trade must print strictly through the limit
     latency: Latency = field(default_factory=Latency)
+    queue: str = "none"              # queue position of resting limits: "none", "risk_averse" or "prob" (module doc)
 
     def __post_init__(self) -> None:
         if self.limit_on not in ("quote", "trade"):
             raise ValueError(f"limit_on must be 'quote' or 'trade', not {self.limit_on!r}")
+        if self.queue not in QUEUE_MODELS:
+            raise ValueError(f"queue must be one of {', '.join(map(repr, QUEUE_MODELS))}, not {self.queue!r}")
 
 
 class QuoteVenue(SimulatedVenue):
@@ -103,6 +120,7 @@ class QuoteVenue(SimulatedVenue):
         self._delay = self.quotes.latency.sampler()
         self._arrive: dict[str, int] = {}     # order id -> the time it reaches the venue
         self._rested: set[str] = set()        # limit orders that have seen a quote (no longer takers)
+        self._queue: dict[str, list[float]] = {}   # order id -> [size ahead (inf: unknown), size shown at its price]
 
     # -- order entry -------------------------------------------------------------------
     def submit(self, order: Order, ts: int) -> None:
@@ -114,6 +132,7 @@ class QuoteVenue(SimulatedVenue):
         if not order.is_open:
             self._arrive.pop(order.id, None)
             self._rested.discard(order.id)
+            self._queue.pop(order.id, None)
 
     # -- bars: the bar rules, except for symbols that trade on ticks --------------------
     def on_bar(self, symbol: str, ts: int, o: float, h: float, l: float, c: float, v: float) -> None:
@@ -176,6 +195,10 @@ class QuoteVenue(SimulatedVenue):
             lim = order.limit_price
             first = order.id not in self._rested
             self._rested.add(order.id)
+            if q.queue != "none":
+                if not first:
+                    return self._match_queued(order, ts, buy, lim, price, size, bid, ask, bid_size, ask_size)
+                self._join(order.id, buy, lim, bid, ask, bid_size, ask_size)
             if quoted and (first or q.limit_on == "quote"):
                 if not (opp <= lim if buy else opp >= lim):
                     if not (traded and q.limit_on == "trade"):
@@ -189,6 +212,56 @@ class QuoteVenue(SimulatedVenue):
         if not q.size_limit:
             avail = _INF
         self._fill(order, ts, px, avail)
+
+    def _join(self, oid: str, buy: bool, lim: float, bid: float, ask: float, bid_size: float, ask_size: float) -> None:
+        """A limit order's place in the queue at its price, from the first tick it sees."""
+        best, shown = (bid, bid_size) if buy else (ask, ask_size)
+        if best == lim:
+            self._queue[oid] = [float(shown), float(shown)]
+        elif best == best and (best < lim if buy else best > lim):
+            self._queue[oid] = [0.0, 0.0]            # it improves the best price: first in the queue
+        else:
+            self._queue[oid] = [_INF, math.nan]      # below the best (or no quote): unknown queue ahead
+
+    def _match_queued(self, order: Order, ts: int, buy: bool, lim: float, price: float, size: float, bid: float,
+                      ask: float, bid_size: float, ask_size: float) -> None:
+        """A resting limit order under a queue model (module doc): the trade, then the quote."""
+        q = self.quotes
+        opp, opp_size = (ask, ask_size) if buy else (bid, bid_size)
+        if q.limit_on == "quote" and opp == opp and (opp <= lim if buy else opp >= lim):
+            return self._fill(order, ts, lim, opp_size if q.size_limit else _INF)
+        st = self._queue.get(order.id)
+        if st is None:
+            st = self._queue[order.id] = [_INF, math.nan]
+        ahead, shown = st
+        avail = at = 0.0
+        if price == price and size > 0:
+            if price < lim if buy else price > lim:     # printed through the limit: the level was cleared
+                ahead, avail = 0.0, size
+            elif price == lim and ahead != _INF:
+                at = size
+                ahead -= size
+                if ahead < 0.0:
+                    avail, ahead = -ahead, 0.0
+        best, best_size = (bid, bid_size) if buy else (ask, ask_size)
+        if best == lim:
+            if ahead == _INF:
+                ahead = best_size                       # its price became the best: behind what is shown
+            else:
+                if q.queue == "prob" and shown == shown:
+                    cancelled = shown - at - best_size
+                    total = shown - at                   # ahead + behind, after the trades
+                    if cancelled > 0.0 and total > 0.0:
+                        ahead -= cancelled * min(ahead, total) / total
+                ahead = max(0.0, min(ahead, best_size))
+            shown = best_size
+        elif best == best and (best < lim if buy else best > lim):
+            ahead, shown = 0.0, 0.0                     # the best moved past its price: it is at the front
+        else:
+            shown = math.nan
+        st[0], st[1] = ahead, shown
+        if avail > 0.0:
+            self._fill(order, ts, lim, avail if q.size_limit else _INF)
 
     def _limit_on_trade(self, order: Order, ts: int, buy: bool, lim: float, price: float, size: float) -> None:
         through = self.quotes.trade_through

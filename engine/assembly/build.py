@@ -202,7 +202,7 @@ def build_quotes(cfg: RunConfig) -> QuoteRules:
                           jitter=None if q.jitter == "none" else q.jitter, jitter_ns=round(q.jitter_ms * 1e6),
                           seed=q.seed)
         return QuoteRules(size_limit=q.size_limit, limit_on=q.limit_on, trade_through=q.trade_through,
-                          latency=latency)
+                          latency=latency, queue=q.queue)
     except ValueError as e:
         raise ConfigError(f"[quotes]: {e}") from None
 

@@ -58,6 +58,8 @@ class QuotesSection:
     jitter: str = field(default="none", metadata=limits(choices=("none", "uniform", "exponential")))
     jitter_ms: float = field(default=0.0, metadata=limits(ge=0, le=MAX_LATENCY_MS))  # uniform 0..ms, or the mean
     seed: int = field(default=0, metadata=limits(ge=0))
+    # queue position of resting limit orders (brokers/quotes.py, docs/fills.md "Queue position")
+    queue: str = field(default="none", metadata=limits(choices=("none", "risk_averse", "prob")))
 
 
 @dataclass

@@ -52,13 +52,50 @@ class TickMarket(HistoricalMarket):
     """The bars' market (indicators over bars) plus the last tick of each tick symbol: ``price`` is
     the last trade price, or the mid where the tick has none; without a tick yet, the last close."""
 
-    def __init__(self, bars: Sequence[BarSeries], tick_symbols: Sequence[str]) -> None:
+    def __init__(self, bars: Sequence[BarSeries], tick_symbols: Sequence[str],
+                 ticks: Sequence[TickSeries] = ()) -> None:
         super().__init__(bars)
         self._bar_symbols = set(self.rows)
         for s in tick_symbols:
             self.rows.setdefault(s, -1)
         self.symbols = sorted(self.rows)
         self.last: dict[str, Tick] = {}
+        self.tick_rows = {s: -1 for s in self.symbols}   # set per tick by the driver once tick fields are read
+        self._ticks = {t.symbol: t for t in ticks}
+        self.tick_reads = False    # a tick field or indicator over ticks was declared: the driver keeps tick_rows
+        self.driving = False
+
+    _has_ticks = True
+
+    def _tick_field(self, name: str) -> dict[str, np.ndarray]:
+        """A tick column per symbol as float64 (mid and spread computed as live: (bid + ask) * 0.5, ask - bid)."""
+        self._declare_ticks()
+        vals = self.tick_cols.get(name)
+        if vals is None:
+            vals = {}
+            for sym, t in self._ticks.items():
+                if name == "mid":
+                    v = (t.bid.astype(np.float64) + t.ask.astype(np.float64)) * 0.5
+                elif name == "spread":
+                    v = t.ask.astype(np.float64) - t.bid.astype(np.float64)
+                else:
+                    v = np.ascontiguousarray(getattr(t, name), dtype=np.float64)
+                vals[sym] = v
+            self.tick_cols[name] = vals
+        return vals
+
+    def _build_ticks(self, spec, inputs, args):
+        self._declare_ticks()
+        return self._build(spec, inputs, args)
+
+    def _declare_ticks(self) -> None:
+        if self.driving and not self.tick_reads:
+            raise ValueError("declare tick fields and indicators over ticks in on_start (the run keeps per-tick "
+                             "rows only for those declared before the first tick)")
+        self.tick_reads = True
+
+    def on_tick(self, tick: Tick) -> None:   # Engine.tick: the driver set ``last`` (and ``tick_rows``)
+        pass
 
     def price(self, symbol: str) -> float:
         t = self.last.get(symbol)
@@ -115,7 +152,7 @@ def run_tick_backtest(strategy: Strategy, ticks: Sequence[TickSeries], bars: Seq
     if len(tzs) > 1:
         raise ValueError(f"inputs mix timezones {sorted(map(str, tzs))}: give every file the same tz")
     rules = rules or FillRules()
-    market = TickMarket(bars, names)
+    market = TickMarket(bars, names, ticks)
     market.tick_tz = ticks[0].tz if ticks else None   # the zone of bars built from ticks (ctx.subscribe)
     venue = QuoteVenue(rules, quotes, tick_symbols=names)
     engine = Engine(strategy, market, Portfolio(cash), rules, risk or RiskPipeline([]), venue=venue,
@@ -181,6 +218,9 @@ def _drive(engine: Engine, ticks: list[TickSeries], bars: list[BarSeries], ev_ts
         engine.step_index = tick.ts - 1        # logs keyed by stamp: Engine.tick adds one
         full_tick(tick)
 
+    trows = market.tick_rows if market.tick_reads else None   # tick fields read: keep each symbol's tick row
+    market.driving = True
+
     def one(tick: Tick) -> None:
         ts = tick.ts
         if monitors:                           # risk monitors watch every tick: the full path
@@ -196,6 +236,10 @@ def _drive(engine: Engine, ticks: list[TickSeries], bars: list[BarSeries], ev_ts
         on_tick(ctx, tick)
         if new:
             route()
+
+    def one_at(tick: Tick, r: int) -> None:
+        trows[tick.symbol] = r
+        one(tick)
 
     single = kind is None
     if not single and nt:   # merged tick columns, in timeline order (tick events only are read)
@@ -234,7 +278,10 @@ def _drive(engine: Engine, ticks: list[TickSeries], bars: list[BarSeries], ev_ts
                     return map(Tick, sym_names[src[i:j]].tolist(), tick_cols["ts"][g].tolist(),
                                *(tick_cols[c][g].tolist() for c in _TICK_COLS))
             if calls:
-                deque(map(one, make(lo, hi)), maxlen=0)
+                if trows is None:
+                    deque(map(one, make(lo, hi)), maxlen=0)
+                else:
+                    deque(map(one_at, make(lo, hi), range(lo, hi) if single else row[lo:hi].tolist()), maxlen=0)
                 continue
             i = lo
             while i < hi:   # no on_tick: skip to the next tick with work (a due timer, working orders)
@@ -243,14 +290,18 @@ def _drive(engine: Engine, ticks: list[TickSeries], bars: list[BarSeries], ev_ts
                     if heap:
                         j = max(i, min(hi, lo + int(np.searchsorted(ev_ts[lo:hi], heap[0][0], "left"))))
                     if j > i:
-                        for t in _last_ticks(make, single, src, i, j):
+                        for t, r in _last_ticks(make, single, src, row, i, j):
                             last[t.symbol] = t
+                            if trows is not None:
+                                trows[t.symbol] = r
                         if ev_ts[j - 1] > clock.now:
                             clock.now = int(ev_ts[j - 1])
                         i = j
                         continue
                 t = next(make(i, i + 1))
                 last[t.symbol] = t
+                if trows is not None:
+                    trows[t.symbol] = i if single else int(row[i])
                 full(t)
                 i += 1
         if progress is not None:
@@ -262,13 +313,17 @@ def names_of(ticks: list[TickSeries]) -> list[str]:
     return [s.symbol for s in ticks]
 
 
-def _last_ticks(make, single: bool, src, i: int, j: int) -> list[Tick]:
-    """The last tick of each symbol among tick events i..j-1."""
+def _last_ticks(make, single: bool, src, row, i: int, j: int) -> list[tuple[Tick, int]]:
+    """The last tick of each symbol among tick events i..j-1, with its row in its stream."""
     if single:
-        return [next(make(j - 1, j))]
+        return [(next(make(j - 1, j)), j - 1)]
     s = src[i:j]
     uniq, first_rev = np.unique(s[::-1], return_index=True)
-    return [next(make(i + len(s) - 1 - int(r), i + len(s) - int(r))) for r in first_rev]
+    out = []
+    for r in first_rev:
+        k = i + len(s) - 1 - int(r)
+        out.append((next(make(k, k + 1)), int(row[k])))
+    return out
 
 
 def _bars(engine: Engine, bars: list[BarSeries], ev_ts, src, row, nt: int, lo: int, hi: int) -> None:

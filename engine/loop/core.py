@@ -25,6 +25,7 @@ import structlog
 
 from tradeloop.brokers.orders import Fill, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
 from tradeloop.brokers.base import Venue
+from tradeloop.brokers.profiles import round_half_up
 from tradeloop.brokers.settlement import Settlement
 from tradeloop.brokers.sim import FillRules
 from tradeloop.data.schema import Bar, Bars, OneBar, Tick
@@ -35,6 +36,9 @@ from tradeloop.engine.loop.context import Context
 from tradeloop.engine.loop.market import HistoricalMarket, Market
 from tradeloop.engine.loop.portfolio import Portfolio
 from tradeloop.engine.loop.strategy import PredictorSpec, Strategy
+
+
+_NAN, _INF = float("nan"), float("inf")
 
 
 class Engine:
@@ -48,8 +52,12 @@ class Engine:
     def __init__(self, strategy: Strategy, market: Market, portfolio: Portfolio, rules: FillRules,
                  risk: RiskPipeline, *, venue: Venue, clock: Clock | None = None, order_prefix: str = "O",
                  log: Any = None, trade_from: int | None = None,
-                 actions: dict[int, list[tuple[str, float, float]]] | None = None) -> None:
+                 actions: dict[int, list[tuple[str, float, float]]] | None = None,
+                 rolls: Sequence[Any] | None = None) -> None:
         self.strategy = strategy
+        # futures rolls (engine/loop/rolls.py): pending, earliest first; rolls_log: what was done
+        self.rolls = sorted(rolls or ())
+        self.rolls_log: list[dict[str, Any]] = []
         # corporate actions (data.actions): bar ts -> [(symbol, dividend per share, split ratio)], applied
         # at step (0) of that timestamp; what was done is kept in actions_log (the run's actions table)
         self.actions = actions or {}
@@ -87,6 +95,13 @@ class Engine:
         portfolio.use_futures(rules.instruments)   # futures: margin, multiplier, marked to market (portfolio.py)
         self._futures = portfolio.instruments is not None
         self._liquidating: list[Order] = []        # the orders of a margin call still working
+        # daily price limits outside a market profile: per-bar limit_up/limit_down columns of the data, else an
+        # instrument's ``limit`` x the previous close (brokers/sim.py asks price_limits when limits_active)
+        cols = getattr(market, "cols", {})
+        self._limit_cols = (cols.get("limit_up", {}), cols.get("limit_down", {}))
+        self.limits_active = rules.market is None and (
+            bool(self._limit_cols[0] or self._limit_cols[1])
+            or any(e.limit for e in rules.instruments.entries))
         risk.attach(self)
         self.predictor: Any = None   # models.predictor.Predictor once a strategy asks for one
         self.models: list[dict[str, Any]] = []   # what use_predictor loaded: the run manifest's "models"
@@ -247,6 +262,8 @@ class Engine:
                     on_bar(ctx, bar)
             else:
                 on_bars(ctx, bars)
+            if self.rolls and ts >= self.rolls[0].ts:                   # futures rolls (rolls.py)
+                self._roll(ts)
             if new:                                                     # (6) risk, venue
                 route()
                 if at_close:
@@ -266,7 +283,7 @@ class Engine:
         state updates, then order and fill notices, due timers and ``on_tick`` (the order of ``step``)."""
         now = self.clock.advance(tick.ts)
         self.market.now = tick.ts
-        self.market.trade(tick.symbol, tick.ts, tick.price)
+        self.market.on_tick(tick)
         self.step_index += 1
         if tick.symbol in self.venue.working:
             on_quote = getattr(self.venue, "on_tick", None)   # a quote-aware venue (brokers.quotes) matches on quotes
@@ -423,6 +440,31 @@ class Engine:
     def pre_close(self, symbol: str) -> float:
         return self.market.prev_close(symbol)
 
+    def price_limits(self, symbol: str, ts: int) -> tuple[float, float] | None:
+        """(limit-down, limit-up) of ``symbol`` now: the bar's limit_down/limit_up columns where the data has them
+        (NaN: that side has none), else its instrument's ``limit`` around the previous close (rounded half up to
+        the tick); None: no limits."""
+        up_col, down_col = self._limit_cols
+        up = down = _NAN
+        if symbol in up_col or symbol in down_col:
+            r = self.market.rows.get(symbol, -1)
+            if r >= 0:
+                if symbol in up_col:
+                    up = float(up_col[symbol][r])
+                if symbol in down_col:
+                    down = float(down_col[symbol][r])
+        if up != up and down != down:
+            inst = self.rules.instruments.resolve(symbol) if self.rules.instruments else None
+            if inst is None or not inst.limit:
+                return None
+            pc = self.market.prev_close(symbol)
+            if not pc > 0:
+                return None
+            down, up = pc * (1.0 - inst.limit), pc * (1.0 + inst.limit)
+            if inst.tick > 0:
+                down, up = round_half_up(down, inst.tick), round_half_up(up, inst.tick)
+        return (down if down == down else -_INF), (up if up == up else _INF)
+
     # -- futures: margin, settlement, margin calls ---------------------------------------
     def margin_in_use(self) -> float:
         """Initial margin of the open futures positions at the last prices (0.0 without futures)."""
@@ -482,6 +524,28 @@ class Engine:
             self._liquidating.append(order)
             self.risk.record(ts, "liquidation", "flatten", f"{reason} ({symbol} {qty:g} @ {self.market.price(symbol):g})",
                              order=order, value=equity)
+
+    def _roll(self, ts: int) -> None:
+        """The rolls due at ``ts``: cancel the old contract's working orders, then market orders tagged ``roll``
+        close its position and open the same signed quantity in the new contract (both fill at the next bar's
+        open, straight to the venue like a flatten; recorded in ``rolls_log``)."""
+        while self.rolls and ts >= self.rolls[0].ts:
+            roll = self.rolls.pop(0)
+            qty = self.portfolio.position(roll.old)
+            self.cancel_open(roll.old, f"roll to {roll.new}")
+            entry = {**roll.describe(), "at": str(__import__("numpy").datetime64(ts, "ns")), "qty": qty,
+                     "orders": []}
+            if qty:
+                for symbol, side in ((roll.old, Side.SELL if qty > 0 else Side.BUY),
+                                     (roll.new, Side.BUY if qty > 0 else Side.SELL)):
+                    order = Order(self.next_order_id(), symbol, side, abs(qty), OrderType.MARKET, None, None,
+                                  TimeInForce.GTC, self.now, self.market.price(symbol), tag="roll",
+                                  reason=f"roll {roll.old} -> {roll.new}")
+                    self.orders[order.id] = order
+                    self.venue.submit(order, self.now)
+                    entry["orders"].append(order.id)
+            self.rolls_log.append(entry)
+            self.log.info("futures_roll", **{k: v for k, v in entry.items() if k != "orders"})
 
     def sellable(self, symbol: str) -> float:
         """The position, less (with T+1) what was bought today."""

@@ -18,6 +18,9 @@ from tradeloop.data.indicators import INDICATORS
 from tradeloop.data.schema import BAR_FIELDS, NS_PER_DAY, Bar, Bars, BarSeries, OneBar
 
 _NAN = math.nan
+# what a tick offers as an indicator input (``ctx.indicator("ema", "mid", n=100)``): its columns, the mid
+# ``(bid + ask) * 0.5`` and the spread ``ask - bid``, one value per tick of the symbol
+TICK_FIELDS = ("price", "size", "bid", "ask", "mid", "spread", "bid_size", "ask_size")
 
 
 class Series:
@@ -63,6 +66,30 @@ class Series:
         return f"Series({self.name})"
 
 
+class TickFieldSeries(Series):
+    """A tick field or an indicator over tick fields: one value per tick of the symbol, read at the
+    symbol's current tick (``get(symbol, ago=n)``: n ticks before it)."""
+
+    __slots__ = ()
+
+    def __init__(self, name: str, vals: dict[str, np.ndarray], market: "Market") -> None:
+        super().__init__(name, vals, market)
+        self._rows = market.tick_rows
+
+    def nonzero_symbols(self) -> list[str]:
+        """Symbols whose current tick is stamped now and whose value there is non-zero (not NaN), sorted."""
+        m = self._market
+        now, rows, vals, last = m.now, self._rows, self._vals, m.last
+        out = []
+        for s in sorted(vals):
+            r, t = rows.get(s, -1), last.get(s)
+            if r >= 0 and t is not None and t.ts == now:
+                v = vals[s][r]
+                if v == v and v != 0:
+                    out.append(s)
+        return out
+
+
 class Market:
     """Bars and indicators for a fixed, sorted set of symbols; ``rows`` marks 'now' per symbol."""
 
@@ -72,10 +99,35 @@ class Market:
         self.now = 0  # the stamp of the bars being processed, set by the engine at each event (not the clock)
         self.cols: dict[str, dict[str, np.ndarray]] = {}
         self._fields: dict[str, Series] = {}
+        self.tick_rows: dict[str, int] = {s: -1 for s in self.symbols}   # the current tick's row per symbol
+        self.tick_cols: dict[str, dict[str, np.ndarray]] = {}
+        self.last: dict[str, Any] = {}      # symbol -> its last Tick
+
+    _has_ticks = False   # a market that may see ticks offers TICK_FIELDS
+
+    def on_tick(self, tick: Any) -> None:
+        """A tick of ``tick.symbol`` (Engine.tick, before matching): its price becomes the symbol's price."""
+        self.trade(tick.symbol, tick.ts, tick.price)
+
+    def trade(self, symbol: str, ts: int, price: float) -> None:
+        pass
+
+    def _is_tick_source(self, source: Any) -> bool:
+        if isinstance(source, Series):
+            return source._rows is self.tick_rows
+        return self._has_ticks and isinstance(source, str) and source in TICK_FIELDS and source not in self.cols
+
+    def _tick_field(self, name: str) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _build_ticks(self, spec, inputs, args) -> list[dict[str, np.ndarray]]:
+        raise NotImplementedError
 
     def field(self, name: str) -> Series:
         """A bar field (``close``, ``volume``, ``pre_close``...) as a per-symbol series."""
         s = self._fields.get(name)
+        if s is None and self._is_tick_source(name):
+            s = self._fields[name] = TickFieldSeries(name, self._tick_field(name), self)
         if s is None:
             if name not in self.cols:
                 raise KeyError(f"no bar field {name!r}; have {', '.join(self.cols)}")
@@ -107,10 +159,14 @@ class Market:
         unknown = set(params) - set(spec.defaults)
         if unknown:
             raise ValueError(f"indicator {name!r}: unknown parameter(s) {', '.join(sorted(unknown))}")
+        on_ticks = [self._is_tick_source(s) for s in sources]
+        if any(on_ticks) and not all(on_ticks):
+            raise ValueError(f"indicator {name!r} mixes tick fields and bar fields: {sources}")
         inputs = [self._input_values(s) for s in sources]
-        outs = self._build(spec, inputs, args)
+        outs = (self._build_ticks if any(on_ticks) else self._build)(spec, inputs, args)
         label = f"{name}({', '.join(f'{k}={v}' for k, v in args.items())})"
-        series = tuple(Series(f"{label}.{o}" if len(outs) > 1 else label, vals, self)
+        kind = TickFieldSeries if any(on_ticks) else Series
+        series = tuple(kind(f"{label}.{o}" if len(outs) > 1 else label, vals, self)
                        for o, vals in zip(spec.outputs, outs))
         return series[0] if len(series) == 1 else series
 
@@ -169,6 +225,8 @@ class HistoricalMarket(Market):
             for i, arr in enumerate(res):
                 outs[i][sym] = arr
         return outs
+
+    _build_ticks = _build    # TickMarket (engine/drivers/ticks.py): tick columns, one batch kernel per symbol
 
     def advance(self, bar: Bar) -> None:
         self.rows[bar.symbol] += 1
@@ -230,6 +288,71 @@ class StreamingMarket(Market):
         self._last_ts: dict[str, int] = {}
         self._closes = PriorCloses()   # the prior day's close, as the exchange simulator follows it
         self._trades: dict[str, tuple[int, float]] = {}     # symbol -> (ts, price) of its last tick
+        # tick fields and indicators over them: recorded from the first declaration (in on_start) on
+        self._tick_on = False
+        self._tick_updaters: list[tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]], dict[str, Any]]] = []
+        self._tick_keys: list[str] = []     # per updater output, its tick_cols key
+
+    _has_ticks = True
+
+    def _tick_field(self, name: str) -> dict[str, np.ndarray]:
+        if not self._tick_on:
+            self._tick_on = True
+            for f in TICK_FIELDS:
+                self.tick_cols[f] = {}
+                for sym in self.symbols:
+                    self._new_tick_buffer(f, sym)
+        return self.tick_cols[name]
+
+    def _new_tick_buffer(self, key: str, sym: str) -> None:
+        buf = self._bufs[("~" + key, sym)] = _Buffer()
+        self.tick_cols.setdefault(key, {})[sym] = buf.arr
+
+    def _build_ticks(self, spec, inputs, args):
+        outs: list[dict[str, np.ndarray]] = []
+        for o in spec.outputs:
+            key = f"#{len(self._bufs)}:{spec.name}.{o}"
+            for sym in self.symbols:
+                self._new_tick_buffer(key, sym)
+            outs.append(self.tick_cols[key])
+            self._tick_keys.append(key)
+        streams = {sym: spec.stream(**args) for sym in self.symbols}
+        self._tick_updaters.append((inputs, outs, streams))
+        return outs
+
+    def on_tick(self, tick: Any) -> None:
+        """A tick: its price becomes the symbol's price; with tick fields declared, its fields are appended
+        and the indicators over them updated (the same float operations as the batch forms)."""
+        sym = tick.symbol
+        self._trades[sym] = (tick.ts, tick.price)
+        self.last[sym] = tick
+        if not self._tick_on or sym not in self.tick_rows:
+            return
+        bid, ask = float(tick.bid), float(tick.ask)
+        app = self._tick_append
+        for name, v in (("price", tick.price), ("size", tick.size), ("bid", bid), ("ask", ask),
+                        ("mid", (bid + ask) * 0.5), ("spread", ask - bid), ("bid_size", tick.bid_size),
+                        ("ask_size", tick.ask_size)):
+            app(name, sym, float(v))
+        row = self.tick_rows[sym] + 1
+        keys = iter(self._tick_keys)
+        for inputs, outs, streams in self._tick_updaters:
+            res = streams[sym].update(*[float(vals[sym][row]) for vals in inputs])
+            if not isinstance(res, tuple):
+                res = (res,)
+            for _vals, value in zip(outs, res):
+                app(next(keys), sym, value)
+        self.tick_rows[sym] = row
+
+    def _tick_append(self, key: str, sym: str, value: float) -> None:
+        buf = self._bufs[("~" + key, sym)]
+        if buf.n == len(buf.arr):
+            grown = np.full(2 * len(buf.arr), np.nan)
+            grown[:buf.n] = buf.arr
+            buf.arr = grown
+            self.tick_cols[key][sym] = grown
+        buf.arr[buf.n] = value
+        buf.n += 1
 
     def _new_buffer(self, key: str, sym: str) -> None:
         buf = self._bufs[(key, sym)] = _Buffer()
