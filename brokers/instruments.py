@@ -82,6 +82,9 @@ class Instrument:
     multiplier: float = field(default=1.0, metadata=limits(gt=0, le=MAX_MULTIPLIER))
     margin: float | None = field(default=None, metadata=limits(gt=0, le=1, text="a fraction in (0, 1]"))
     maintenance_margin: float | None = field(default=None, metadata=limits(gt=0, le=1, text="a fraction in (0, 1]"))
+    # daily price limit as a fraction of the previous close (settlement): no buy fills at limit-up, no sell at
+    # limit-down (brokers/sim.py); per-bar limit_up/limit_down columns in the data win where given
+    limit: float | None = field(default=None, metadata=limits(gt=0, lt=1, text="a fraction in (0, 1)"))
     currency: str = ""
     commission: CommissionModel | None = None   # None: the run's [commission]
     calendar: str = field(default="", metadata=limits(choices=("",) + CALENDARS))
@@ -200,7 +203,7 @@ def periods_per_year(table: InstrumentTable | None, symbols: Iterable[str]) -> i
 
 # ------------------------------------------------------------------------------------------- reading
 _FIELDS = {f.name: f for f in dataclasses.fields(Instrument)}
-_NUMBERS = ("tick", "qty_step", "min_notional", "multiplier", "margin", "maintenance_margin")
+_NUMBERS = ("tick", "qty_step", "min_notional", "multiplier", "margin", "maintenance_margin", "limit")
 _TEXTS = ("pattern", "asset_class", "currency", "calendar")
 _ALIASES = {"symbol": "pattern", "lot_size": "qty_step", "lot": "qty_step", "step": "qty_step"}
 

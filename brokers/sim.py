@@ -25,6 +25,10 @@ Rules (the same in backtests, the live driver's paper venue and the exchange sim
   fee schedule; symbols no row matches keep ``lot_size`` and ``commission``. A future's fee is
   computed on the contract value (price x multiplier): ``percent`` of the notional, ``per_share`` per
   contract; the account checks its margin, not its cash, for each fill (engine/loop/core.py).
+- Without a market profile, the daily limits of the data (per-bar ``limit_up``/``limit_down`` columns, e.g.
+  rqalpha's HighLimitPx/LowLimitPx) or of the instrument (``limit`` x the previous close) apply alike: no buy
+  fill at or above limit-up, no sell fill at or below limit-down; the order keeps working
+  (``Account.price_limits``, asked when the account sets ``limits_active``).
 """
 from __future__ import annotations
 
@@ -193,6 +197,12 @@ class SimulatedVenue:
             if band is not None and (price >= band[1] - market.tick / 2 if side is Side.BUY
                                      else price <= band[0] + market.tick / 2):
                 return  # no buy at limit-up, no sell at limit-down: the order keeps working
+        elif getattr(account, "limits_active", False):   # a future's limits: data columns or instrument ``limit``
+            band = account.price_limits(order.symbol, ts)
+            if band is not None:
+                eps = 1e-9 * max(abs(price), 1.0)
+                if price >= band[1] - eps if side is Side.BUY else price <= band[0] + eps:
+                    return  # as above: the order keeps working
         qty = remaining = order.qty - order.filled_qty
         if rules.participation is not None:
             qty = min(qty, rules.participation * v)

@@ -42,8 +42,14 @@ ALIASES: dict[str, tuple[str, ...]] = {
     # never the Adj. columns, so its actions apply to the raw prices)
     "dividend": ("dividend", "ex-dividend", "ex_dividend", "dividends"),
     "split": ("split", "split ratio", "split_ratio", "splits"),
+    # per-bar daily price limits (futures, A-shares): no buy fills at limit_up, no sell at limit_down
+    # (brokers/sim.py); rqalpha: HighLimitPx/LowLimitPx
+    "limit_up": ("limit_up", "highlimitpx", "high_limit", "up_limit", "涨停价"),
+    "limit_down": ("limit_down", "lowlimitpx", "low_limit", "down_limit", "跌停价"),
+    # open interest (futures): rolls by open interest (engine/loop/rolls.py)
+    "open_interest": ("open_interest", "openinterest", "oi", "持仓量"),
 }
-EXTRAS = ("pre_close", "amount", "dividend", "split")
+EXTRAS = ("pre_close", "amount", "dividend", "split", "limit_up", "limit_down", "open_interest")
 # Column layouts of header-less files, by column count (Date,Time,... when the 2nd cell is a time).
 NO_HEADER = {5: ("Date", "Open", "High", "Low", "Close"),
              6: ("Date", "Open", "High", "Low", "Close", "Volume"),

@@ -14,7 +14,7 @@ from collections import deque
 from contextlib import contextmanager
 from itertools import repeat
 from operator import itemgetter
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -84,7 +84,8 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
                  order_prefix: str = "O", log: Any = None,
                  progress: Callable[[int, int], None] | None = None,
                  trade_from: int | None = None, partial_on_failure: bool = False,
-                 actions: Mapping[str, ActionTable] | None = None) -> BacktestResult:
+                 actions: Mapping[str, ActionTable] | None = None,
+                 rolls: Sequence[Any] | None = None) -> BacktestResult:
     """Run ``strategy`` over ``series`` and return the result (nothing is written to disk).
 
     With ``trade_from`` (int64 ns) the strategy sees every bar but its orders placed before that
@@ -98,6 +99,9 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
     ``actions``: symbol -> the corporate actions to apply (``data.actions.resolve``; the assembly builds
     them from the run's settings): dividends and splits at their ex-date's open, before matching. None
     (the default) applies none, whatever columns the series hold.
+
+    ``rolls``: futures rolls (engine/loop/rolls.py ``Roll``): the position in the old contract is closed and
+    reopened in the new one by two market orders tagged ``roll``; what was done is ``result.rolls``.
     """
     t0 = time.perf_counter()
     series = sorted(series, key=lambda s: s.symbol)
@@ -113,7 +117,8 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
     market = HistoricalMarket(series)
     portfolio = Portfolio(cash)
     engine = Engine(strategy, market, portfolio, rules, risk, venue=SimulatedVenue(rules), clock=SimulatedClock(),
-                    order_prefix=order_prefix, log=log, trade_from=trade_from, actions=_by_ts(actions, names))
+                    order_prefix=order_prefix, log=log, trade_from=trade_from, actions=_by_ts(actions, names),
+                    rolls=rolls)
     ev_ts, ev_sym, columns = _merge(series)
     n = len(ev_ts)
     failure: StrategyError | None = None
@@ -139,6 +144,9 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
                             engine.fills, list(engine.orders.values()), engine.order_events, n,
                             time.perf_counter() - t0, risk_events=list(risk.events), models=engine.models,
                             trade_from=trade_from, actions=engine.actions_log)
+    if engine._futures:
+        result.margin = rebuild_margin(steps, series, engine.qty_log, rules.instruments)
+    result.rolls = engine.rolls_log
     if failure is not None:
         failure.result = result
         raise failure from cause
@@ -270,6 +278,26 @@ def rebuild_equity(steps: np.ndarray, series: list[BarSeries], cash_log: list[tu
         np.abs(value, out=value)
         gross += value
     return cash, equity, gross
+
+
+def rebuild_margin(steps: np.ndarray, series: list[BarSeries], qty_log: list[tuple[int, str, float]],
+                   instruments: Any) -> np.ndarray:
+    """Initial margin in use at every step: sum over futures of |qty| x close x multiplier x margin rate, from
+    the quantity log (what ``Engine.margin_in_use`` answers after each step)."""
+    g = len(steps)
+    out = np.zeros(g)
+    by_symbol: dict[str, list[tuple[int, float]]] = {}
+    for step, symbol, qty in qty_log:
+        by_symbol.setdefault(symbol, []).append((step, qty))
+    for s in series:
+        log = by_symbol.get(s.symbol)
+        fut = instruments.future(s.symbol) if instruments else None
+        if not log or fut is None:
+            continue
+        idx = np.searchsorted(s.ts, steps, side="right") - 1
+        mark = np.where(idx >= 0, s.close[np.maximum(idx, 0)], 0.0)
+        out += np.abs(_carry(g, log, 0.0)) * mark * fut.multiplier * fut.margin_rate
+    return out
 
 
 def _carry(g: int, log: list[tuple[int, float]], start: float) -> np.ndarray:

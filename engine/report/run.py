@@ -89,7 +89,7 @@ def render_report(run: RunData) -> str:
     kind = "" if run.kind == "backtest" else f"{run.kind} "
     head = [f"<h1>{esc(run.strategy)} on {esc(symbols or '?')}</h1>",
             f'<p class="sub">{esc(kind)}run {esc(run.id)} &middot; {esc(span)} &middot; {len(ts):,} bars, '
-            f'{len(days):,} days</p>', _status(run), _headline(m), _gates(m)]
+            f'{len(days):,} days</p>', _instrument_kinds(run.manifest), _status(run), _headline(m), _gates(m)]
     tail = [*_session(run), "<h2>Metrics</h2>", _metrics(m), "<h2>Trades</h2>", _trades(run),
             "<h2>Risk events</h2>", _risk_events(run), "<h2>Manifest</h2>", _manifest(run.manifest, run.kind)]
     if not len(ts):
@@ -112,7 +112,7 @@ def render_report(run: RunData) -> str:
             fig(_quantiles(s)),
             fig(histogram(s.r[s.t0:], title="Distribution of daily returns")),
             "<h2>Rolling statistics</h2>", *_rolling(s),
-            "<h2>Positions</h2>", fig(_exposure(run, ts, eq, s.warmup)), *tail]
+            "<h2>Positions</h2>", fig(_exposure(run, ts, eq, s.warmup)), *_margin(run, ts, eq, s.warmup), *tail]
     return page(f"tradeloop report: {run.id}", "\n".join(body))
 
 
@@ -321,6 +321,54 @@ def _exposure(run: RunData, ts: np.ndarray, eq: np.ndarray, warmup: int | None =
         title += " (mean of each day's bars)"
     return line_chart([Line("gross exposure / equity", ts, x, "#9467bd", fill=True)], title=title, height=200,
                       y_fmt=fmt_pct, warmup_until=warmup)
+
+
+def _instrument_kinds(man: dict[str, Any]) -> str:
+    """The traded symbols' instrument kinds (the manifest's resolved instruments), e.g. ``IF1706: future x300,
+    margin 20%, limit 10%``; empty when no instrument table applied."""
+    inst = man.get("instruments") or {}
+    parts = []
+    for sym, row in sorted(inst.items()):
+        if not row:
+            continue
+        text = f"{sym}: {row.get('asset_class', '?')}"
+        if row.get("asset_class") == "future":
+            text += f" x{row.get('multiplier', 1):g}"
+            if row.get("margin"):
+                text += f", margin {fmt_pct(row['margin'], 1)}"
+            if row.get("maintenance_margin"):
+                text += f" (maintenance {fmt_pct(row['maintenance_margin'], 1)})"
+            if row.get("limit"):
+                text += f", limit {fmt_pct(row['limit'], 1)}"
+        if row.get("calendar"):
+            text += f", calendar {row['calendar']}"
+        parts.append(text)
+    if not parts:
+        return ""
+    ppy = man.get("periods_per_year")
+    tail = f" &middot; {ppy} periods a year" if ppy else ""
+    return f'<p class="sub">Instruments: {esc("; ".join(parts))}{tail}</p>'
+
+
+def _margin(run: RunData, ts: np.ndarray, eq: np.ndarray, warmup: int | None = None) -> list[str]:
+    """With futures (an equity.parquet ``margin`` column): "Margin used and leverage" over time, margin in
+    money and leverage = gross notional (x multiplier) / equity."""
+    if "margin" not in run.equity.columns:
+        return []
+    mg = run.equity["margin"].to_numpy()
+    g = run.equity["gross_exposure"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lev = np.where(eq > 0, np.abs(g) / eq, np.nan)
+    peak = float(np.nanmax(lev)) if np.isfinite(lev).any() else 0.0
+    return ["<h3>Margin used and leverage</h3>",
+            f'<p class="note">Futures: initial margin in use at each bar and leverage = gross notional '
+            f"(qty x price x multiplier) / equity; peak leverage {esc(fmt_x(peak))}, peak margin "
+            f"{esc(fmt_num(float(np.max(mg)) if len(mg) else 0.0))}.</p>",
+            "<figure>" + line_chart([Line("margin used", ts, mg, "#ff7f0e", fill=True)],
+                                    title="Margin used", height=200, warmup_until=warmup) + "</figure>",
+            "<figure>" + line_chart([Line("leverage", ts, lev, "#8c564b")],
+                                    title="Leverage (gross notional / equity)", height=200, y_fmt=fmt_x,
+                                    warmup_until=warmup) + "</figure>"]
 
 
 def _metrics(m: dict[str, Any]) -> str:

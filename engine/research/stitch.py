@@ -38,6 +38,7 @@ class Span:
     refused: int                      # orders placed during the warm-up, refused
     handoff: list[Fill] = field(default_factory=list)
     warmup_from: int | None = None    # the first bar the window's backtest saw (its warm-up start), int64 ns
+    periods_per_year: int = 252       # the run's P (brokers/instruments.periods_per_year): 365 for 24/7 symbols
 
     @property
     def final_value(self) -> float:
@@ -47,7 +48,8 @@ class Span:
         """This span's metrics alone (the traded span: the warm-up is already cut off), from the equity
         before its first bar (hand-off fills included)."""
         r = self.result
-        return compute_metrics(r.ts, r.equity, r.start_cash, r.fills + self.handoff, gross_exposure=r.gross_exposure)
+        return compute_metrics(r.ts, r.equity, r.start_cash, r.fills + self.handoff, gross_exposure=r.gross_exposure,
+                               periods_per_year=self.periods_per_year)
 
 
 def cut_span(result: BacktestResult, window: Window) -> Span:

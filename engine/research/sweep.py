@@ -29,7 +29,8 @@ With per-period (daily, not annualised) Sharpe ratios::
 daily Sharpe ratios, ``SR*`` the daily Sharpe of the best point (by the ranking metric), ``s``
 and ``k`` the skewness and (non-excess, normal = 3) kurtosis of its daily returns (population
 moments), ``T`` its number of daily returns. A daily Sharpe is the run's annualised ``sharpe``
-divided by ``sqrt(252)`` (see engine/metrics/performance.py). With ``N < 2`` or ``V = 0`` there is nothing to
+divided by ``sqrt(P)``, the point's ``periods_per_year`` (252; 365 for 24/7 symbols; see
+engine/metrics/performance.py). With ``N < 2`` or ``V = 0`` there is nothing to
 deflate by and ``SR0 = 0`` (DSR is then the probabilistic Sharpe ratio against 0). The DSR is
 null when the best has no Sharpe, ``T < 2``, or the denominator is not positive.
 """
@@ -177,15 +178,17 @@ def deflated_sharpe(sharpe: float, variance: float, trials: int, skew: float, ku
     return statistics.NormalDist().cdf((sharpe - sr0) * math.sqrt(observations - 1) / math.sqrt(denom))
 
 
-def _daily(sharpe: float | None) -> float | None:
-    return None if sharpe is None else sharpe / math.sqrt(PERIODS_PER_YEAR)
+def _daily(sharpe: float | None, periods: float | None = None) -> float | None:
+    """An annualised Sharpe per period: / sqrt(the run's periods_per_year), 252 when not known."""
+    return None if sharpe is None else sharpe / math.sqrt(periods or PERIODS_PER_YEAR)
 
 
 def deflated_sharpe_of(best: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The DSR block of ``sweep.json`` for row ``best`` among the sweep's ``rows``."""
-    trials = [_daily(r["sharpe"]) for r in rows if r["status"] == "ok" and r.get("sharpe") is not None]
+    trials = [_daily(r["sharpe"], r.get("periods_per_year")) for r in rows
+              if r["status"] == "ok" and r.get("sharpe") is not None]
     variance = statistics.variance(trials) if len(trials) >= 2 else 0.0
-    sr = _daily(best.get("sharpe"))
+    sr = _daily(best.get("sharpe"), best.get("periods_per_year"))
     out: dict[str, Any] = {
         "deflated_sharpe": None, "sharpe": best.get("sharpe"), "sharpe_daily": sr, "trials": len(trials),
         "trials_sharpe_variance_daily": variance, "expected_max_sharpe_daily": expected_max_sharpe(variance, len(trials)),
@@ -218,6 +221,7 @@ def _rows(units: list[dict[str, Any]], grid: dict[str, list[str]], results: list
         row.update({k: m.get(k) for k in metric_cols})
         row["skew"] = res.value["skew"] if res.ok else None
         row["kurtosis"] = res.value["kurtosis"] if res.ok else None
+        row["periods_per_year"] = m.get("periods_per_year")   # the point's P (365 for 24/7 symbols)
         rows.append(row)
     return rows
 

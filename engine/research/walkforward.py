@@ -260,6 +260,8 @@ def stitched_result(outcomes: list[WindowOutcome], series: list[Any], cash: floa
     from tradeloop.engine.metrics.performance import compute_metrics
     from tradeloop.engine.metrics.risk_events import risk_metrics
     spans = [o.span for o in outcomes if o.span is not None]
+    for span in spans:
+        span.periods_per_year = periods_per_year   # per-window metrics annualise like the stitched run
     for span in spans[:-1]:
         span.handoff = handoff_fills(span, series)
     result = stitch(spans, cash, sorted(s.symbol for s in series), series[0].tz if series else None)

@@ -188,6 +188,9 @@ def frames(result: BacktestResult) -> dict[str, pl.DataFrame]:
         pl.Series("equity", result.equity, pl.Float64),
         pl.Series("gross_exposure", result.gross_exposure, pl.Float64),
     ])
+    margin = getattr(result, "margin", None)
+    if margin is not None:   # futures: initial margin in use per step (the report's margin and leverage chart)
+        equity_df = equity_df.with_columns(pl.Series("margin", margin, pl.Float64))
     out = {"fills": fills_df, "orders": orders_df, "order_events": events_df, "equity": equity_df,
            "risk_events": risk_frame(result.risk_events, tz)}
     acts = getattr(result, "actions", None)

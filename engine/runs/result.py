@@ -35,6 +35,10 @@ class BacktestResult:
     #: corporate actions applied (Engine.actions_log): ts, symbol, dividend, split, qty_before, qty_after, cash,
     #: cancelled; written as the run folder's actions.parquet when there are any
     actions: list[dict[str, Any]] = field(default_factory=list)
+    #: futures: initial margin in use at every step (None: no futures accounting in the run)
+    margin: np.ndarray | None = None
+    #: futures rolls done (Engine.rolls_log): ts, old, new, at, qty, orders (tagged "roll")
+    rolls: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def final_value(self) -> float:
