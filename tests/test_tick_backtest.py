@@ -19,10 +19,11 @@ from tradeloop.brokers.sim import FillRules
 from tradeloop.data.schema import BarSeries, TickSeries
 from tradeloop.engine.drivers.ticks import run_tick_backtest
 from tradeloop.engine.loop.strategy import Strategy
+from tests.conftest import SHARED, SHARED_DATA, need
 
 ROOT = Path(__file__).resolve().parents[1]
-VNPY = ROOT.parent / "shared" / "data" / "vnpy" / "RM705-2017-03-20.csv"
-BENCH = ROOT.parent / "shared" / "bench" / "ticks"
+VNPY = SHARED_DATA / "vnpy" / "RM705-2017-03-20.csv"
+BENCH = SHARED / "bench" / "ticks"
 FREE = FillRules(commission=PercentCommission(0.0))
 MS = 1_000_000
 
@@ -38,7 +39,7 @@ def ticks(symbol="X", ts=(), bid=None, ask=None, bid_size=None, ask_size=None, p
 
 def vnpy(n: int | None = None) -> TickSeries:
     """The real vn.py L1 file, read with the stdlib (ts naive wall time as UTC)."""
-    rows = list(csv.DictReader(open(VNPY)))[:n]
+    rows = list(csv.DictReader(open(need(VNPY))))[:n]
     ts = [int((dt.datetime.strptime(r["date"] + " " + r["time"], "%Y%m%d %H:%M:%S.%f")
                - dt.datetime(1970, 1, 1)).total_seconds() * 1e9) for r in rows]
     g = lambda k: [float(r[k]) for r in rows]  # noqa: E731
@@ -207,6 +208,7 @@ def test_real_vnpy_ticks_market_orders_fill_at_quotes():
 def test_ema_reproduces_ref_py(tmp_path):
     out = tmp_path / "ticks" / "ticks_100k.csv"
     out.parent.mkdir()
+    need(BENCH / "make_ticks.py")
     subprocess.run([sys.executable, str(BENCH / "make_ticks.py"), "--n", "100000", "--out", str(out)], check=True,
                    capture_output=True)
     rows = list(csv.reader(open(out)))[1:]

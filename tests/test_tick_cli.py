@@ -16,9 +16,10 @@ from tradeloop.engine.assembly.backtest import backtest
 from tradeloop.engine.cli.main import main
 from tradeloop.engine.config.run import RunConfig
 from tradeloop.engine.drivers.ticks import run_tick_backtest
+from tests.conftest import SHARED_DATA, need
 
 ROOT = Path(__file__).resolve().parents[1]
-VNPY = ROOT.parent / "shared" / "data" / "vnpy" / "RM705-2017-03-20.csv"
+VNPY = SHARED_DATA / "vnpy" / "RM705-2017-03-20.csv"
 
 STRATEGY = '''
 from tradeloop import Param, Strategy
@@ -56,8 +57,7 @@ class EmaTicks(Strategy):
 
 @pytest.fixture()
 def strat(tmp_path):
-    if not VNPY.exists():
-        pytest.skip("shared vn.py tick file missing")
+    need(VNPY)
     p = tmp_path / "ema_ticks.py"
     p.write_text(STRATEGY)
     return f"{p}:EmaTicks"
@@ -172,8 +172,7 @@ def test_bad_tick_kind_in_config(tmp_path, strat):
 def test_parquet_ticks_load_compact_and_exact(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
-    if not VNPY.exists():
-        pytest.skip("shared vn.py tick file missing")
+    need(VNPY)
     s = load_ticks(VNPY)
     t = pa.table({"ts": pa.array(s.ts, pa.timestamp("ns")), "bid": s.bid, "ask": s.ask, "bid_size": s.bid_size,
                   "ask_size": s.ask_size, "last": s.price, "last_volume": s.size})

@@ -13,9 +13,10 @@ from tradeloop.data.ticks import load_ticks
 from tradeloop.engine.drivers.ticks import run_tick_backtest
 from tradeloop.engine.loop.market import TICK_FIELDS, StreamingMarket
 from tradeloop.engine.loop.strategy import Strategy
+from tests.conftest import SHARED_DATA, need
 
 ROOT = Path(__file__).resolve().parents[1]
-VNPY = ROOT.parent / "shared" / "data" / "vnpy" / "RM705-2017-03-20.csv"
+VNPY = SHARED_DATA / "vnpy" / "RM705-2017-03-20.csv"
 SPECS = [("ema", {"n": 50}), ("sma", {"n": 20}), ("rolling_std", {"n": 30}), ("ema", {"n": 2})]
 
 
@@ -51,7 +52,7 @@ class Record(Strategy):
 
 @pytest.fixture(scope="module")
 def rm() -> TickSeries:
-    return load_ticks(VNPY)
+    return load_ticks(need(VNPY))
 
 
 def test_batch_equals_streaming_on_vnpy(rm):

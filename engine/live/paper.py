@@ -211,13 +211,13 @@ def paper(cfg: RunConfig, *, out: Path | None = None, mqtt: str | None = None) -
 
 def _paper(cfg: RunConfig, *, out: Path | None, mqtt: str | None, events: RunEvents) -> tuple[BacktestResult, Path]:
     log = structlog.get_logger("tradeloop.paper")
-    series, inputs = load_inputs(cfg)
-    rules = build_rules(cfg)
-    ticked = any(isinstance(s, TickSeries) for s in series)
+    ticked = any(getattr(spec, "kind", "bars") == "ticks" for spec in cfg.data)
     quotes = build_quotes(cfg) if ticked else None
-    if quotes is not None and quotes.latency != Latency():
+    if quotes is not None and quotes.latency != Latency():   # checked before any input is read
         raise ConfigError("[quotes] latency (entry_ms, data_ms, jitter_ms) is for tick backtests: in paper "
                           "trading latency is the real time orders and data take; set them to 0")
+    series, inputs = load_inputs(cfg)
+    rules = build_rules(cfg)
     folder = Path(out or cfg.run.out or Path("runs") / f"paper-{time.strftime('%Y%m%d-%H%M%S')}")
     folder.mkdir(parents=True, exist_ok=True)
     state = folder / "live.sqlite"
