@@ -92,6 +92,8 @@ class FeatureSpec:
     window: int = 20
     version: int = field(default=FEATURES_VERSION)
 
+    kind = "bars"   # class attribute, not a field (the hash is unchanged); TickFeatureSpec's is "ticks"
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "horizons", tuple(int(h) for h in self.horizons))
         ints = {"lookback": self.lookback, "ema_fast": self.ema_fast, "ema_slow": self.ema_slow,
@@ -144,7 +146,8 @@ class FeatureSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureSpec:
-        """Inverse of ``to_dict`` (``names`` is derived, so ignored)."""
+        """Inverse of ``to_dict`` (``names`` is derived, so ignored); a stored spec of either kind:
+        ``tick_features.spec_from_dict``."""
         known = {k: v for k, v in d.items() if k != "names"}
         unknown = set(known) - set(cls.__dataclass_fields__)
         if unknown:

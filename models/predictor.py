@@ -293,6 +293,10 @@ def open_predictor(registry: Any, model: str, symbols: Iterable[str], *, runtime
     label = primary.info.metadata.get("label", {})
     monitor = HealthMonitor(primary, spare, limits or HealthLimits(), on_switch=on_switch)
     symbols = sorted(symbols)
+    if getattr(primary.spec, "kind", "bars") == "ticks":   # a model on tick windows (models/tick_predictor.py)
+        from tradeloop.models.tick_predictor import TickPredictor
+
+        return TickPredictor(monitor, symbols, primary.spec, batch_workers=batch_workers)  # type: ignore[return-value]
     ring = None
     if primary.on_device:  # torch-cuda: keep each symbol's feature rows on the GPU too
         from tradeloop.models.runtime.torch_cuda import GpuFeatureRing

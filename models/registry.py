@@ -31,6 +31,7 @@ from typing import Any
 from tradeloop.models._deps import require_torch
 from tradeloop.models.errors import CompatibilityError, FeatureError, RegistryError
 from tradeloop.models.features import N_FEATURES, FeatureSpec
+from tradeloop.models.tick_features import spec_from_dict
 from tradeloop.models.nets import NetConfig
 from tradeloop.models.runtime import ONNX_FILES, RUNTIMES, Runtime, open_runtime, unavailable_reason
 
@@ -77,7 +78,7 @@ class ModelInfo:
     def spec(self) -> FeatureSpec:
         """The stored feature spec (CompatibilityError if this code cannot build it)."""
         try:
-            return FeatureSpec.from_dict(self.spec_dict)
+            return spec_from_dict(self.spec_dict)  # type: ignore[return-value]
         except FeatureError as e:
             raise CompatibilityError(f"model {self.ref}: {e}") from None
 
@@ -173,7 +174,7 @@ def runtime_agreement(net: Any, folder: Path, windows: Any, lookback: int, limit
     out: dict[str, Any] = {"windows": len(x)}
     for name, file in ONNX_FILES.items():
         if (folder / file).is_file():
-            got = open_runtime(name, lookback=lookback, n_features=N_FEATURES, folder=folder).predict(x)
+            got = open_runtime(name, lookback=lookback, n_features=x.shape[2], folder=folder).predict(x)
             out[name] = {"max_abs_diff": float(np.abs(got - ref).max()),
                          "same_class": float((got.argmax(1) == ref.argmax(1)).mean())}
     return out
@@ -257,7 +258,7 @@ class Registry:
             if onnx:
                 from tradeloop.models.export import export_onnx, quantize_int8
 
-                export_onnx(net, tmp / ONNX_FILES["onnx-cpu"], spec.lookback, N_FEATURES)
+                export_onnx(net, tmp / ONNX_FILES["onnx-cpu"], spec.lookback, spec.n_features)
                 files.append(ONNX_FILES["onnx-cpu"])
                 if int8:
                     quantize_int8(tmp / ONNX_FILES["onnx-cpu"], tmp / ONNX_FILES["onnx-cpu-int8"])
@@ -269,7 +270,7 @@ class Registry:
 
                 metadata = {**(metadata or {}), "net_settings": settings_of(net)}
             meta = {"created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "input": {"lookback": spec.lookback, "n_features": N_FEATURES}, "classes": 2,
+                    "input": {"lookback": spec.lookback, "n_features": spec.n_features}, "classes": 2,
                     "feature_hash": spec.hash, "files": files, "torch": torch.__version__,
                     **(metadata or {})}
             if onnx and check_windows is not None and len(check_windows):
@@ -341,10 +342,17 @@ class Registry:
         return problems
 
     def load(self, ref: str | ModelRef, runtime: str = "onnx-cpu", *, spec: FeatureSpec | None = None,
-             lookback: int | None = None, n_features: int | None = N_FEATURES, threads: int = 1,
+             lookback: int | None = None, n_features: int | None = None, threads: int = 1,
              **options: Any) -> LoadedModel:
-        """Open a version in ``runtime`` after checking it fits (CompatibilityError listing what differs)."""
+        """Open a version in ``runtime`` after checking it fits (CompatibilityError listing what differs).
+
+        ``n_features`` None: the width the stored feature spec gives (16 for bar features)."""
         info = self.info(ref)
+        if n_features is None:
+            try:
+                n_features = info.spec.n_features
+            except CompatibilityError:
+                n_features = N_FEATURES
         problems = self.check(info, runtime, spec, lookback, n_features)
         if problems:
             raise CompatibilityError(f"model {info.ref} cannot be loaded: " + "; ".join(problems))
