@@ -36,13 +36,14 @@ from typing import Any, Iterable, Mapping
 from tradeloop.brokers.costs import COMMISSIONS, CommissionModel, build_model, describe
 from tradeloop.errors import ConfigError, check_fields, limits
 
-__all__ = ["ASSET_CLASSES", "CALENDARS", "ALWAYS_OPEN", "Instrument", "InstrumentTable", "floor_step", "round_step",
+__all__ = ["ASSET_CLASSES", "SETTLEMENTS", "CALENDARS", "ALWAYS_OPEN", "Instrument", "InstrumentTable", "floor_step", "round_step",
            "instrument_from_dict", "load_instruments", "periods_per_year"]
 
 ASSET_CLASSES = ("equity", "future", "crypto", "fx", "index")
 ALWAYS_OPEN = ("crypto", "always")       # 24/7 calendars: 365 periods a year
 CALENDARS = ("cn-a", "cn-index-futures", "cn-commodity-day", "cn-commodity", "us-equity", "crypto", "always")
 PERIODS_EXCHANGE, PERIODS_ALWAYS = 252, 365
+SETTLEMENTS = ("bar", "daily")
 
 MAX_TICK = 1e6
 MAX_STEP = 1e9
@@ -85,6 +86,9 @@ class Instrument:
     # daily price limit as a fraction of the previous close (settlement): no buy fills at limit-up, no sell at
     # limit-down (brokers/sim.py); per-bar limit_up/limit_down columns in the data win where given
     limit: float | None = field(default=None, metadata=limits(gt=0, lt=1, text="a fraction in (0, 1)"))
+    # futures: when the variation is paid into cash: "bar" (every bar/tick, the default) or "daily" (once a
+    # trading day at its last price; equity still marks the open PnL every bar: engine/loop/portfolio.py)
+    settlement: str = field(default="bar", metadata=limits(choices=SETTLEMENTS))
     currency: str = ""
     commission: CommissionModel | None = None   # None: the run's [commission]
     calendar: str = field(default="", metadata=limits(choices=("",) + CALENDARS))
@@ -98,6 +102,9 @@ class Instrument:
         if self.multiplier != 1 and self.asset_class != "future":
             raise ConfigError(f"{where}.multiplier must be 1 for asset_class {self.asset_class!r} "
                               f"(contract multipliers are for futures), not {self.multiplier!r}")
+        if self.settlement != "bar" and self.asset_class != "future":
+            raise ConfigError(f"{where}.settlement {self.settlement!r} is for futures only "
+                              f"(asset_class {self.asset_class!r})")
         if (self.maintenance_margin is not None and self.margin is not None
                 and self.maintenance_margin > self.margin):
             raise ConfigError(f"{where}.maintenance_margin {self.maintenance_margin!r} is above "
@@ -170,6 +177,11 @@ class InstrumentTable:
         """Whether any row is a future (the engine then does futures accounting for the symbols it matches)."""
         return any(e.asset_class == "future" for e in self.entries)
 
+    @property
+    def has_daily_settlement(self) -> bool:
+        """Whether any futures row settles daily (``settlement = "daily"``)."""
+        return any(e.asset_class == "future" and e.settlement == "daily" for e in self.entries)
+
     def resolved(self, symbols: Iterable[str]) -> dict[str, dict[str, Any] | None]:
         """Per traded symbol its resolved instrument as the manifest holds it (None: no row matched)."""
         out = {}
@@ -204,7 +216,7 @@ def periods_per_year(table: InstrumentTable | None, symbols: Iterable[str]) -> i
 # ------------------------------------------------------------------------------------------- reading
 _FIELDS = {f.name: f for f in dataclasses.fields(Instrument)}
 _NUMBERS = ("tick", "qty_step", "min_notional", "multiplier", "margin", "maintenance_margin", "limit")
-_TEXTS = ("pattern", "asset_class", "currency", "calendar")
+_TEXTS = ("pattern", "asset_class", "currency", "calendar", "settlement")
 _ALIASES = {"symbol": "pattern", "lot_size": "qty_step", "lot": "qty_step", "step": "qty_step"}
 
 

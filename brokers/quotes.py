@@ -281,7 +281,7 @@ class QuoteVenue(SimulatedVenue):
         if qty <= 0:
             return
         side = order.side
-        commission = rules.commission(order.symbol, side, qty, price, ts)
+        commission = rules.fee(order.symbol, side, qty, price, ts)
         problem = self.account.affordable(order.symbol, side, qty, price, commission)
         if problem is not None:
             self._finish(order, OrderStatus.REJECTED, ts, problem)

@@ -16,9 +16,10 @@ from tradeloop.brokers.instruments import periods_per_year
 from tradeloop.errors import StrategyError
 
 from tradeloop.data.schema import TickSeries
-from tradeloop.engine.assembly.build import (build_actions, build_quotes, build_risk, build_rules, build_strategy,
+from tradeloop.engine.assembly.build import (build_actions, build_quotes, build_rolls, build_risk, build_rules, build_strategy,
                                              check_symbols, load_inputs, resolve_strategy, run_id, trade_from_ts)
 from tradeloop.engine.config.run import RunConfig
+from tradeloop.errors import ConfigError
 from tradeloop.engine.drivers.backtest import no_steps, run_backtest
 from tradeloop.engine.runs.result import BacktestResult
 from tradeloop.engine.metrics.benchmark import benchmark_metrics, load_benchmark, span_of
@@ -60,6 +61,9 @@ def _backtest(cfg: RunConfig, *, out: Path | None, write: bool, progress: bool |
     risk = build_risk(cfg, rules)
     ticks = [s for s in series if isinstance(s, TickSeries)]
     quotes = build_quotes(cfg) if ticks else None
+    rolls = build_rolls(cfg, series) if cfg.rolls else None   # [[rolls]]: futures rolls (engine/loop/rolls.py)
+    if rolls and ticks:
+        raise ConfigError("[[rolls]]: rolls are for bar inputs; this run has tick inputs")
     if failure is None:
         try:
             with LazyProgress("backtest", enabled=progress) as bar:
@@ -72,7 +76,8 @@ def _backtest(cfg: RunConfig, *, out: Path | None, write: bool, progress: bool |
                 else:
                     result = run_backtest(strategy, series, cash=cfg.run.cash, rules=rules, risk=risk,
                                           order_prefix=cfg.run.order_prefix, log=log, progress=bar,
-                                          trade_from=trade_from_ts(cfg), partial_on_failure=True, actions=actions)
+                                          trade_from=trade_from_ts(cfg), partial_on_failure=True, actions=actions,
+                                          rolls=rolls)
         except StrategyError as e:
             if not write:
                 raise
@@ -104,6 +109,8 @@ def _backtest(cfg: RunConfig, *, out: Path | None, write: bool, progress: bool |
     manifest = build_manifest("backtest", cfg, strategy, rules, inputs=inputs, benchmark=bench, models=result.models,
                               symbols=result.symbols, tz=result.tz, span=run_span(result.ts, trade_from))
     _add_quotes(manifest, quotes)
+    if cfg.rolls:   # the rolls done (rolls.parquet holds them too); the stated ones are in config.rolls
+        manifest["details"]["rolls"] = list(getattr(result, "rolls", None) or [])
     write_run(target, result, manifest, report=write_run_report, benchmark=bench, events=events)
     return result, target
 

@@ -360,3 +360,31 @@ def build_actions(cfg: RunConfig, series: list[BarSeries], inputs: list[dict[str
         if len(table):
             out[s.symbol] = table
     return out
+
+
+def build_rolls(cfg: RunConfig, series: list) -> list:
+    """The run's futures rolls (``[[rolls]]``, engine/loop/rolls.py): by date, or by open interest between the
+    two contracts' series; ConfigError naming ``rolls #N`` when a contract is not among the inputs or has no
+    open_interest column."""
+    from tradeloop.engine.config.run import roll_rows, to_ns
+    from tradeloop.engine.loop.rolls import Roll, rolls_by_open_interest
+    by_symbol = {s.symbol: s for s in series}
+    out = []
+    for i, raw in enumerate(roll_rows(cfg), 1):
+        where = f"rolls #{i}"
+        for key in ("from", "to"):
+            if raw[key] not in by_symbol:
+                raise ConfigError(f"{where}.{key}: {raw[key]!r} is not among the inputs "
+                                  f"({', '.join(sorted(by_symbol)) or 'none'}): add its data")
+        if "date" in raw:
+            out.append(Roll(int(to_ns(raw["date"], f"{where}.date")), raw["from"], raw["to"]))
+            continue
+        try:
+            found = rolls_by_open_interest([by_symbol[raw["from"]], by_symbol[raw["to"]]])
+        except ValueError as e:
+            raise ConfigError(f"{where}.by: {e}") from None
+        if not found:
+            raise ConfigError(f"{where}.by: {raw['to']}'s open interest never rises above {raw['from']}'s "
+                              "in the data: no roll")
+        out.extend(found)
+    return sorted(out)

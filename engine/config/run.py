@@ -102,6 +102,7 @@ class RunConfig:
     live: LiveSection = field(default_factory=LiveSection)
     quotes: QuotesSection = field(default_factory=QuotesSection)
     instruments: list[dict[str, Any]] = field(default_factory=list)   # [[instruments]]: brokers/instruments.py
+    rolls: list[dict[str, Any]] = field(default_factory=list)   # [[rolls]]: futures rolls (engine/loop/rolls.py)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -139,6 +140,12 @@ class RunConfig:
                 raise ConfigError(f"{source}: [[instruments]]: expected tables of pattern = \"SYMBOL*\", ..., "
                                   f"got {items!r}")
             cfg.instruments = [dict(i) for i in items]
+        if "rolls" in raw:
+            items = raw["rolls"]
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise ConfigError(f"{source}: [[rolls]]: expected tables of from = \"IF1706\", to = \"IF1709\", "
+                                  f"date = \"YYYY-MM-DD\" (or by = \"open_interest\"), got {items!r}")
+            cfg.rolls = [dict(i) for i in items]
         for name in ("risk", "market", "live", "quotes"):
             if name in raw:
                 setattr(cfg, name, parse_section(type(getattr(cfg, name)), raw[name], f"{source}: [{name}]"))
@@ -186,6 +193,7 @@ class RunConfig:
         if self.run.market and self.run.market not in PROFILES:
             raise ConfigError(f"unknown market {self.run.market!r} (known: {', '.join(sorted(PROFILES))})")
         instrument_rows(self)   # every [[instruments]] row and the run.instruments file, each key checked
+        roll_rows(self)         # every [[rolls]] row, each key checked
         start, end = (to_ns(getattr(self.run, k), f"run.{k}") for k in ("start", "end"))
         if start is not None and end is not None and not start < end:
             raise ConfigError(f"run.start {self.run.start!r} must be before run.end {self.run.end!r}")
@@ -231,6 +239,41 @@ def instrument_rows(cfg: RunConfig) -> list[Instrument]:
         raise ConfigError(f"[[instruments]]: expected a list of tables, got {cfg.instruments!r}")
     rows = [instrument_from_dict(raw, f"instruments #{i}") for i, raw in enumerate(cfg.instruments, 1)]
     return rows + (load_instruments(cfg.run.instruments) if cfg.run.instruments else [])
+
+
+ROLL_KEYS = ("from", "to", "date", "by")
+
+
+def roll_rows(cfg: RunConfig) -> list[dict[str, Any]]:
+    """The ``[[rolls]]`` rows checked: ``from`` and ``to`` (contract symbols, different), and either ``date`` (a
+    date or datetime: the roll's time) or ``by = "open_interest"`` (the first bar at which ``to``'s open interest
+    is above ``from``'s); ConfigError naming ``rolls #N.key``. Returns the rows as given."""
+    if not isinstance(cfg.rolls, list):
+        raise ConfigError(f"[[rolls]]: expected a list of tables, got {cfg.rolls!r}")
+    for i, raw in enumerate(cfg.rolls, 1):
+        where = f"rolls #{i}"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: expected a table of key = value, got {raw!r}")
+        for key in raw:
+            if key not in ROLL_KEYS:
+                raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(ROLL_KEYS)})")
+        for key in ("from", "to"):
+            v = raw.get(key)
+            if not isinstance(v, str) or not v.strip():
+                raise ConfigError(f"{where}.{key}: a contract symbol is required (e.g. {key} = \"IF1706\"), got {v!r}")
+        if raw["from"] == raw["to"]:
+            raise ConfigError(f"{where}.to: the same contract as from ({raw['from']!r})")
+        if ("date" in raw) == ("by" in raw):
+            raise ConfigError(f"{where}: give either date = \"YYYY-MM-DD\" or by = \"open_interest\" (one of them)")
+        if "by" in raw and raw["by"] != "open_interest":
+            raise ConfigError(f"{where}.by must be 'open_interest', not {raw['by']!r}")
+        if "date" in raw:
+            d = raw["date"]
+            if not isinstance(d, str):
+                d = str(d)   # a TOML date or datetime
+            if to_ns(d, f"{where}.date") is None:
+                raise ConfigError(f"{where}.date: a date or datetime is required, got {raw['date']!r}")
+    return list(cfg.rolls)
 
 
 def parse_value(text: str) -> Any:

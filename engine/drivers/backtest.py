@@ -27,7 +27,7 @@ from tradeloop.engine.loop.clock import SimulatedClock
 from tradeloop.engine.loop.core import Engine
 from tradeloop.engine.runs.result import BacktestResult
 from tradeloop.engine.loop.market import HistoricalMarket
-from tradeloop.engine.loop.portfolio import Portfolio
+from tradeloop.engine.loop.portfolio import Portfolio, day_ends_of
 from tradeloop.engine.loop.strategy import Strategy, one_line, strategy_failure
 from tradeloop.errors import StrategyError
 
@@ -121,6 +121,8 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
                     rolls=rolls)
     ev_ts, ev_sym, columns = _merge(series)
     n = len(ev_ts)
+    if rules.instruments.has_daily_settlement:   # futures settled daily: at each trading day's last step
+        engine.day_ends = day_ends_of(ev_ts, series[0].tz if series else None)
     failure: StrategyError | None = None
     with fewer_gc_passes():
         try:
@@ -139,7 +141,7 @@ def run_backtest(strategy: Strategy, series: list[BarSeries], *, cash: float = 1
         steps = steps[:max(engine.step_index + 1, 0)]
         n = int(np.searchsorted(ev_ts, steps[-1], "right")) if len(steps) else 0
     cash_c, equity, gross = rebuild_equity(steps, series, engine.cash_log, engine.qty_log, cash,
-                                           engine.portfolio.multipliers)
+                                           engine.portfolio.multipliers, engine.mark_log)
     result = BacktestResult(names, series[0].tz if series else None, float(cash), steps, cash_c, equity, gross,
                             engine.fills, list(engine.orders.values()), engine.order_events, n,
                             time.perf_counter() - t0, risk_events=list(risk.events), models=engine.models,
@@ -239,7 +241,8 @@ def _event_rows(ev_sym: np.ndarray, n_symbols: int) -> np.ndarray:
 
 def rebuild_equity(steps: np.ndarray, series: list[BarSeries], cash_log: list[tuple[int, float]],
                    qty_log: list[tuple[int, str, float]], start_cash: float,
-                   multipliers: Mapping[str, float] | None = None
+                   multipliers: Mapping[str, float] | None = None,
+                   mark_log: Sequence[tuple[int, str, float, float]] = ()
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cash, equity and gross exposure at every step, from the cash and quantity logs of the fills.
 
@@ -247,9 +250,13 @@ def rebuild_equity(steps: np.ndarray, series: list[BarSeries], cash_log: list[tu
     so it equals what the strategy saw as ``ctx.equity`` at each step, bit for bit.
     ``multipliers``: the futures (symbol -> contract multiplier). They are settled into cash at every
     step (the engine logs that cash), so they add nothing to equity and ``|qty x close x multiplier|``
-    to the gross exposure.
+    to the gross exposure. A future settled daily (``mark_log``: its (step, symbol, mark, pending) after each
+    step that moved them) adds ``pending + qty x (close - mark) x multiplier``, as ``Portfolio.equity`` does.
     """
     g = len(steps)
+    marks: dict[str, list[tuple[int, float, float]]] = {}
+    for step, symbol, mk, pend in mark_log:
+        marks.setdefault(symbol, []).append((step, mk, pend))
     cash = np.full(g, start_cash)
     if cash_log:
         cash = _carry(g, cash_log, start_cash)
@@ -270,6 +277,12 @@ def rebuild_equity(steps: np.ndarray, series: list[BarSeries], cash_log: list[tu
             idx = np.searchsorted(s.ts, steps, side="right") - 1
             mark = np.where(idx >= 0, s.close[np.maximum(idx, 0)], 0.0)
             del idx
+        if s.symbol in marks:   # a future settled daily: its unsettled variation
+            log_m = marks[s.symbol]
+            last = _carry(g, [(st, mk) for st, mk, _ in log_m], 0.0)
+            pend = _carry(g, [(st, pd) for st, _, pd in log_m], 0.0)
+            var = value * (mark - last) * m
+            equity += pend + var
         np.multiply(value, mark, out=value)
         if m is None:
             equity += value

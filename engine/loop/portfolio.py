@@ -11,6 +11,12 @@ trades (marked to the fill price) and at every bar (:meth:`Portfolio.settle`, to
 is the deposit plus all realized and unrealized PnL less fees, a futures position adds nothing more to
 equity once settled (``equity == cash`` for a futures-only account after each bar), and the margin it
 ties up (``|qty| x price x multiplier x margin``) is a claim on that equity, not a payment.
+
+A future whose instrument says ``settlement = "daily"`` is settled once a trading day instead: its variation
+(to a fill's price, and to the bar's last price) accumulates in ``Position.pending`` and moves into cash
+only at :meth:`Portfolio.settle` with ``day_end=True`` (the engine calls it at the trading day's last step);
+equity counts ``pending`` plus the variation since the last mark, so it is the same as with ``bar``
+settlement at every bar, and cash stays flat intraday (it moves only by fees).
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ class Position:
     fees: float = 0.0
     dividends: float = 0.0   # cash dividends received (paid, when short) so far
     mark: float = 0.0        # futures: the price the position was last settled at (its variation is in cash)
+    pending: float = 0.0     # futures settled daily: variation marked since the last settlement, not in cash yet
 
 
 class Portfolio:
@@ -41,6 +48,7 @@ class Portfolio:
         self.fees = 0.0
         self.instruments = None                    # InstrumentTable once use_futures is called
         self.multipliers: dict[str, float] = {}   # futures traded so far: symbol -> contract multiplier
+        self.daily: set[str] = set()               # the futures among them settled daily (module doc)
 
     def use_futures(self, instruments) -> None:
         """Account the symbols whose instrument (``instruments.future``) is a future as futures (module doc)."""
@@ -54,6 +62,8 @@ class Portfolio:
             if inst is None:
                 return 0.0
             m = self.multipliers[symbol] = inst.multiplier
+            if inst.settlement == "daily":
+                self.daily.add(symbol)
         return m
 
     def position(self, symbol: str) -> float:
@@ -69,7 +79,7 @@ class Portfolio:
         qty, price, fee = fill.qty, fill.price, fill.commission
         dq = qty if fill.side is Side.BUY else -qty
         if self.instruments is not None and (m := self._future(fill.symbol)):
-            return self._apply_future(pos, q0, dq, price, fee, m)
+            return self._apply_future(pos, q0, dq, price, fee, m, fill.symbol in self.daily)
         if dq > 0:
             self.cash = self.cash - qty * price - fee
         else:
@@ -89,10 +99,15 @@ class Portfolio:
         pos.qty = q1 = q1 if abs(q1) > 1e-12 else 0.0
         return q1
 
-    def _apply_future(self, pos: Position, q0: float, dq: float, price: float, fee: float, m: float) -> float:
-        """A futures fill: the held position is settled at the fill price, the fee paid; no notional moves."""
+    def _apply_future(self, pos: Position, q0: float, dq: float, price: float, fee: float, m: float,
+                      daily: bool = False) -> float:
+        """A futures fill: the held position is settled at the fill price (daily: into ``pending``), the fee
+        paid; no notional moves."""
         if q0:
-            self.cash = self.cash + q0 * (price - pos.mark) * m
+            if daily:
+                pos.pending = pos.pending + q0 * (price - pos.mark) * m
+            else:
+                self.cash = self.cash + q0 * (price - pos.mark) * m
         pos.mark = price
         self.cash = self.cash - fee
         self.fees += fee
@@ -110,13 +125,27 @@ class Portfolio:
         pos.qty = q1 = q1 if abs(q1) > 1e-12 else 0.0
         return q1
 
-    def settle(self, price_of) -> bool:
+    def settle(self, price_of, day_end: bool = False) -> bool:
         """Mark every open futures position to ``price_of(symbol)``: its variation into cash (symbols sorted).
-        True when cash moved."""
+        Futures settled daily only when ``day_end``: their ``pending`` and the variation to the price. True when
+        cash moved."""
         moved = False
+        daily = self.daily
         for symbol in sorted(self.multipliers):
             pos = self.positions.get(symbol)
-            if pos is None or not pos.qty:
+            if pos is None:
+                continue
+            if daily and symbol in daily:
+                if day_end and (pos.qty or pos.pending):
+                    p = price_of(symbol)
+                    if p == p:
+                        var = pos.qty * (p - pos.mark) * self.multipliers[symbol] if pos.qty else 0.0
+                        self.cash = self.cash + (pos.pending + var)
+                        pos.pending = 0.0
+                        pos.mark = p
+                        moved = True
+                continue
+            if not pos.qty:
                 continue
             p = price_of(symbol)
             if p != pos.mark and p == p:
@@ -171,8 +200,12 @@ class Portfolio:
                 m = self.multipliers.get(symbol) if self.multipliers else None
                 if m is None:
                     value += qty * price_of(symbol)
+                elif pos.pending:   # settled daily: the variation marked since the day's start, then the rest
+                    value += pos.pending + qty * (price_of(symbol) - pos.mark) * m
                 else:   # a future: only its variation since the last settlement is not in cash yet
                     value += qty * (price_of(symbol) - pos.mark) * m
+            elif pos.pending:       # closed today, settled daily: its variation is not in cash yet
+                value += pos.pending
         return value
 
     def gross_exposure(self, price_of) -> float:
@@ -182,3 +215,26 @@ class Portfolio:
     def unrealized_pnl(self, price_of) -> float:
         mult = self.multipliers
         return sum(p.qty * (price_of(s) - p.avg_cost) * mult.get(s, 1.0) for s, p in self.positions.items() if p.qty)
+
+
+DAY_NS = 86_400 * 10**9
+DAY_BREAK_NS = 6 * 3_600 * 10**9   # a trading day ends at 18:00 local: a night session belongs to the next day
+
+
+def day_ends_of(ts, tz: str | None = None) -> set[int]:
+    """The stamps (int64 ns, sorted input) that end a trading day: the last stamp before 18:00 local time of
+    each day (data/sessions.py's night rule: a night session at 21:00 belongs to the next trading day), in
+    ``tz`` (None or UTC: the stamps are wall time). Where daily settlement happens (``settlement = "daily"``)."""
+    import numpy as np
+    ts = np.asarray(ts, np.int64)
+    if not len(ts):
+        return set()
+    offset = 0
+    if tz and tz != "UTC":
+        from datetime import datetime, timezone
+        from zoneinfo import ZoneInfo
+        first = datetime.fromtimestamp(int(ts[0]) // 10**9, timezone.utc).astimezone(ZoneInfo(str(tz)))
+        offset = int(first.utcoffset().total_seconds()) * 10**9
+    day = (ts + (offset + DAY_BREAK_NS)) // DAY_NS
+    last = np.append(day[1:] != day[:-1], True)
+    return set(ts[last].tolist())

@@ -202,6 +202,16 @@ def frames(result: BacktestResult) -> dict[str, pl.DataFrame]:
               for k in ("dividend", "split", "qty_before", "qty_after", "cash")),
             pl.Series("cancelled", [int(a["cancelled"]) for a in acts], pl.Int64),
         ])
+    rolls = getattr(result, "rolls", None)
+    if rolls:   # futures rolls (engine/loop/rolls.py): one row per roll, with the orders it sent
+        out["rolls"] = pl.DataFrame([
+            pl.Series("ts", [r["ts"] for r in rolls], pl.String),
+            pl.Series("at", [r["at"] for r in rolls], pl.String),
+            pl.Series("old", [r["old"] for r in rolls], pl.String),
+            pl.Series("new", [r["new"] for r in rolls], pl.String),
+            pl.Series("qty", [float(r["qty"]) for r in rolls], pl.Float64),
+            pl.Series("orders", [",".join(r["orders"]) for r in rolls], pl.String),
+        ])
     return out
 
 
@@ -257,8 +267,9 @@ def write_run(out: Path, result: BacktestResult, manifest: dict[str, Any], *,
         tmp = out / f".{name}.parquet.tmp"
         df.write_parquet(tmp, compression="zstd", statistics=True)
         os.replace(tmp, out / f"{name}.parquet")
-    if "actions" not in tables:   # an earlier run's (--overwrite) would be read as this run's
-        (out / "actions.parquet").unlink(missing_ok=True)
+    for name in ("actions", "rolls"):   # an earlier run's (--overwrite) would be read as this run's
+        if name not in tables:
+            (out / f"{name}.parquet").unlink(missing_ok=True)
     write_json(out / "metrics.json", result.metrics)
     if not manifest.get("span"):   # a caller that did not say: the result's bars, from its trade_from
         manifest = {**manifest, "span": run_span(result.ts, getattr(result, "trade_from", None))}
