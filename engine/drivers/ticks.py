@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from itertools import repeat
+from itertools import islice, repeat
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -35,10 +35,10 @@ from tradeloop.risk.pipeline import RiskPipeline
 
 from tradeloop.engine.drivers.backtest import _user_failure, fewer_gc_passes
 from tradeloop.errors import StrategyError
-from tradeloop.engine.loop.clock import SimulatedClock
+from tradeloop.engine.loop.clock import SimulatedClock, TickClock
 from tradeloop.engine.loop.core import Engine
 from tradeloop.engine.loop.market import HistoricalMarket
-from tradeloop.engine.loop.portfolio import Portfolio
+from tradeloop.engine.loop.portfolio import Portfolio, day_ends_of
 from tradeloop.engine.loop.strategy import Strategy
 from tradeloop.engine.runs.result import BacktestResult
 
@@ -64,6 +64,7 @@ class TickMarket(HistoricalMarket):
         self._ticks = {t.symbol: t for t in ticks}
         self.tick_reads = False    # a tick field or indicator over ticks was declared: the driver keeps tick_rows
         self.driving = False
+        self.current: Callable[[], Tick] | None = None   # the tick being processed, while ``last`` lags (the driver)
 
     _has_ticks = True
 
@@ -98,7 +99,10 @@ class TickMarket(HistoricalMarket):
         pass
 
     def price(self, symbol: str) -> float:
-        t = self.last.get(symbol)
+        cur = self.current
+        t = cur() if cur is not None else None
+        if t is None or t.symbol != symbol:
+            t = self.last.get(symbol)
         if t is not None:
             p = t.price
             return p if p == p else (t.bid + t.ask) * 0.5
@@ -156,19 +160,27 @@ def run_tick_backtest(strategy: Strategy, ticks: Sequence[TickSeries], bars: Seq
     market.tick_tz = ticks[0].tz if ticks else None   # the zone of bars built from ticks (ctx.subscribe)
     venue = QuoteVenue(rules, quotes, tick_symbols=names)
     engine = Engine(strategy, market, Portfolio(cash), rules, risk or RiskPipeline([]), venue=venue,
-                    clock=SimulatedClock(), order_prefix=order_prefix, log=log, trade_from=trade_from)
+                    clock=TickClock() if len(ticks) == 1 and not bars else SimulatedClock(),
+                    order_prefix=order_prefix, log=log, trade_from=trade_from)
+    engine.log_all_marks = True   # futures: the equity curve adds each one's variation since its last mark
+    daily = rules.instruments.has_daily_settlement
     single = len(ticks) == 1 and not bars
     if single:
         ev_ts, kind, src, row = ticks[0].ts, None, None, None
     else:
         ev_ts, kind, src, row = merge_ticks(ticks, bars)
     n = len(ev_ts)
+    if daily:   # futures settled daily: at the last tick of each trading day that takes Engine.tick's path
+        engine.day_ends = day_ends_of(ev_ts, (ticks or bars)[0].tz if (ticks or bars) else None)
     period_last: list[np.ndarray] = []
     failure: StrategyError | None = None
     with fewer_gc_passes():
         try:
             engine.start()
             _drive(engine, ticks, bars, ev_ts, kind, src, row, sample_ns, period_last, progress)
+            if daily and n:   # the last trading day settles at its last price (that tick may have been skipped)
+                engine.step_index = int(ev_ts[-1])
+                engine._settle_futures(int(ev_ts[-1]))
             engine.stop()
         except Exception as e:  # noqa: BLE001 - the strategy's own failure ends the run, recorded so far
             failure = _user_failure(strategy, e) if partial_on_failure else None
@@ -183,7 +195,8 @@ def run_tick_backtest(strategy: Strategy, ticks: Sequence[TickSeries], bars: Seq
         kind = None if kind is None else kind[:n]
         period_last = [p[p <= (ev_ts[-1] if n else -1)] for p in period_last]
     sample = _sample_stamps(ev_ts, kind, period_last, engine.cash_log)
-    cash_c, equity, gross = _rebuild(sample, ticks, bars, engine.cash_log, engine.qty_log, float(cash))
+    cash_c, equity, gross = _rebuild(sample, ticks, bars, engine.cash_log, engine.qty_log, float(cash),
+                                     engine.portfolio.multipliers, engine.mark_log)
     result = BacktestResult(sorted(market.symbols), (ticks or bars)[0].tz if (ticks or bars) else None, float(cash),
                             sample, cash_c, equity, gross, engine.fills, list(engine.orders.values()),
                             engine.order_events, n, time.perf_counter() - t0, risk_events=list(engine.risk.events),
@@ -241,6 +254,50 @@ def _drive(engine: Engine, ticks: list[TickSeries], bars: list[BarSeries], ev_ts
         trows[tick.symbol] = r
         one(tick)
 
+    # one symbol, on_tick overridden, no per-tick rows or monitors: a chunk's Ticks go to the bound on_tick
+    # straight from a C-level map (one Python call per tick); the clock and the market read the current tick
+    # lazily off the list iterator, and placing an order, a notice or a new timer stops the pass after the
+    # current tick (the tick after it is checked for pending work as before)
+    fast = kind is None and calls and trows is None and not monitors and isinstance(clock, TickClock)
+    if fast:
+        cur = _Cursor()
+        ctx._new = new = _Watched(ctx._new, cur)
+        engine._notes = notes = _Watched(engine._notes, cur)
+        engine.timers.on_add = cur.stop
+        sym = ticks[0].symbol
+
+    def fast_chunk(ticks_l: list, ts_arr: np.ndarray) -> None:
+        m = len(ticks_l)
+        i = 0
+        while i < m:
+            t = ticks_l[i]
+            if working or notes or new or (heap and heap[0][0] <= t.ts):
+                last[sym] = t
+                full(t)
+                i += 1
+                continue
+            j = m
+            if heap:   # the pass ends before the next due timer
+                j = max(i + 1, int(np.searchsorted(ts_arr, heap[0][0], "left")))
+            it = iter(ticks_l)
+            if i:
+                it.__setstate__(i)
+            cur.ticks, cur.it, cur.n, cur.k = ticks_l, it, m, -1
+            clock.current = market.current = cur
+            try:
+                deque(map(on_tick, repeat(ctx), it if j == m else islice(it, j - i)), maxlen=0)
+            finally:
+                k = cur.k if cur.k >= 0 else m - it.__length_hint__() - 1
+                cur.it = clock.current = market.current = None
+                if k >= i:
+                    t = ticks_l[k]
+                    last[sym] = t
+                    if t.ts > clock.now:
+                        clock.now = t.ts
+            if new:
+                route()
+            i = k + 1
+
     single = kind is None
     if not single and nt:   # merged tick columns, in timeline order (tick events only are read)
         offsets = np.cumsum([0] + [len(s) for s in ticks])
@@ -277,6 +334,9 @@ def _drive(engine: Engine, ticks: list[TickSeries], bars: list[BarSeries], ev_ts
                     g = offsets[src[i:j]] + row[i:j]
                     return map(Tick, sym_names[src[i:j]].tolist(), tick_cols["ts"][g].tolist(),
                                *(tick_cols[c][g].tolist() for c in _TICK_COLS))
+            if fast:
+                fast_chunk(list(make(lo, hi)), ev_ts[lo:hi])
+                continue
             if calls:
                 if trows is None:
                     deque(map(one, make(lo, hi)), maxlen=0)
@@ -307,6 +367,46 @@ def _drive(engine: Engine, ticks: list[TickSeries], bars: list[BarSeries], ev_ts
         if progress is not None:
             progress(b, n)
         a = b
+
+
+class _Cursor:
+    """The tick being processed in a C-level pass over a list of ticks: read off the list iterator's
+    position (``k`` once the pass was told to stop after it)."""
+
+    __slots__ = ("ticks", "it", "n", "k")
+
+    def __init__(self) -> None:
+        self.ticks: list = []
+        self.it: Any = None
+        self.n = 0
+        self.k = -1
+
+    def __call__(self) -> Tick:
+        k = self.k
+        if k < 0:
+            k = self.n - self.it.__length_hint__() - 1
+        return self.ticks[k]
+
+    def stop(self) -> None:
+        """Stop the pass after the current tick (an order placed, a notice, a timer added)."""
+        it = self.it
+        if it is not None and self.k < 0:
+            self.k = self.n - it.__length_hint__() - 1
+            it.__setstate__(self.n)
+
+
+class _Watched(list):
+    """A list (the orders placed, the notices) that stops the cursor's pass when something is appended."""
+
+    __slots__ = ("cursor",)
+
+    def __init__(self, items: list, cursor: _Cursor) -> None:
+        super().__init__(items)
+        self.cursor = cursor
+
+    def append(self, item: Any) -> None:
+        list.append(self, item)
+        self.cursor.stop()
 
 
 def names_of(ticks: list[TickSeries]) -> list[str]:
@@ -361,7 +461,9 @@ def _carry_at(stamps: np.ndarray, log_ts: list[int], values: list[float], start:
 
 
 def _rebuild(stamps: np.ndarray, ticks: list[TickSeries], bars: list[BarSeries], cash_log, qty_log,
-             start_cash: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             start_cash: float, multipliers=None, mark_log=()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cash, equity, gross exposure per stamp. A future (``multipliers``) adds ``pending + qty x (price - mark)
+    x multiplier`` to equity (its (stamp, symbol, mark, pending) in ``mark_log``) and |notional x multiplier|."""
     cash = _carry_at(stamps, [t for t, _ in cash_log], [c for _, c in cash_log], start_cash)
     equity = cash.copy()
     gross = np.zeros(len(stamps))
@@ -389,6 +491,14 @@ def _rebuild(stamps: np.ndarray, ticks: list[TickSeries], bars: list[BarSeries],
             ok = idx >= 0
             mark = bs.close[np.maximum(idx, 0)]
         mark = np.where(ok, mark, 0.0)
+        m = multipliers.get(symbol) if multipliers else None
+        if m is not None:   # a future: the variation since its last mark (the rest is in cash)
+            log_m = [(t_, mk, pd) for t_, s_, mk, pd in mark_log if s_ == symbol]
+            last = _carry_at(stamps, [x[0] for x in log_m], [x[1] for x in log_m], 0.0)
+            pend = _carry_at(stamps, [x[0] for x in log_m], [x[2] for x in log_m], 0.0)
+            equity += pend + value * (mark - last) * m
+            gross += np.abs(value * mark * m)
+            continue
         value = value * mark
         equity += value
         gross += np.abs(value)

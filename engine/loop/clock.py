@@ -39,6 +39,37 @@ class SimulatedClock:
         return self.now
 
 
+class TickClock(SimulatedClock):
+    """A :class:`SimulatedClock` for the tick driver: while it hands ticks to ``on_tick`` straight from a
+    list (one C-level call per tick, nothing advanced per tick), ``current`` returns the tick being
+    processed and ``now`` is read from it lazily (the latest of it and the time set before)."""
+
+    __slots__ = ("_now", "current")
+
+    def __init__(self, start: int = 0) -> None:
+        self._now = start
+        self.current: Callable[[], object] | None = None
+
+    @property
+    def now(self) -> int:
+        cur = self.current
+        if cur is not None:
+            ts = cur().ts
+            if ts > self._now:
+                return ts
+        return self._now
+
+    @now.setter
+    def now(self, value: int) -> None:
+        self._now = value
+
+    def advance(self, ts: int) -> int:
+        if ts >= self._now:
+            self._now = ts
+            return ts
+        return self._now
+
+
 class WallClock:
     """The machine's time (``time.time_ns`` unless ``source`` is given), read once per event so that one
     event's callbacks all see the same ``now``; it never goes backwards, even if the system clock does.
@@ -66,6 +97,7 @@ class Timers:
     def __init__(self) -> None:
         self.heap: list[tuple[int, int, str, int]] = []   # (next time, order added, name, interval)
         self._seq = 0
+        self.on_add: Callable[[], None] | None = None     # told when a timer is added (the tick driver)
 
     def add(self, name: str, every: int, start: int) -> None:
         """Fire ``name`` first at ``start``, then every ``every`` ns."""
@@ -73,6 +105,8 @@ class Timers:
             raise ValueError(f"timer {name!r}: interval must be positive, got {every}")
         heapq.heappush(self.heap, (start, self._seq, name, every))
         self._seq += 1
+        if self.on_add is not None:
+            self.on_add()
 
     def due(self, now: int) -> list[str]:
         """The timers due at ``now``, each once (a timer that missed several intervals fires once and

@@ -95,6 +95,11 @@ class Engine:
         portfolio.use_futures(rules.instruments)   # futures: margin, multiplier, marked to market (portfolio.py)
         self._futures = portfolio.instruments is not None
         self._liquidating: list[Order] = []        # the orders of a margin call still working
+        # futures settled daily (settlement = "daily"): the stamps of each trading day's last step (the driver sets
+        # them: day_ends_of); mark_log: (step, symbol, mark, pending) of those futures after each step that moved them
+        self.day_ends: set[int] | None = None
+        self.mark_log: list[tuple[int, str, float, float]] = []
+        self.log_all_marks = False   # the tick driver: every future's mark (the fast path does not settle)
         # daily price limits outside a market profile: per-bar limit_up/limit_down columns of the data, else an
         # instrument's ``limit`` x the previous close (brokers/sim.py asks price_limits when limits_active)
         cols = getattr(market, "cols", {})
@@ -146,9 +151,22 @@ class Engine:
         """
         from tradeloop.models.predictor import open_predictor
         from tradeloop.models.runtime.base import runtime_detail
+        ticks = getattr(self.market, "_ticks", None)   # a tick backtest's TickMarket: its tick series
         predictor = open_predictor(registry, model, self.market.symbols, runtime=runtime, backup=backup,
                                    limits=limits, batch_workers=batch_workers, on_switch=self._model_breach)
-        if isinstance(self.market, HistoricalMarket):
+        if getattr(predictor, "kind", "bars") == "ticks":   # a model on tick windows (models/tick_predictor.py)
+            if ticks is not None:   # backtest: batch precompute; ctx.predictions looks up each symbol's tick row
+                from tradeloop.models.tick_predictor import TickPredictions
+
+                predictor.precompute(ticks.values())
+                self.market._declare_ticks()   # the driver keeps market.tick_rows per tick
+                self.ctx.predictions = TickPredictions(predictor, self.market.tick_rows)
+                self._tick_predictor = "pre"
+            else:                   # live: Engine.tick feeds every tick (_predict_tick)
+                predictor.warm_up()
+                self.ctx.predictions = predictor.latest
+                self._tick_predictor = "live"
+        elif isinstance(self.market, HistoricalMarket):
             predictor.precompute(self.market.series[s] for s in self.market.symbols)
         else:
             predictor.warm_up()   # live: no first-call kernel builds inside the timed calls
@@ -167,8 +185,18 @@ class Engine:
         self.risk.record(int(ts), "model_health", "switch" if event.to_model else "breach", str(event),
                          value=float(event.value))
 
+    _tick_predictor: str | None = None   # "pre" (tick backtest) / "live": a model on tick windows
+
+    def _predict_tick(self, tick: Tick) -> None:
+        """A tick model, live: feed the tick; ``ctx.predictions`` holds each symbol's latest probabilities."""
+        if self._tick_predictor == "live":
+            self.predictor.update_tick(tick)
+            self.ctx.predictions = self.predictor.latest
+
     def _predict(self, bars: list[Bar]) -> None:
         """Step (4): the predictor's outputs for this timestamp's symbols, as ``ctx.predictions``."""
+        if self._tick_predictor is not None:
+            return   # a tick model: bars do not feed it
         # live bars carry their amount (wire v2) for the VWAP feature; a backtest looks up precomputed outputs
         amounts = {b.symbol: b.amount for b in bars if b.amount is not None} if self._rows is None else None
         self.ctx.predictions = self.predictor.step(bars, amounts or None, rows=self._rows)
@@ -297,6 +325,8 @@ class Engine:
         if self.risk.monitors:
             p = tick.price
             self.risk.watch(tick.ts, [Bar(tick.symbol, tick.ts, p, p, p, p, tick.size)])
+        if self.predictor is not None:
+            self._predict_tick(tick)
         if self._notes:
             self._deliver()
         if self.timers.heap:
@@ -496,7 +526,7 @@ class Engine:
         (|qty| x price x multiplier x maintenance_margin, summed), every futures position is closed by a market
         order (filled at the next bar's open) and a risk event ``liquidation`` records the figures."""
         portfolio = self.portfolio
-        if portfolio.settle(self.market.price):
+        if portfolio.settle(self.market.price, self.day_ends is not None and ts in self.day_ends):
             self._dirty = True
         if self._liquidating:
             self._liquidating = [o for o in self._liquidating if o.is_open]
@@ -620,3 +650,12 @@ class Engine:
             log[-1] = (self.step_index, self.portfolio.cash)
         else:
             log.append((self.step_index, self.portfolio.cash))
+        daily = self.portfolio.multipliers if self.log_all_marks else self.portfolio.daily
+        if daily:   # futures settled daily: their mark and pending variation (rebuild_equity adds them)
+            pos, marks, step = self.portfolio.positions, self.mark_log, self.step_index
+            while marks and marks[-1][0] == step:
+                marks.pop()
+            for symbol in sorted(daily):
+                p = pos.get(symbol)
+                if p is not None:
+                    marks.append((step, symbol, p.mark, p.pending))
