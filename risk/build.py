@@ -88,5 +88,6 @@ def build_pipeline(r: RiskSection, rules: FillRules, *, allow_short: bool = Fals
                 reviewer = PolicyReviewer(_checked(load_policy(r.review.policy), r.review.policy), r.review.policy)
             except ValueError as e:
                 raise ConfigError(f"risk.review.policy: {e}") from None
-        review = ReviewGate(r.review.notional, reviewer)
+        table = rules.instruments
+        review = ReviewGate(r.review.notional, reviewer, instruments=table if table and table.has_futures else None)
     return RiskPipeline(checks, review=review, control=control)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from tradeloop.brokers.orders import Order
 
@@ -36,18 +36,24 @@ class Reviewer(Protocol):
 
 
 class ReviewGate:
-    """Hold an order whose notional (quantity x its limit, stop or last price) is at or above ``notional``."""
+    """Hold an order whose notional (quantity x its limit, stop or last price, x the contract multiplier of a
+    future in ``instruments``) is at or above ``notional``."""
 
     name = "review"
 
-    def __init__(self, notional: float, reviewer: Reviewer) -> None:
+    def __init__(self, notional: float, reviewer: Reviewer, instruments: Any = None) -> None:
         if not notional > 0:
             raise ValueError(f"review notional must be positive, not {notional!r}")
         self.notional = float(notional)
         self.reviewer = reviewer
+        self.instruments = instruments   # brokers.instruments.InstrumentTable with futures, or None
 
     def __call__(self, order: Order, state: BatchState) -> Verdict | None:
         value = order.qty * reference_price(order, state)
+        if self.instruments is not None:
+            future = self.instruments.future(order.symbol)
+            if future is not None:
+                value *= future.multiplier
         if value != value:  # no price to size it by: a person decides (fail closed)
             return Verdict("hold", f"notional unknown: no price for {order.symbol} yet")
         if value >= self.notional:

@@ -221,3 +221,15 @@ def test_if1706_matches_backtrader_futures():
     np.testing.assert_allclose([c for *_, c in ours], [c for *_, c in fills], rtol=1e-12)
     # backtrader's value at bar t's next() is after t's settlement: our equity curve bar for bar
     np.testing.assert_allclose(res.equity, values, rtol=1e-12)
+
+
+def test_the_review_gate_counts_the_contract_multiplier():
+    """One IF contract at ~3,215 points is ~964k CNY of notional: a 500k review threshold holds it."""
+    rules = if_rules()
+    risk = RiskSection()
+    risk.review.notional, risk.review.policy = 500_000.0, "reject"
+    res = run_backtest(Schedule({10: 1}), [load_bars(need(IF_FILE), "IF1706")], cash=1_000_000.0, rules=rules,
+                       risk=build_pipeline(risk, rules, allow_short=True))
+    (order,) = res.orders
+    assert order.status is OrderStatus.REJECTED and order.reason.startswith("review:")
+    assert not res.fills
