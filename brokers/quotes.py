@@ -47,7 +47,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from tradeloop.brokers.orders import Fill, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
+from tradeloop.brokers.orders import Order, OrderStatus, OrderType, Side, TimeInForce
+from tradeloop.brokers.instruments import floor_step
 from tradeloop.brokers.sim import FillRules, SimulatedVenue
 from tradeloop.data.schema import NS_PER_DAY
 
@@ -273,27 +274,13 @@ class QuoteVenue(SimulatedVenue):
             self._fill(order, ts, lim, size if self.quotes.size_limit else _INF)
 
     def _fill(self, order: Order, ts: int, price: float, avail: float) -> None:
+        """Fill what ``avail`` (the displayed or traded size) allows of the order's remainder, in whole steps."""
         rules = self.rules
         remaining = order.qty - order.filled_qty
         qty = remaining if avail >= remaining else float(avail)
-        if rules.lot_size > 0:
-            qty = math.floor(qty / rules.lot_size + 1e-9) * rules.lot_size
+        step = rules.qty_step(order.symbol) if rules.instruments else rules.lot_size
+        if step > 0:
+            qty = floor_step(qty, step)
         if qty <= 0:
             return
-        side = order.side
-        commission = rules.fee(order.symbol, side, qty, price, ts)
-        problem = self.account.affordable(order.symbol, side, qty, price, commission)
-        if problem is not None:
-            self._finish(order, OrderStatus.REJECTED, ts, problem)
-            return
-        prev = order.filled_qty
-        order.filled_qty = filled = prev + qty
-        order.avg_fill_price = price if not prev else (order.avg_fill_price * prev + price * qty) / filled
-        if filled >= order.qty - 1e-9:
-            order.status = OrderStatus.FILLED
-            self._remove(order)
-        else:
-            order.status = OrderStatus.PARTIALLY_FILLED
-        sink = self.sink
-        sink.on_fill(Fill(order.id, ts, order.symbol, side, qty, price, commission), order)
-        sink.on_order_event(OrderEvent(ts, order.id, order.symbol, order.status), order)
+        self._record_fill(order, ts, qty, price)

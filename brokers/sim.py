@@ -219,11 +219,16 @@ class SimulatedVenue:
             price = min(max(rules.slippage(side, price, qty, v), l), h)
             if band is not None:
                 price = min(max(price, band[0]), band[1])
+        self._record_fill(order, ts, qty, price)
+
+    def _record_fill(self, order: Order, ts: int, qty: float, price: float) -> None:
+        """Charge a fill of ``qty`` at ``price``, ask the account, and record it (bar and quote matching alike)."""
+        rules, side = self.rules, order.side
         if rules.instruments:
             commission = rules.fee(order.symbol, side, qty, price, ts)   # a future's: on price x multiplier
         else:
             commission = rules.commission(order.symbol, side, qty, price, ts)
-        problem = account.affordable(order.symbol, side, qty, price, commission)
+        problem = self.account.affordable(order.symbol, side, qty, price, commission)
         if problem is not None:
             self._finish(order, OrderStatus.REJECTED, ts, problem)
             return
