@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -225,3 +223,42 @@ def test_ema_reproduces_ref_py(tmp_path):
     assert len(got) == len(expected) > 1000
     assert tc.digest(got) == tc.digest(expected)
     assert tc.pnl(got, s.bid, s.ask) == tc.pnl(expected, s.bid, s.ask)
+
+
+# ----------------------------------------------------------------- the same rules, specified on the real vn.py file
+def _first_at_or_after(s: TickSeries, after: int, t: int) -> int:
+    """The first tick index after ``after`` stamped at or after ``t``."""
+    return next(i for i in range(after + 1, len(s)) if s.ts[i] >= t)
+
+
+def test_real_file_latency_decides_which_quote_a_market_order_first_sees():
+    s = vnpy(400)
+    at = 100
+    for entry_ms, data_ms in ((0, 0), (700, 0), (1200, 300), (4000, 1000)):
+        rules = QuoteRules(size_limit=False, latency=Latency(entry_ns=entry_ms * MS, data_ns=data_ms * MS))
+        r = run_tick_backtest(Once([("buy", 1, {})], at=at), [s], rules=FREE, quotes=rules)
+        arrive = int(s.ts[at]) + (entry_ms + data_ms) * MS
+        j = _first_at_or_after(s, at, arrive + (1 if entry_ms + data_ms == 0 else 0))
+        assert [(f.ts, f.price) for f in r.fills] == [(int(s.ts[j]), float(s.ask[j]))], (entry_ms, data_ms)
+
+
+def test_real_file_market_order_fills_at_most_the_displayed_size_tick_by_tick():
+    s = vnpy(400)
+    at, qty = 50, float(s.ask_size[51] + s.ask_size[52] + 1)   # more than the next two asks show
+    r = run_tick_backtest(Once([("buy", qty, {})], at=at), [s], rules=FREE, cash=10_000_000.0)
+    fills = [(f.ts, f.price, f.qty) for f in r.fills]
+    assert fills[:2] == [(int(s.ts[51]), float(s.ask[51]), float(s.ask_size[51])),
+                         (int(s.ts[52]), float(s.ask[52]), float(s.ask_size[52]))]
+    assert sum(f[2] for f in fills) == qty and all(q <= float(s.ask_size[np.searchsorted(s.ts, t)]) for t, _, q in fills)
+
+
+def test_real_file_limit_buy_rests_until_the_ask_reaches_it_and_fills_at_the_limit():
+    s = vnpy(3000)
+    at = 500
+    limit = float(s.ask[at + 1:].min())   # the lowest ask to come (2392, four points under the ask at 500)
+    assert limit < s.ask[at + 1]          # so the order cannot take the next quote: it rests
+    r = run_tick_backtest(Once([("buy", 1, {"limit": limit})], at=at), [s], rules=FREE,
+                          quotes=QuoteRules(size_limit=False))
+    j = at + 1 + int(np.argmax(s.ask[at + 1:] <= limit))   # the first later tick whose ask reaches it
+    assert j > at + 1
+    assert [(f.ts, f.price) for f in r.fills] == [(int(s.ts[j]), limit)]
