@@ -266,6 +266,8 @@ def test_a_failing_backtest_window_is_reported_and_the_others_finish(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["walkforward"]["failed"] == 1 and m["windows"][1]["status"] == "error" and "metrics" not in m["windows"][1]
     assert "boom in the summer of 2011" in (out / "report.html").read_text()
+    manifest = json.loads((out / "manifest.json").read_text())   # the run did not do all it was asked: failed
+    assert manifest["status"] == "failed" and manifest["error"].startswith("window 2: backtest: strategy error: ")
 
 
 def test_a_failing_training_window_is_reported_and_the_others_finish(tmp_path):

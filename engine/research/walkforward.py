@@ -368,7 +368,10 @@ def write_walkforward(target: Path, wf: WalkForwardResult, cfg: RunConfig, spec:
     span = run_span(result.ts, None, first.warmup_from if first is not None else None)
     details = {"spec": spec.to_dict(), "training": train,
                "windows": [{**o.window.describe(), "model": o.model} for o in wf.windows]}
+    failed = [o for o in wf.windows if not o.ok]   # a run with failed windows did not do what it was asked
+    error = "; ".join(f"window {o.window.index + 1}: {o.error}" for o in failed) or None
     manifest = build_manifest("walkforward", cfg, cls, build_rules(cfg), params=dict(cfg.params), inputs=inputs,
                               benchmark=bench, models=result.models, symbols=result.symbols, tz=result.tz,
+                              status="failed" if failed else "completed", error=error,
                               details=details, model_packages=train is not None, span=span)
     return write_run(target, result, manifest, report=write_run_report, benchmark=bench, events=events)
