@@ -62,6 +62,13 @@ def _column(a: pa.ChunkedArray) -> np.ndarray:
     return np.ascontiguousarray(a.to_numpy())
 
 
+def check_symbol(root: Path, symbol: str) -> str:
+    """``symbol`` when it is safe as a folder name under ``root`` (bars and ticks alike), else a DataError."""
+    if not symbol or "/" in symbol or "\\" in symbol or symbol in (".", "..") or "\0" in symbol:
+        raise DataError(str(root), 0, "symbol", f"bad symbol name for a catalog folder: {symbol!r}")
+    return symbol
+
+
 class Catalog:
     """Bars of many symbols under one root folder, partitioned by symbol."""
 
@@ -70,9 +77,7 @@ class Catalog:
 
     def path(self, symbol: str) -> Path:
         """Where ``symbol``'s bars live (refuses names that would leave the folder)."""
-        if not symbol or "/" in symbol or "\\" in symbol or symbol in (".", "..") or "\0" in symbol:
-            raise DataError(str(self.root), 0, "symbol", f"bad symbol name for a catalog folder: {symbol!r}")
-        return self.root / f"symbol={symbol}" / FILE
+        return self.root / f"symbol={check_symbol(self.root, symbol)}" / FILE
 
     def write(self, series: BarSeries, *, source_sha256: str | None = None) -> Path:
         """Store a series atomically (temp file + os.replace), replacing what the symbol had."""

@@ -352,6 +352,17 @@ def _no_header_names(width: int, cells: list[str]) -> list[str]:
 
 # ---------------------------------------------------------------- columns
 
+def _column_index(src: str, names: list[str], low: list[str], key: str, ref: int | str) -> int:
+    """The column a user's ``columns`` mapping names for ``key``: a 0-based position or a header name."""
+    if isinstance(ref, int):
+        if not 0 <= ref < len(names):
+            raise DataError(src, 1, str(ref), f"column {ref} out of range (file has {len(names)} columns)")
+        return ref
+    if ref.strip().lower() in low:
+        return low.index(ref.strip().lower())
+    raise DataError(src, 1, ref, f"no such column for {key} (have {', '.join(names)})")
+
+
 def _map_columns(names: list[str], layout: list[str] | None, columns: Mapping[str, str | int] | None,
                  src: str) -> dict[str, int]:
     """Field -> column position, from aliases (or the header-less layout) overridden by ``columns``."""
@@ -367,14 +378,7 @@ def _map_columns(names: list[str], layout: list[str] | None, columns: Mapping[st
                     break
     for key, ref in (columns or {}).items():
         key = "ts" if key == "date" else key
-        if isinstance(ref, int):
-            if not 0 <= ref < len(names):
-                raise DataError(src, 1, str(ref), f"column {ref} out of range (file has {len(names)} columns)")
-            found[key] = ref
-        elif ref.strip().lower() in low:
-            found[key] = low.index(ref.strip().lower())
-        else:
-            raise DataError(src, 1, ref, f"no such column for {key} (have {', '.join(names)})")
+        found[key] = _column_index(src, names, low, key, ref)
     if "ts" not in found and "time" in found:
         found["ts"] = found.pop("time")
     if "ts" not in found and layout is None and low and low[0] == "":  # unnamed pandas index holding the dates

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tradeloop.data.catalog import META_KEY, _column, _fsync_dir, _iso, _to_ns
+from tradeloop.data.catalog import META_KEY, _column, _fsync_dir, _iso, _to_ns, check_symbol
 from tradeloop.data.errors import DataError, check_file
 from tradeloop.data.loaders import file_sha256
 from tradeloop.data.schema import NS_PER_DAY, TICK_FIELDS, TickSeries
@@ -41,9 +41,7 @@ class TickCatalog:
 
     def folder(self, symbol: str) -> Path:
         """Where ``symbol``'s day files live (refuses names that would leave the folder)."""
-        if not symbol or "/" in symbol or "\\" in symbol or symbol in (".", "..") or "\0" in symbol:
-            raise DataError(str(self.root), 0, "symbol", f"bad symbol name for a catalog folder: {symbol!r}")
-        return self.root / FOLDER / symbol
+        return self.root / FOLDER / check_symbol(self.root, symbol)
 
     def symbols(self) -> list[str]:
         """Every symbol with stored ticks, sorted."""

@@ -32,7 +32,8 @@ import numpy as np
 import polars as pl
 
 from tradeloop.data.errors import DataError, check_file
-from tradeloop.data.loaders import HEAD_BYTES, _VALUE, _decode, _ragged, _sniff_encoding, _timestamps, symbol_of
+from tradeloop.data.loaders import (HEAD_BYTES, _VALUE, _column_index, _decode, _ragged, _sniff_encoding, _timestamps,
+                                     symbol_of)
 from tradeloop.data.schema import TICK_FIELDS, TickSeries
 from tradeloop.data.validate import LOG, MAX_PRICE, MAX_VOLUME, EXAMPLE_LINES, _fmt_ts, _rising
 
@@ -203,14 +204,7 @@ def _map(names: list[str], layout: tuple[str, ...] | None, columns: Mapping[str,
     for key, ref in (columns or {}).items():
         if key not in (*TICK_FIELDS, "ts", "date", "time", "side", "symbol", "status"):
             raise DataError(src, 1, str(ref), f"unknown tick field {key!r} in columns")
-        if isinstance(ref, int):
-            if not 0 <= ref < len(names):
-                raise DataError(src, 1, str(ref), f"column {ref} out of range (file has {len(names)} columns)")
-            found[key] = ref
-        elif ref.strip().lower() in low:
-            found[key] = low.index(ref.strip().lower())
-        else:
-            raise DataError(src, 1, ref, f"no such column for {key} (have {', '.join(names)})")
+        found[key] = _column_index(src, names, low, key, ref)
     if "ts" not in found:
         if "date" in found:
             found["ts"] = found.pop("date")

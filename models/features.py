@@ -78,6 +78,12 @@ _T, _PREV_C, _PREV_LV, _DAY, _DAY_HI, _DAY_LO, _FIXED = 0, 1, 2, 3, 4, 5, 6
 _P_H1, _P_H2, _P_H3, _P_FAST, _P_SLOW, _P_SIG, _P_RSI, _P_ATR, _P_W, _P_WARM = range(10)
 
 
+def spec_hash(d: dict[str, Any]) -> str:
+    """Stable 16-hex-digit hash of a feature spec's ``to_dict`` (bar and tick specs alike)."""
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """What the features are: parameters, window length and a stable hash of both."""
@@ -157,8 +163,7 @@ class FeatureSpec:
     @property
     def hash(self) -> str:
         """Stable 16-hex-digit hash of the parameters, names and kernel version."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return spec_hash(self.to_dict())
 
     # -- kernel arguments ------------------------------------------------------------------
     def _params(self) -> np.ndarray:

@@ -26,8 +26,6 @@ Rows before the warm-up (``spec.warmup`` ticks) are NaN.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -38,7 +36,7 @@ import numpy as np
 from tradeloop.data.schema import TickSeries
 
 from tradeloop.models.errors import FeatureError
-from tradeloop.models.features import FeatureSpec, _ring_mean_std, _ring_push
+from tradeloop.models.features import FeatureSpec, _ring_mean_std, _ring_push, spec_hash
 
 __all__ = ["TICK_FEATURES", "TickFeatureSpec", "TickFeatureStream", "compute_tick_features", "spec_from_dict"]
 
@@ -118,8 +116,7 @@ class TickFeatureSpec:
 
     @property
     def hash(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return spec_hash(self.to_dict())
 
     def _params(self) -> np.ndarray:
         return np.array([self.horizon, self.window, self.warmup], np.int64)

@@ -65,6 +65,20 @@ class TimeframeView:
         return f"TimeframeView({self.symbol} {self.timeframe}{src}, {len(self.bars)} closed)"
 
 
+def _deliver_closed(engine: "Engine", closed: list[tuple[TimeframeView, Bar]]) -> None:
+    """Hand just-closed higher bars to ``on_timeframe_bar``, then act on what that did (notices, orders,
+    cash log) as the step does after its own callbacks."""
+    ctx, callback = engine.ctx, engine.strategy.on_timeframe_bar
+    for view, bar in closed:
+        callback(ctx, view.timeframe, bar)
+    if engine._notes:
+        engine._deliver()
+    if ctx._new:
+        engine._route()
+    if engine._dirty:
+        engine._snapshot()
+
+
 class Subscriptions:
     """Every (symbol, timeframe) a strategy subscribed to; wraps ``engine.step`` on the first one."""
 
@@ -135,8 +149,6 @@ class Subscriptions:
         engine = self.engine
         inner_tick, inner_step, inner_stop = engine.tick, engine.step, engine.stop
         views = self.tick_views
-        strategy, ctx = engine.strategy, engine.ctx
-        callback = strategy.on_timeframe_bar
 
         def due(ts: int | None, tick: Tick | None = None) -> list[tuple[TimeframeView, Bar]]:
             closed: list[tuple[TimeframeView, Bar]] = []
@@ -154,14 +166,7 @@ class Subscriptions:
             return closed
 
         def deliver(closed: list[tuple[TimeframeView, Bar]]) -> None:
-            for view, bar in closed:
-                callback(ctx, view.timeframe, bar)
-            if engine._notes:
-                engine._deliver()
-            if ctx._new:
-                engine._route()
-            if engine._dirty:
-                engine._snapshot()
+            _deliver_closed(engine, closed)
 
         def tick(t: Tick) -> None:
             closed = due(t.ts, t)
@@ -188,8 +193,6 @@ class Subscriptions:
         engine = self.engine
         inner = engine.step
         by_symbol = self.by_symbol
-        strategy, ctx = engine.strategy, engine.ctx
-        callback = strategy.on_timeframe_bar
 
         def step(ts: int, bars: Sequence[Bar]) -> None:
             closed: list[tuple[TimeframeView, Bar]] = []
@@ -208,14 +211,7 @@ class Subscriptions:
                         closed.append((view, done))
             inner(ts, bars)
             if closed:
-                for view, done in closed:
-                    callback(ctx, view.timeframe, done)
-                if engine._notes:
-                    engine._deliver()
-                if ctx._new:
-                    engine._route()
-                if engine._dirty:
-                    engine._snapshot()
+                _deliver_closed(engine, closed)
 
         engine.step = step
         self._installed = True
