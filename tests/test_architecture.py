@@ -32,6 +32,7 @@ FLOORS = [
     ["tradeloop.engine.report"],
     ["tradeloop.engine.assembly"],
     ["tradeloop.engine.research"],
+    ["tradeloop.engine.console"],       # the operator console: reads and writes the state file, served by live runs
     ["tradeloop.engine.live"],
     ["tradeloop.engine.cli"],
     ["tradeloop", "tradeloop.engine"],   # the public names (Strategy, Param, ...), re-exported lazily
