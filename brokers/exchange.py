@@ -63,7 +63,7 @@ from tradeloop.data.schema import Bar, Tick
 from tradeloop.brokers.fill_config import load_exchange_rules
 from tradeloop.brokers.quotes import QuoteRules, QuoteVenue
 from tradeloop.brokers.fix.codec import Framer, Garbled, Msg, decode, encode, validate
-from tradeloop.brokers.fix.mapping import (MAX_ORDER_PRICE, MAX_ORDER_QTY, ExecType, ORD_STATUS_TO_FIX, SIDE_TO_FIX,
+from tradeloop.brokers.fix.mapping import (MAX_CLORDID_LEN, MAX_ORDER_PRICE, MAX_ORDER_QTY, ExecType, ORD_STATUS_TO_FIX, SIDE_TO_FIX,
                                            execution_report, order_from_message)
 from tradeloop.brokers.fix.secrets import SecretError, load_password
 from tradeloop.brokers.fix.session import FixSession, SessionConfig
@@ -759,6 +759,8 @@ class ExchangeSimulator:
         request alone is refused (ExecutionReport 39=8, OrderCancelReject or BusinessMessageReject)."""
         mt = msg.msg_type
         clordid = msg.get(Tag.ClOrdID, "")
+        if self._id_too_long(session, msg):
+            return
         if mt != MsgType.OrderStatusRequest and clordid in self._clordids and msg.poss_dup:
             self.log.info("exchange.duplicate_request_ignored", clordid=clordid, msg_type=mt)
             return
@@ -796,6 +798,23 @@ class ExchangeSimulator:
                 self.session.send(MsgType.BusinessMessageReject, [
                     (Tag.RefSeqNum, msg.seq_num), (Tag.RefMsgType, mt), (Tag.BusinessRejectRefID, clordid or None),
                     (Tag.BusinessRejectReason, 0), (Tag.Text, text)])
+
+    def _id_too_long(self, session: FixSession, msg: Msg) -> bool:
+        """Refuse (and never store) a request whose ClOrdID or OrigClOrdID exceeds ``MAX_CLORDID_LEN``:
+        every ClOrdID seen is kept for duplicate checks, so an unbounded one would grow the state file."""
+        long = next((t for t in (Tag.ClOrdID, Tag.OrigClOrdID) if len(msg.get(t, "")) > MAX_CLORDID_LEN), None)
+        if long is None:
+            return False
+        text = f"{'ClOrdID' if long == Tag.ClOrdID else 'OrigClOrdID'} longer than {MAX_CLORDID_LEN} characters"
+        mt = msg.msg_type
+        if mt == MsgType.NewOrderSingle:
+            self._reject_new(msg, 99, text)
+        elif mt in (MsgType.OrderCancelRequest, MsgType.OrderCancelReplaceRequest):
+            self._cancel_reject(msg, None, "1" if mt == MsgType.OrderCancelRequest else "2", 99, text)
+        else:
+            session.send(MsgType.BusinessMessageReject, [
+                (Tag.RefSeqNum, msg.seq_num), (Tag.RefMsgType, mt), (Tag.BusinessRejectReason, 0), (Tag.Text, text)])
+        return True
 
     def _created_ts(self, msg: Msg) -> int:
         """When the order counts as placed: the exchange clock, or the trader's TransactTime if later."""

@@ -13,6 +13,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import sys
 import time
 from collections import Counter
@@ -161,6 +162,32 @@ def test_out_of_range_quantities_and_prices_are_rejected_one_by_one_and_the_sess
             await peer.close()
             assert await ex.stop() == 0
         assert not [e for e in ex.events() if e["event"] in ("exchange.order_failed", "fix.application_error")]
+    run(scenario())
+
+
+def test_an_overlong_clordid_is_refused_and_never_remembered(tmp_path):
+    """Every ClOrdID seen is kept for duplicate checks, so one past 64 characters (a 100 kB one here) is
+    refused for what it is, new order and cancel alike, and a later order may not collide with it."""
+    long_id = "L" * 100_000
+
+    async def scenario():
+        async with exchange(tmp_path) as ex:
+            peer = await RawPeer().connect(HOST, ex.fix_port)
+            await peer.logon(password=PASSWORD)
+            await peer.send(MsgType.NewOrderSingle, nos(long_id, 10, "2", "10.5"))
+            er = await peer.expect(MsgType.ExecutionReport)
+            assert er[Tag.OrdStatus] == "8" and "ClOrdID longer than 64 characters" in er[Tag.Text]
+            await peer.send(MsgType.OrderCancelRequest, [
+                (Tag.OrigClOrdID, long_id), (Tag.ClOrdID, "C1"), (Tag.Symbol, "X"), (Tag.Side, "1"),
+                (Tag.TransactTime, utc_timestamp(T0))])
+            rej = await peer.expect(MsgType.OrderCancelReject)
+            assert "OrigClOrdID longer than 64 characters" in rej[Tag.Text]
+            await peer.send(MsgType.NewOrderSingle, nos("C1", 10, "2", "10.5"))   # C1 was never remembered
+            assert (await peer.expect(MsgType.ExecutionReport))[Tag.OrdStatus] == "0"
+            await peer.close()
+            assert await ex.stop() == 0
+        with sqlite3.connect(tmp_path / "exch.sqlite") as db:
+            assert max(len(c) for (c,) in db.execute("SELECT clordid FROM exch_clordid")) <= 64
     run(scenario())
 
 

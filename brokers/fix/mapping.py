@@ -12,6 +12,7 @@ from tradeloop.data.validate import MAX_PRICE, MAX_VOLUME
 # and prices have in data/validate.py): beyond them money arithmetic is no longer exact, or overflows.
 MAX_ORDER_QTY = MAX_VOLUME
 MAX_ORDER_PRICE = MAX_PRICE
+MAX_CLORDID_LEN = 64   # longest ClOrdID/OrigClOrdID the exchange takes (each one seen is kept)
 
 SIDE_TO_FIX = {Side.BUY: "1", Side.SELL: "2"}
 FIX_TO_SIDE = {v: k for k, v in SIDE_TO_FIX.items()}

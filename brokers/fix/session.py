@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,11 @@ from tradeloop.brokers.fix.codec import (BEGIN_STRING, Framer, Garbled, Msg, Pro
                     validate)
 from tradeloop.brokers.fix.spec import ADMIN_TYPES, MsgType, RejectReason, Tag
 from tradeloop.brokers.fix.store import SequenceStore
+
+
+def _same(given: str | None, expected: str) -> bool:
+    """Constant-time comparison of a credential from the wire (absent = wrong)."""
+    return hmac.compare_digest((given or "").encode(), expected.encode())
 
 
 @dataclass
@@ -448,8 +454,8 @@ class FixSession:
         if self._sending_time_off(msg):
             self._fatal("Logon refused: SendingTime accuracy problem")
         if not self._initiator:
-            if cfg.password is not None and (msg.get(Tag.Password) != cfg.password or
-                                             (cfg.username is not None and msg.get(Tag.Username) != cfg.username)):
+            if cfg.password is not None and not (_same(msg.get(Tag.Password), cfg.password) &
+                                                 (cfg.username is None or _same(msg.get(Tag.Username), cfg.username))):
                 self._fatal("Logon refused: invalid username or password")
             if msg[Tag.EncryptMethod] != "0":
                 self._fatal("Logon refused: unsupported EncryptMethod")
