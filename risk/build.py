@@ -1,7 +1,7 @@
 """Building a run's risk pipeline from its ``[risk]`` section (:mod:`tradeloop.risk.config`).
 
-The pipeline's checks run in this order: lots (market profile) or quantity steps (instruments), minimum
-notional (instruments), limit-move halt, drawdown stop,
+The pipeline's checks run in this order: operator halts (live runs with a state file: risk/control.py),
+lots (market profile) or quantity steps (instruments), minimum notional (instruments), limit-move halt, drawdown stop,
 sellable quantity (market profile or no short selling), max position, max gross exposure, price
 collar, order rate, cash; then the review gate. Cheap refusals come first; cash is reserved only
 for orders that passed everything else.
@@ -16,6 +16,7 @@ from tradeloop.errors import ConfigError
 from tradeloop.risk.checks import (CollarCheck, GrossExposureCheck, LotCheck, MaxPositionCheck, MinNotionalCheck,
                                    RateCheck, SellableCheck, StepCheck)
 from tradeloop.risk.config import RiskSection
+from tradeloop.risk.control import OperatorGuard
 from tradeloop.risk.drawdown import DrawdownGuard
 from tradeloop.risk.halt import HaltGuard
 from tradeloop.risk.pipeline import CashCheck, Check, RiskPipeline
@@ -37,7 +38,9 @@ def _checked(policy: Callable[[Order], bool], spec: str) -> Callable[[Order], bo
 def build_pipeline(r: RiskSection, rules: FillRules, *, allow_short: bool = False, state: str | None = None,
                    live: bool = False) -> RiskPipeline:
     """The risk pipeline of section ``r``; ``live`` puts reviews in the ``state`` file (``live.state``) instead of
-    answering them by policy. ``allow_short`` drops the sellable-quantity check where no market profile needs it."""
+    answering them by policy, waiting ``risk.review.timeout`` seconds of the wall clock, and takes operator
+    commands from it (OperatorGuard). ``allow_short`` drops the sellable-quantity check where no market profile
+    needs it."""
     r.validate()   # every key's type and range (risk/config.py), the review timeout when reviews are on
     market = rules.market
     checks: list[Check] = []
@@ -76,6 +79,8 @@ def build_pipeline(r: RiskSection, rules: FillRules, *, allow_short: bool = Fals
             control = ControlStore(state)
         except StoreError as e:
             raise ConfigError(f"live.state: {e}") from None
+    if control is not None:   # a person's halts and the kill switch refuse orders before anything else
+        checks.insert(0, OperatorGuard())
     review = None
     if r.review.notional is not None:
         if live:

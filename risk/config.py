@@ -22,7 +22,7 @@ class ReviewSection:
 
     notional: float | None = field(default=None, metadata=POSITIVE)
     policy: str = "reject"        # backtests: approve, reject, or module:function(order) -> bool
-    timeout: float = 300.0        # live: seconds of the run's clock before an unanswered review is rejected
+    timeout: float = 300.0        # live and paper: seconds of the WALL clock before an unanswered review is rejected
 
 
 @dataclass

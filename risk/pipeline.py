@@ -68,6 +68,9 @@ class Desk(AccountView, Protocol):
 
     def cancel_open(self, symbol: str | None, reason: str) -> list[Order]: ...
 
+    def cancel_order(self, order_id: str, reason: str) -> Order | None:
+        """Cancel one working (or held) order; None when no such order is open."""
+
     def flatten(self, reason: str) -> list[Order]: ...
 
 
@@ -230,7 +233,8 @@ class RiskPipeline:
                  log: Any = None) -> None:
         self.checks = list(checks)
         self.review = review
-        self.control = control  # operator commands (resume, reset) from the live state file
+        self.control = control  # the live state file (risk.store.ControlStore): reviews, operator commands
+        self.symbols: list[str] | None = None   # the session's symbols (live): an operator's halt of another is refused
         self.trail = AuditTrail(log)
         self.monitors = [c for c in self.checks if hasattr(c, "on_step")]
         self._commits = [c.commit for c in self.checks if hasattr(c, "commit")]
@@ -297,8 +301,9 @@ class RiskPipeline:
     def poll(self, now: int) -> list[tuple[str, str, str]]:
         """Answers to held orders (order id, ``approve``/``reject``/``expire``, reason); applies operator commands."""
         if self.control is not None:
-            for kind, arg, by in self.control.take_commands():
-                self.command(now, kind, arg, by)
+            for kind, arg, by, note in self.control.take_commands():
+                ok, message = self.apply_command(now, kind, arg, by, note)
+                self.control.audit(by, kind, arg, ok, message, phase="applied")
         if self.review is None:
             return []
         answers = self.review.reviewer.poll(now)
@@ -315,26 +320,50 @@ class RiskPipeline:
     def record(self, ts: int, check: str, action: str, reason: str, **kw: Any) -> RiskEvent:
         return self.trail.record(ts, check, action, reason, **kw)
 
-    def cancel_open(self, ts: int, symbol: str | None, check: str, reason: str) -> None:
-        """Cancel working (and held) orders, in ``symbol`` or all, recording each."""
-        for order in self.desk.cancel_open(symbol, f"{check}: {reason}"):
+    def cancel_open(self, ts: int, symbol: str | None, check: str, reason: str) -> list[Order]:
+        """Cancel working (and held) orders, in ``symbol`` or all, recording each; returns them."""
+        out = self.desk.cancel_open(symbol, f"{check}: {reason}")
+        for order in out:
             self.trail.record(ts, check, "cancel", reason, order=order)
+        return out
 
-    def flatten(self, ts: int, check: str, reason: str) -> None:
-        """Close every position with market orders, recording each."""
-        for order in self.desk.flatten(f"{check}: {reason}"):
+    def flatten(self, ts: int, check: str, reason: str) -> list[Order]:
+        """Close every position with market orders, recording each; returns them."""
+        out = self.desk.flatten(f"{check}: {reason}")
+        for order in out:
             self.trail.record(ts, check, "flatten", reason, order=order)
+        return out
 
-    def command(self, ts: int, kind: str, arg: str = "", by: str = "operator") -> None:
-        """An operator's ``resume`` (halts; ``arg`` a symbol or empty for all) or ``reset`` (drawdown stop)."""
+    def apply_command(self, ts: int, kind: str, arg: str = "", by: str = "operator",
+                      note: str = "") -> tuple[bool, str]:
+        """One operator command from the state file (halt, resume, reset, cancel, kill): (ok, what was done).
+        The operator check (risk/control.py OperatorGuard) applies them; without one only resume and reset can."""
+        guard = next((c for c in self.checks if c.name == "operator" and hasattr(c, "apply")), None)
+        if guard is not None:
+            return guard.apply(ts, kind, arg, by, note, self.symbols)
+        if kind in ("resume", "reset"):
+            return self.command(ts, kind, arg, by), f"{kind} applied"
+        self.trail.record(ts, kind, "ignored", f"{kind} by {by}: this run has no operator controls")
+        return False, f"{kind}: this run has no operator controls"
+
+    def command(self, ts: int, kind: str, arg: str = "", by: str = "operator", *, quiet: bool = False) -> bool:
+        """An operator's ``resume`` (limit-move halts; ``arg`` a symbol or empty for all) or ``reset`` (drawdown
+        stop), given to every check that takes it; False (recorded as ``ignored`` unless ``quiet``) when none does.
+        ``quiet`` also skips checks with nothing to resume."""
         method = {"resume": "resume", "reset": "reset_stop"}.get(kind)
         if method is None:
             raise ValueError(f"unknown risk command {kind!r}; use resume or reset")
         done = False
         for c in self.checks:
+            if c.name == "stale_data":   # the feed resumes a stale symbol when its data comes back, not a person
+                continue
             fn = getattr(c, method, None)
-            if fn is not None:
-                fn(ts, arg or None, self, by)
-                done = True
-        if not done:
+            if fn is None:
+                continue
+            if quiet and kind == "resume" and not any(not arg or k == arg for k in getattr(c, "halted", {})):
+                continue
+            fn(ts, arg or None, self, by)
+            done = True
+        if not done and not quiet:
             self.trail.record(ts, kind, "ignored", f"{kind} by {by}: no check of this run takes it")
+        return done

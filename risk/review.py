@@ -3,20 +3,23 @@
 The gate holds the order; a reviewer answers. In a backtest the reviewer is a policy that
 answers at once (``approve``, ``reject``, or a function of the order returning a bool). In live
 trading it is a queue in the SQLite state file that a person answers from another process
-(``tradeloop review approve ID``); the engine polls it each step, and an order unanswered for
-``timeout`` seconds of the run's clock expires and is rejected. Held orders are never at the
+(``tradeloop review approve ID`` or the web console, through risk/control.py); the engine polls it each step
+and between steps, and an order unanswered for ``timeout`` seconds of the WALL clock expires and is rejected
+(a person needs real time, whatever pace the run's clock keeps). Held orders are never at the
 venue, so they cannot fill while held; an approved order passes the other checks again.
 """
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tradeloop.brokers.orders import Order
 
 from tradeloop.risk.pipeline import BatchState, Verdict, reference_price
-from tradeloop.risk.store import ControlStore
+from tradeloop.risk.store import ControlStore, wall_iso
 
 NS_PER_SECOND = 1_000_000_000
 
@@ -116,23 +119,30 @@ class PolicyReviewer:
 
 
 class QueueReviewer:
-    """A live run's reviewer: held orders wait in the state file for a person's answer."""
+    """A live run's reviewer: held orders wait in the state file for a person's answer, ``timeout_s`` seconds of
+    the wall clock (``wall``: ``time.time``), whatever the run's clock does (a paused replay included)."""
 
-    def __init__(self, store: ControlStore, timeout_s: float) -> None:
+    def __init__(self, store: ControlStore, timeout_s: float, wall: Callable[[], float] = time.time) -> None:
         if not timeout_s > 0:
             raise ValueError(f"review timeout must be a positive number of seconds, not {timeout_s!r}")
         self.store = store
-        self.timeout = int(timeout_s * NS_PER_SECOND)
         self.timeout_s = timeout_s
+        self.wall = wall
         self.reset()
 
     def reset(self) -> None:
-        self._held: dict[str, tuple[int, Order]] = {}
+        self._held: dict[str, Held] = {}
         self._done: dict[str, Order] = {}
 
     def submit(self, order: Order, ts: int, reason: str) -> None:
-        self.store.add_review(order, ts, reason)
-        self._held[order.id] = (ts, order)
+        held_at = self.wall()
+        entry = Held(order, ts, reason, held_at, held_at + self.timeout_s)
+        self.store.add_review(order, ts, reason, wall_iso(entry.held_at), wall_iso(entry.deadline))
+        self._held[order.id] = entry
+
+    def pending(self) -> list[Held]:
+        """The orders waiting for an answer, oldest first."""
+        return list(self._held.values())
 
     def poll(self, now: int) -> list[tuple[str, str, str]]:
         if not self._held:
@@ -140,18 +150,19 @@ class QueueReviewer:
         out = []
         for order_id, status, by, note in self.store.answers(list(self._held)):
             out.append(self._answer(order_id, status, by, note))
-        for order_id, (ts, _) in list(self._held.items()):
-            if now - ts >= self.timeout:
+        wall = self.wall()
+        for order_id, held in list(self._held.items()):
+            if wall >= held.deadline:
                 if self.store.expire(order_id):
-                    self._done[order_id] = self._held.pop(order_id)[1]
-                    out.append((order_id, "expire", f"no answer within {self.timeout_s:g} s of the run's clock"))
+                    self._done[order_id] = self._held.pop(order_id).order
+                    out.append((order_id, "expire", f"no answer within {self.timeout_s:g} s (wall clock)"))
                 else:  # answered just now, before it could expire
                     for oid, status, by, note in self.store.answers([order_id]):
                         out.append(self._answer(oid, status, by, note))
         return out
 
     def _answer(self, order_id: str, status: str, by: str, note: str) -> tuple[str, str, str]:
-        self._done[order_id] = self._held.pop(order_id)[1]
+        self._done[order_id] = self._held.pop(order_id).order
         action = "approve" if status == "approved" else "reject"
         text = f"{'approved' if action == 'approve' else 'rejected'} by {by or 'operator'}"
         return order_id, action, f"{text}: {note}" if note else text
@@ -162,3 +173,15 @@ class QueueReviewer:
     def cancel(self, order_id: str) -> None:
         if self._held.pop(order_id, None) is not None:
             self.store.cancel_review(order_id)
+
+
+@dataclass(slots=True, frozen=True)
+class Held:
+    """An order waiting for a person: held at run time ``ts``, at wall time ``held_at``, expiring at ``deadline``
+    (``time.time()`` seconds)."""
+
+    order: Order
+    ts: int
+    reason: str
+    held_at: float
+    deadline: float

@@ -70,8 +70,11 @@ class PageVisit:
 class Chromium:
     """One headless Chromium process with a fresh profile; use as a context manager."""
 
-    def __init__(self, binary: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, binary: str | None = None, timeout: float = 30.0, *, loopback: bool = False) -> None:
+        """``loopback=True`` lets pages reach 127.0.0.1 (a server under test); everything else stays behind
+        the dead proxy either way."""
         self.binary = binary or chromium_binary()
+        self.flags = FLAGS if not loopback else tuple(f for f in FLAGS if not f.startswith("--proxy-bypass-list"))
         if self.binary is None:
             raise FileNotFoundError("no chromium binary on PATH")
         self.timeout = timeout
@@ -81,7 +84,7 @@ class Chromium:
         self._id = 0
 
     def __enter__(self) -> "Chromium":
-        self.proc = subprocess.Popen([self.binary, *FLAGS, f"--user-data-dir={self.profile}",
+        self.proc = subprocess.Popen([self.binary, *self.flags, f"--user-data-dir={self.profile}",
                                       "--remote-debugging-port=0", "about:blank"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port_file = Path(self.profile) / "DevToolsActivePort"

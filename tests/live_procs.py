@@ -5,6 +5,7 @@ others only over loopback TCP (FIX) and a real Mosquitto broker (tests/mosquitto
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -57,7 +58,16 @@ class Proc:
         self.proc.wait()
 
     def stop(self) -> None:
+        """Stop it; whatever it started and left behind (a session killed after a failed test) goes too."""
+        import psutil
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
         stop_process(self.proc)
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
 
     def tail(self, n: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""

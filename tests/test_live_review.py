@@ -44,12 +44,13 @@ def live_parts(state: Path, *settings: str):
 
 
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is not beside the checkout")
-def test_a_held_order_waits_is_approved_from_the_cli_then_fills_and_an_unanswered_one_expires(tmp_path):
+def test_a_held_order_waits_in_wall_clock_time_is_approved_from_the_cli_then_fills_and_an_unanswered_one_expires(
+        tmp_path):
     s = load_bars(SHARED / "qbot" / "600519_unadjusted.csv")
     s = s.between(int(s.ts[0]), int(s.ts[16]))   # 16 trading days of 600519, ~170 CNY a share
     sym = s.symbol
     state = tmp_path / "live.db"
-    rules, risk = live_parts(state, "risk.review.notional=10000", "risk.review.timeout=432000")   # 5 days
+    rules, risk = live_parts(state, "risk.review.notional=10000", "risk.review.timeout=1.5")   # wall-clock seconds
     strat = Scripted({1: lambda c: c.buy(sym, 100), 8: lambda c: c.buy(sym, 100)})
     driver = LiveDriver(strat, [sym], cash=1_000_000.0, rules=rules, risk=risk)
     engine = driver.engine
@@ -63,6 +64,9 @@ def test_a_held_order_waits_is_approved_from_the_cli_then_fills_and_an_unanswere
                 seen["list"] = await cli("review", "list", "--state", str(state))
                 seen["approve"] = await cli("review", "approve", "O00000001", "--state", str(state), "--by", "alice",
                                             "--note", "sized right")
+            if i == 12:   # the second order (held at bar 8) waits 1.5 s of the wall clock, however many bars pass
+                seen["held_at_12"] = engine.orders["O00000002"].status
+                await asyncio.sleep(1.6)
             await asyncio.sleep(0)
             yield s.bar(i)
 
@@ -78,10 +82,11 @@ def test_a_held_order_waits_is_approved_from_the_cli_then_fills_and_an_unanswere
     assert first.status is OrderStatus.FILLED
     (fill,) = engine.fills
     assert (fill.order_id, fill.ts, fill.price) == ("O00000001", s.ts[4], s.open[4])   # the next bar after the answer
+    assert seen["held_at_12"] is OrderStatus.HELD   # four days of the run's clock later: still waiting
     assert second.status is OrderStatus.REJECTED
-    assert second.reason == "review: no answer within 432000 s of the run's clock"
+    assert second.reason == "review: no answer within 1.5 s (wall clock)"
     expiry = next(e for e in risk.events if e.action == "expire")
-    assert expiry.ts == next(t for t in s.ts if t - s.ts[8] >= 5 * NS_PER_DAY)
+    assert expiry.ts == s.ts[12]   # expired at the first poll after 1.5 s of the wall clock
     actions = [(e.order_id, e.action) for e in risk.events]
     assert actions == [("O00000001", "hold"), ("O00000001", "approve"), ("O00000002", "hold"),
                        ("O00000002", "expire")]
@@ -90,7 +95,7 @@ def test_a_held_order_waits_is_approved_from_the_cli_then_fills_and_an_unanswere
     assert statuses[:3] == [("O00000001", "HELD"), ("O00000001", "ACCEPTED"), ("O00000001", "FILLED")]
     # the state file keeps the record; an expired review can no longer be approved
     code, out, err = asyncio.run(cli("review", "approve", "O00000002", "--state", str(state)))
-    assert code == 2 and "order O00000002 is no longer pending: it was expired" in err
+    assert code == 2 and "order O00000002 is no longer pending: it was expired at 20" in err
     rows = dict(sqlite3.connect(state).execute("SELECT order_id, status FROM reviews").fetchall())
     assert rows == {"O00000001": "approved", "O00000002": "expired"}
 

@@ -13,7 +13,10 @@ LIVE_FLAGS = {  # flag -> live.<key>
     "mqtt": "mqtt", "fix": "fix", "state": "state", "venue": "venue", "interval": "interval", "sender": "sender",
     "target": "target", "username": "username", "password_env": "password_env", "password_file": "password_file",
     "stale_after": "stale_after", "max_future_tick_s": "future_tick_s", "max_future_bar_s": "future_bar_s",
+    "console": "console",
 }
+CONSOLE_HELP = ("serve the operator console at HOST:PORT (loopback unless you mean it; its tokens come from "
+                "TRADELOOP_CONSOLE_TOKEN / TRADELOOP_CONSOLE_VIEWER_TOKEN or a 0600 users file, never from here)")
 
 
 def add_live_parsers(sub: Any, add_run_args: Any) -> None:
@@ -43,10 +46,15 @@ def add_live_parsers(sub: Any, add_run_args: Any) -> None:
     lv.add_argument("--fresh-state", action="store_true",
                     help="if --state exists but is empty, truncated or corrupt, move it aside (never deleted) and "
                          "start fresh; without this flag such a file is an error")
+    lv.add_argument("--console", metavar="HOST:PORT", help=CONSOLE_HELP)
 
     pp = sub.add_parser("paper", help="paper-trade: local MQTT broker + exchange simulator + replay of --data, live")
     add_run_args(pp, out_help="session folder (default runs/paper-<time>)", quiet_help="no summary")
     pp.add_argument("--mqtt", metavar="URL", help="use this MQTT broker instead of starting Mosquitto")
+    pp.add_argument("--console", metavar="HOST:PORT",
+                    help=CONSOLE_HELP + "; the session then stays open after its replay until SIGINT/SIGTERM")
+    pp.add_argument("--pace", type=float, metavar="SECONDS",
+                    help="wall-clock pause between replayed timestamps, so a person can follow (default 0)")
 
 
 def cmd_live(a: argparse.Namespace, config_from_args: Any) -> int:
@@ -92,6 +100,11 @@ def cmd_live(a: argparse.Namespace, config_from_args: Any) -> int:
 def cmd_paper(a: argparse.Namespace, config_from_args: Any) -> int:
     from tradeloop.engine.live.paper import paper
     cfg = config_from_args(a)
+    if a.console is not None:
+        cfg.live.console = a.console
+    if a.pace is not None:
+        cfg.live.pace = a.pace
+    cfg.validate()
     result, folder = paper(cfg, out=Path(a.out) if a.out else None, mqtt=a.mqtt)
     if not a.quiet:
         print(f"paper session: {result.bars} bars, {len(result.fills)} fills, "

@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_ops_parsers(sub)
     from tradeloop.engine.cli.live import add_live_parsers
     add_live_parsers(sub, add_run_args)
+    from tradeloop.engine.cli.console import add_console_parser
+    add_console_parser(sub)
     return p
 
 
@@ -326,9 +328,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.command in ("live", "paper"):
             from tradeloop.engine.cli.live import cmd_live, cmd_paper
             return (cmd_live if a.command == "live" else cmd_paper)(a, config_from_args)
-        if a.command in ("review", "risk"):
+        if a.command in ("review", "risk", "audit"):
             from tradeloop.engine.cli.ops import run_ops
             return run_ops(a)
+        if a.command == "console":
+            return a.run_command(a)
     except (ConfigError, DataError) as e:  # RunFolderError is a ConfigError
         print(f"tradeloop: error: {e}", file=sys.stderr)
         return 2

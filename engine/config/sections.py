@@ -65,6 +65,10 @@ class LiveSection:
     # exchange simulator alike (data/mqtt/skew.py FutureSkew); None: 5 s for ticks, one bar interval for bars
     future_tick_s: float | None = field(default=None, metadata=limits(ge=0))
     future_bar_s: float | None = field(default=None, metadata=limits(ge=0))
+    # HOST:PORT of the operator console the session starts as a child (engine/console; its secrets come from the
+    # environment or a 0600 users file, never from here); None: no console
+    console: str | None = None
+    pace: float = field(default=0.0, metadata=limits(ge=0, le=3600))   # lockstep: wall seconds between timestamps
 
 
 def _error(message: str) -> Exception:

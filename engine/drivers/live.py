@@ -6,9 +6,9 @@ symbol has reported, or when the stream ends. Within a group bars go in symbol o
 a backtest, so the same data gives the same fills in both drivers.
 
 Before each step the driver polls the risk layer's state file (``live.state``): answers to
-orders held for review (approved ones go out, unanswered ones expire on the run's clock) and
-operator commands (resume a halt, reset the drawdown stop), written by ``tradeloop review`` /
-``tradeloop risk`` from another process.
+orders held for review (approved ones go out, unanswered ones expire after ``risk.review.timeout``
+seconds of wall clock) and operator commands (halt, resume, cancel, kill, reset the drawdown stop),
+written through ``risk/control.py`` by ``tradeloop review`` / ``tradeloop risk`` or the console.
 """
 from __future__ import annotations
 

@@ -11,14 +11,23 @@ exchange matches them with the run's ``[quotes]`` rules (the rules file's ``"quo
 backtest's QuoteVenue) and the runner subscribes to ticks (``live.ticks``), so an ``on_tick``
 strategy's fills are its tick backtest's when ``[quotes]`` has no latency (in paper, latency is the
 real time orders and data take; simulated latency is not added on top: such a config is refused).
+
+Operators (docs/live-trading.md): a held order waits ``risk.review.timeout`` seconds of the wall clock, and
+the replay PAUSES meanwhile (the runner does not acknowledge the timestamp until no review is pending, so
+the next one is not published; ``live.paused_for_review`` / ``live.resumed_after_review`` are logged).
+``--pace S`` (``live.pace``) waits S wall seconds between timestamps so a person can follow; ``--console
+HOST:PORT`` starts the web console beside the session, which then stays open after its replay (state
+``finished``) until SIGINT/SIGTERM.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +43,7 @@ from tradeloop.brokers.sim import FillRules
 from tradeloop.engine.runs.result import BacktestResult
 from tradeloop.errors import ConfigError
 from tradeloop.engine.config.run import RunConfig
+from tradeloop.engine.live.consoleproc import parse_bind
 from tradeloop.engine.live.runner import LiveRunner
 from tradeloop.engine.report.walkforward import write_run_report
 from tradeloop.engine.runs.recorder import build_manifest, write_run
@@ -179,11 +189,19 @@ def _readline(proc: subprocess.Popen, timeout_s: float) -> str:
     return proc.stdout.readline().decode(errors="replace")
 
 
-async def _session(cfg: RunConfig, series: list[Any], log: Any) -> tuple[BacktestResult, LiveRunner]:
+async def _session(cfg: RunConfig, series: list[Any], log: Any, run_id: str) -> tuple[BacktestResult, LiveRunner]:
     from tradeloop.data.replay import replay
     runner = LiveRunner(cfg, log=log)
+    runner.mode, runner.run_id = "paper", run_id
+    stop = None
+    if cfg.live.console:   # operators may still look and act after the replay: open until SIGINT/SIGTERM
+        stop = asyncio.Event()
+        runner.hold_open = True
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
     try:
-        task = asyncio.create_task(runner.run())
+        task = asyncio.create_task(runner.run(stop))
         while not runner.ready.is_set():
             if task.done():
                 task.result()
@@ -191,15 +209,29 @@ async def _session(cfg: RunConfig, series: list[Any], log: Any) -> tuple[Backtes
         bars = [s for s in series if not isinstance(s, TickSeries)]
         ticks = [s for s in series if isinstance(s, TickSeries)]
         feeder = asyncio.create_task(replay(bars, cfg.live.mqtt, venue=PAPER_VENUE, interval=cfg.live.interval,
-                                            lockstep=("runner",), qos=1, ticks=ticks))
-        await asyncio.wait({task, feeder}, return_when=asyncio.FIRST_EXCEPTION)
-        if task.done() and task.exception() is not None:   # the runner failed: stop feeding it
+                                            lockstep=("runner",), qos=1, ticks=ticks,
+                                            lockstep_timeout=lockstep_timeout(cfg)))
+        # the replay ends first (then the runner drains, or stays open for operators) unless the runner stops
+        # first: it failed, or a signal stopped it (even while paused for a review, when the replay is waiting
+        # for an ack that will never come): then the replay is cancelled at once
+        await asyncio.wait({task, feeder}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done() and not feeder.done():
             feeder.cancel()
-            raise task.exception()
-        await feeder
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+            task.result()   # the runner's failure, if it failed
+        else:
+            await feeder
         return await task, runner
     finally:
         runner.close()
+
+
+def lockstep_timeout(cfg: RunConfig) -> float:
+    """How long the replay waits for the runner's ack of a timestamp: a minute, plus the pace, plus the review
+    timeout when reviews are on (the runner does not ack while an order waits for a person)."""
+    review = cfg.risk.review.timeout if cfg.risk.review.notional is not None else 0.0
+    return 60.0 + cfg.live.pace + review
 
 
 def paper(cfg: RunConfig, *, out: Path | None = None, mqtt: str | None = None) -> tuple[BacktestResult, Path]:
@@ -216,6 +248,8 @@ def _paper(cfg: RunConfig, *, out: Path | None, mqtt: str | None, events: RunEve
     if quotes is not None and quotes.latency != Latency():   # checked before any input is read
         raise ConfigError("[quotes] latency (entry_ms, data_ms, jitter_ms) is for tick backtests: in paper "
                           "trading latency is the real time orders and data take; set them to 0")
+    if cfg.live.console:
+        parse_bind(cfg.live.console)   # a bad address is refused before anything starts
     series, inputs = load_inputs(cfg)
     rules = build_rules(cfg)
     folder = Path(out or cfg.run.out or Path("runs") / f"paper-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -239,7 +273,7 @@ def _paper(cfg: RunConfig, *, out: Path | None, mqtt: str | None, events: RunEve
         cfg.live.venue, cfg.live.interval, cfg.live.lockstep = PAPER_VENUE, interval, True
         cfg.live.ticks = cfg.live.ticks or ticked
         # the replay is the market here, not history to warm up on: the runner gets no --data
-        result, runner = asyncio.run(_session(dataclasses.replace(cfg, data=[]), series, log))
+        result, runner = asyncio.run(_session(dataclasses.replace(cfg, data=[]), series, log, folder.name))
     finally:
         if exchange is not None:
             exchange.stop()

@@ -20,6 +20,12 @@ that role. Ticks (``live.ticks``) in lockstep are held like bars: a timestamp's 
 strategy, in arrival order, only once the exchange has matched them (``$ack/exchange``), so an order
 placed on a tick is first matched on the next timestamp's ticks, as in the tick backtest (whose
 QuoteVenue lets an order see only ticks stamped later than it: brokers/quotes.py).
+
+Operators (risk/control.py): the runner polls the state file every 50 ms between steps too, so
+answers to reviews (which wait in wall-clock time), halts, resumes, cancels and the kill switch apply
+even when no data arrives; in lockstep it does not acknowledge a timestamp while an order waits for
+review, which pauses a paper replay. After each step it publishes its state for the console
+(engine/live/publish.py), and ``live.console`` starts the console beside it (engine/live/consoleproc.py).
 """
 from __future__ import annotations
 
@@ -53,6 +59,8 @@ from tradeloop.errors import ConfigError
 from tradeloop.engine.config.run import RunConfig
 from tradeloop.engine.live.journal import Journal, Recovered
 from tradeloop.engine.live.lagstats import LagStats
+from tradeloop.engine.live.consoleproc import ConsoleProcess, parse_bind
+from tradeloop.engine.live.publish import Publisher
 from tradeloop.engine.drivers.live import LiveDriver
 from tradeloop.brokers.instruments import periods_per_year
 from tradeloop.engine.metrics.performance import compute_metrics
@@ -143,6 +151,15 @@ class LiveRunner:
         self._saved_risk: dict[str, Any] = {}
         self.inputs: list[dict[str, Any]] = []   # manifest entries of the --data history files
         self._feed: MqttFeed | None = None
+        self.mode = "live"            # or "paper" (engine/live/paper.py): what the snapshot says
+        self.run_id = Path(live.state).stem
+        self.hold_open = False        # paper with a console: stay open after the replay until stopped
+        self.paused = False           # lockstep: waiting for a person to answer a held order
+        self.finished = False         # the market data ended (held open for operators)
+        self.publisher: Publisher | None = None
+        self.console: ConsoleProcess | None = None
+        if live.console:
+            parse_bind(live.console)
         self._lock = lock_state(live.state)
         try:
             # an existing file that is no state (empty, truncated, corrupt) is refused, never started over
@@ -175,6 +192,7 @@ class LiveRunner:
                             "symbols": sorted(live.symbols), "cash": cfg.run.cash})
         self.rules = build_rules(cfg)
         self.risk = build_risk(cfg, self.rules, live=True)
+        self.risk.symbols = sorted(live.symbols)   # an operator's halt of another symbol is refused
         self.stale = StaleGuard(live.stale_after) if live.stale_after else None
         if self.stale is not None:
             self.risk.checks.insert(0, self.stale)
@@ -279,6 +297,12 @@ class LiveRunner:
         """The state of the risk checks that keep one (drawdown peak and stop, halts), by check name."""
         return {c.name: c.state() for c in self.risk.checks if hasattr(c, "state")}
 
+    def _save_risk(self) -> None:
+        state = self._risk_state()
+        if state and state != self._saved_risk:
+            self.journal.risk(state)
+            self._saved_risk = state
+
     def _restore_risk(self, saved: dict[str, Any]) -> None:
         for check in self.risk.checks:
             if check.name in saved and hasattr(check, "restore"):
@@ -325,26 +349,113 @@ class LiveRunner:
                         acks=("exchange",) if live.lockstep else (), tls=TlsConfig.from_env(),
                         credentials=Credentials.from_env(), client_id=f"tradeloop-live-{os.getpid()}",
                         future=self.future)
+        poller = None
         try:
             async with feed:
                 self._feed = feed
                 await feed.wait_ready()
+                self._start_publishing()
+                if live.console:   # before ready: the page is up before the first bar is traded
+                    self.console = await asyncio.to_thread(ConsoleProcess, live.state, live.console)
+                    self.log.info("live.console", url=self.console.url, log=str(self.console.log_path))
+                poller = asyncio.create_task(self._poller(), name="live-poll")
                 self.ready.set()
                 consume = asyncio.create_task(self._consume(feed), name="live-consume")
-                waits = {consume} | ({asyncio.ensure_future(stop.wait())} if stop is not None else set())
+                waits = {consume, poller} | ({asyncio.ensure_future(stop.wait())} if stop is not None else set())
                 done, rest = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                for task in rest:
+                for task in rest - {poller}:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                if poller in done:
+                    poller.result()    # an operator's command that failed the engine fails the run
                 if consume in done:
                     consume.result()   # a failure of the loop is this run's failure
+                    if self.hold_open and stop is not None and not stop.is_set():
+                        self.finished = True
+                        self._publish(force=True)
+                        self.log.info("live.finished_still_serving", console=self.console.url if self.console else None,
+                                      hint="the replay is over; operators may still act; SIGINT/SIGTERM ends it")
+                        stopped = asyncio.ensure_future(stop.wait())
+                        await asyncio.wait({stopped, poller}, return_when=asyncio.FIRST_COMPLETED)
+                        stopped.cancel()
+                        if poller.done():
+                            poller.result()
         finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
             self.stats.market_data_dropped = dict(feed.stats.dropped)
             self.driver.finish()
             await self._settle()
             await self.broker.stop()
+            self.finished = True
+            self._publish(force=True)   # the last state: finished, FIX logged out
+            if self.console is not None:
+                self.console.stop()
         return self.result(time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------ operators
+    def _start_publishing(self) -> None:
+        """The snapshot and event log the console and ``tradeloop review`` read (engine/live/publish.py)."""
+        if self.risk.control is None:
+            return
+        cls = type(self.strategy)
+        self.publisher = Publisher(self.risk.control, self.engine, self.driver.equity, mode=self.mode,
+                                   run_id=self.run_id, strategy=f"{cls.__module__}:{cls.__qualname__}",
+                                   status=self._status)
+        self._publish(force=True)
+
+    def _status(self) -> dict[str, Any]:
+        feed = self._feed
+        return {"fix": "logged_on" if self.broker.session.logged_on else "down",
+                "mqtt": "connected" if feed is not None and feed._client is not None else "down",
+                "paused_for_review": self.paused, "finished": self.finished}
+
+    def _publish(self, force: bool = False) -> None:
+        if self.publisher is not None:
+            self.publisher.flush(force=force)
+
+    def _poll(self) -> None:
+        """Between steps: answers to reviews, expiries (wall clock), operator commands; then publish."""
+        before = self.engine._order_seq, len(self.risk.events)
+        self.engine.poll_risk(self.engine.now)
+        if (self.engine._order_seq, len(self.risk.events)) != before:
+            self._save_risk()
+        self._publish()
+
+    async def _poller(self, every_s: float = 0.05) -> None:
+        """Operators act between bars too (a quiet market, a paused replay): poll every ``every_s`` of wall clock."""
+        while True:
+            await asyncio.sleep(every_s)
+            self._poll()
+
+    def _pending_reviews(self) -> list[Any]:
+        pending = getattr(getattr(self.risk.review, "reviewer", None), "pending", None)
+        return pending() if pending is not None else []
+
+    async def _hold_for_reviews(self, ts: int) -> None:
+        """Lockstep: while an order waits for a person, do not acknowledge ``ts``, so the replay does not publish
+        the next timestamp (the paper session pauses); go on once every review is answered or expired."""
+        held = self._pending_reviews()
+        if not held:
+            return
+        self.paused = True
+        self.log.info("live.paused_for_review", ts=ts, orders=[h.order.id for h in held],
+                      deadline_s=round(max(h.deadline for h in held) - time.time(), 3))
+        self._publish(force=True)
+        try:
+            while self._pending_reviews():
+                await asyncio.sleep(0.02)
+                self._poll()
+        finally:
+            self.paused = False
+        self.log.info("live.resumed_after_review", ts=ts)
+        self._publish(force=True)
+        sent = [o for o in self.venue.open_orders() if o.status is OrderStatus.NEW]
+        if sent:   # an approved order reaches the exchange before the next timestamp does
+            await self.venue.acknowledged(sent)
 
     async def _consume(self, feed: MqttFeed) -> None:
         n_symbols = len(self.driver.symbols)
@@ -405,6 +516,9 @@ class LiveRunner:
                 await self._step(bars, sync=True)
             else:
                 await self._step_ticks(now)
+        await self._hold_for_reviews(ts)
+        if self.live.pace:
+            await asyncio.sleep(self.live.pace)
         await self._feed.ack("runner", ts)
         return [b for b in pending if b.ts > ts]
 
@@ -428,6 +542,7 @@ class LiveRunner:
             lag.add(time.time_ns() - ev.ts, ev.ts)
         if bars:
             await self._step(bars)
+        self._publish()
         if self.engine._order_seq != before:
             sent = [o for o in self.venue.open_orders() if o.status is OrderStatus.NEW]
             await self.venue.acknowledged(sent)
@@ -443,10 +558,8 @@ class LiveRunner:
             self.driver.feed(bar)
         self.driver.flush()
         self.last_ts = ts
-        state = self._risk_state()
-        if state and state != self._saved_risk:
-            self.journal.risk(state)
-            self._saved_risk = state
+        self._save_risk()
+        self._publish()
         self.stats.steps += 1
         self.stats.bars += len(bars)
         if sync and self.engine._order_seq != before:

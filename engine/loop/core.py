@@ -421,6 +421,15 @@ class Engine:
         out += [o for o in list(self.held.values()) if symbol in (None, o.symbol) and self.cancel_held(o, reason)]
         return out
 
+    def cancel_order(self, order_id: str, reason: str) -> Order | None:
+        """Cancel one working (or held) order by id (an operator's cancel); None when it is not open."""
+        order = self.orders.get(order_id)
+        if order is None:
+            return None
+        if order_id in self.held:
+            return order if self.cancel_held(order, reason) else None
+        return order if order.is_open and self.venue.cancel(order, self.now, reason) else None
+
     def flatten(self, reason: str) -> list[Order]:
         """Send a market order closing each open position, straight to the venue; returns them."""
         out = []
