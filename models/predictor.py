@@ -276,6 +276,9 @@ def open_predictor(registry: Any, model: str, symbols: Iterable[str], *, runtime
                    batch_workers: int | None = 1, on_switch: Any = None) -> Predictor:
     """A Predictor over registry model ``model`` (``NAME@VERSION``), with a health monitor and backup.
 
+    A forecaster (``models/kline/``) gives a ``ForecastPredictor``: ``step`` returns
+    ``{symbol: Forecast(exp_return, q10, q50, q90, p_up)}`` instead of class probabilities.
+
     The backup must take the same features (hash) as the primary; outcomes are scored at the
     primary's label horizon and threshold; ``on_switch(HealthEvent)`` hears of every breach (the
     engine records it in the run). ``threads``: intra-op threads of each model call;
@@ -290,9 +293,15 @@ def open_predictor(registry: Any, model: str, symbols: Iterable[str], *, runtime
     spare = None
     if backup:
         spare = reg.load(backup, runtime, spec=primary.spec, lookback=primary.spec.lookback, threads=threads)
+        if getattr(spare, "kind", "classifier") != getattr(primary, "kind", "classifier"):
+            raise ModelError(f"backup {backup} is a {spare.kind}, the primary {model} a {primary.kind}")
     label = primary.info.metadata.get("label", {})
     monitor = HealthMonitor(primary, spare, limits or HealthLimits(), on_switch=on_switch)
     symbols = sorted(symbols)
+    if getattr(primary, "kind", "classifier") == "forecaster":   # a K-line forecaster (models/kline/loop.py)
+        from tradeloop.models.kline.loop import open_forecast_predictor
+
+        return open_forecast_predictor(monitor, symbols, batch_workers=batch_workers)  # type: ignore[return-value]
     if getattr(primary.spec, "kind", "bars") == "ticks":   # a model on tick windows (models/tick_predictor.py)
         from tradeloop.models.tick_predictor import TickPredictor
 

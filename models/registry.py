@@ -7,8 +7,16 @@ A version folder holds::
     model.onnx        fp32 ONNX export (onnx-cpu)           model.int8.onnx  its dynamic int8 twin
     features.json     the feature spec (and its hash)       train_config.json  how it was trained
     metadata.json     input shape, label, training window, data file hashes, metrics, created-at,
-                      net_settings (what the native runtime needs beside the weights)
+                      net_settings (what the native runtime needs beside the weights); ``kind``:
+                      "classifier" (absent in versions saved before forecasters) or "forecaster"
     engines/          TensorRT engines (and INT8 calibration tables) built for this version, per GPU
+
+A forecaster version (``models/kline/``) holds ``weights.pt`` (tokenizer and transformer state
+dicts), ``kline.json`` (sizes and sampling settings), ``features.json`` (its ``KlineSpec``),
+``train_config.json`` and ``metadata.json`` (kind, outputs, seed, training data span and files,
+metrics); it loads on ``torch-cpu`` or ``torch-cuda`` as a :class:`LoadedForecaster`, whose
+``predict(windows [n, lookback, 6]) -> [n, len(outputs)]``. Both loaded kinds have ``ref``,
+``spec``, ``kind``, ``outputs`` and ``predict``.
 
 ``NAME@VERSION``, ``NAME@latest`` and ``NAME`` (= latest) resolve. ``load`` checks that the
 stored model fits what the caller will feed it (feature spec hash, lookback, input width) and
@@ -70,14 +78,23 @@ class ModelInfo:
     ref: ModelRef
     path: Path
     spec_dict: dict[str, Any]
-    net: NetConfig
+    net: NetConfig | None          # None for a forecaster (its sizes are in kline.json)
     metadata: dict[str, Any]
     train_config: dict[str, Any]
 
     @property
-    def spec(self) -> FeatureSpec:
+    def kind(self) -> str:
+        """"classifier" or "forecaster"."""
+        return str(self.metadata.get("kind", "classifier"))
+
+    @property
+    def spec(self) -> Any:
         """The stored feature spec (CompatibilityError if this code cannot build it)."""
         try:
+            if self.spec_dict.get("kind") == "kline":
+                from tradeloop.models.kline.spec import KlineSpec
+
+                return KlineSpec.from_dict(self.spec_dict)
             return spec_from_dict(self.spec_dict)  # type: ignore[return-value]
         except FeatureError as e:
             raise CompatibilityError(f"model {self.ref}: {e}") from None
@@ -111,6 +128,8 @@ class ModelInfo:
         weights = self.path / "weights.pt"
         if not weights.is_file():
             raise RegistryError(f"model {self.ref}: {weights} is missing")
+        if self.net is None:
+            raise CompatibilityError(f"model {self.ref} is a {self.kind}, not a classifier network")
         net = build_net(self.net, self.n_features, self.lookback)
         net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         return net.eval()
@@ -122,6 +141,8 @@ class LoadedModel:
 
     info: ModelInfo
     runtime: Runtime
+    kind = "classifier"
+    outputs = ("logit_down", "logit_up")
 
     @property
     def ref(self) -> ModelRef:
@@ -145,6 +166,52 @@ class LoadedModel:
     def predict_device(self, windows: Any) -> Any:
         """Logits float32 [batch, 2] of windows already on the runtime's device (torch-cuda)."""
         return self.runtime.predict_device(windows)
+
+    def __str__(self) -> str:
+        return f"{self.info.ref} ({self.runtime.name})"
+
+
+FORECAST_RUNTIMES = ("torch-cpu", "torch-cuda")
+
+
+@dataclass
+class LoadedForecaster:
+    """A checked forecaster version on a device: ``predict(windows [n, lookback, 6]) -> [n, len(outputs)]``
+    (expected return over the horizon, its q10/q50/q90, P(up)); ``forecaster.forecast`` gives sample paths."""
+
+    info: ModelInfo
+    runtime: Any            # models.kline.forecast.ForecastRuntime
+    kind = "forecaster"
+    on_device = False       # windows come from the host (the predictor's bar rings)
+
+    @property
+    def ref(self) -> ModelRef:
+        """Which version this is."""
+        return self.info.ref
+
+    @property
+    def spec(self) -> Any:
+        """Its KlineSpec (lookback, the 6 raw bar fields)."""
+        return self.info.spec
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Names of the columns ``predict`` returns."""
+        return tuple(self.info.metadata["outputs"])
+
+    @property
+    def forecaster(self) -> Any:
+        """The models.kline.forecast.Forecaster (sample paths: ``forecast(history, horizon, samples, seed)``)."""
+        return self.runtime.forecaster
+
+    @property
+    def horizon(self) -> int:
+        """Bars ahead the outputs forecast."""
+        return int(self.runtime.forecaster.settings.horizon)
+
+    def predict(self, windows: Any) -> Any:
+        """float32 [n, len(outputs)]; each window's result does not depend on its batch-mates."""
+        return self.runtime.predict(windows)
 
     def __str__(self) -> str:
         return f"{self.info.ref} ({self.runtime.name})"
@@ -228,8 +295,9 @@ class Registry:
         r = self.resolve(ref)
         p = self.root / r.name / r.version
         feats = _read_json(p / "features.json", str(r))
-        return ModelInfo(r, p, feats["spec"], NetConfig.from_dict(_read_json(p / "net.json", str(r))),
-                         _read_json(p / "metadata.json", str(r)), _read_json(p / "train_config.json", str(r)))
+        meta = _read_json(p / "metadata.json", str(r))
+        net = None if meta.get("kind") == "forecaster" else NetConfig.from_dict(_read_json(p / "net.json", str(r)))
+        return ModelInfo(r, p, feats["spec"], net, meta, _read_json(p / "train_config.json", str(r)))
 
     # -- writing ---------------------------------------------------------------------------
     def save(self, name: str, net: Any, spec: FeatureSpec, net_config: NetConfig, *,
@@ -275,6 +343,43 @@ class Registry:
                     **(metadata or {})}
             if onnx and check_windows is not None and len(check_windows):
                 meta["runtime_check"] = runtime_agreement(net, tmp, check_windows, spec.lookback)
+            _write_json(tmp / "metadata.json", meta)
+            ref = self._place(base, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if set_latest:
+            self.set_latest(str(ref))
+        return ref
+
+    def save_forecaster(self, name: str, forecaster: Any, *, train_config: dict[str, Any] | None = None,
+                        metadata: dict[str, Any] | None = None, set_latest: bool = True) -> ModelRef:
+        """Store a trained ``models.kline.forecast.Forecaster`` as the next version of ``name`` (atomically)."""
+        if not NAME_RE.match(name):
+            raise RegistryError(f"bad model name {name!r}: use letters, digits, '_', '-', '.'")
+        torch = require_torch("saving a forecaster")
+        from tradeloop.models.kline.config import ModelSizes
+        from tradeloop.models.kline.spec import OUTPUTS
+
+        base = self.root / name
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=base))
+        try:
+            tok, net, spec = forecaster.tokenizer, forecaster.transformer, forecaster.spec
+            state = {"tokenizer": {k: v.detach().cpu() for k, v in tok.state_dict().items()},
+                     "transformer": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
+            torch.save(state, tmp / "weights.pt")
+            sizes = ModelSizes(tok.cfg, net.cfg)
+            _write_json(tmp / "kline.json", {"sizes": sizes.to_dict(), "settings": forecaster.settings.to_dict()})
+            _write_json(tmp / "features.json", {"spec": spec.to_dict(), "hash": spec.hash})
+            _write_json(tmp / "train_config.json", train_config or {})
+            params = sum(p.numel() for p in tok.parameters()) + sum(p.numel() for p in net.parameters())
+            meta = {"created_at": datetime.now(UTC).isoformat(timespec="seconds"), "kind": "forecaster",
+                    "input": {"lookback": spec.lookback, "n_features": spec.n_features},
+                    "outputs": list(OUTPUTS), "feature_hash": spec.hash, "files": ["weights.pt", "kline.json"],
+                    "torch": torch.__version__, "seed": forecaster.settings.seed,
+                    "sizes": {**sizes.to_dict(), "parameters": int(params)},
+                    "forecast": forecaster.settings.to_dict(), **(metadata or {})}
             _write_json(tmp / "metadata.json", meta)
             ref = self._place(base, tmp)
         except BaseException:
@@ -330,7 +435,15 @@ class Registry:
             problems.append(f"lookback {info.lookback} (model) vs {lookback} (expected)")
         if n_features is not None and n_features != info.n_features:
             problems.append(f"input width {info.n_features} features (model) vs {n_features} (expected)")
-        if runtime not in RUNTIMES:
+        if info.kind == "forecaster":
+            if runtime not in FORECAST_RUNTIMES:
+                problems.append(f"runtime {runtime!r} cannot run a forecaster; choose one of "
+                                f"{', '.join(FORECAST_RUNTIMES)}")
+            elif unavailable_reason(runtime):
+                problems.append(f"runtime {runtime} is unavailable here: {unavailable_reason(runtime)}")
+            if not (info.path / "weights.pt").is_file():
+                problems.append("the forecaster's weights.pt is missing")
+        elif runtime not in RUNTIMES:
             problems.append(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
         else:
             why = unavailable_reason(runtime)
@@ -343,10 +456,11 @@ class Registry:
 
     def load(self, ref: str | ModelRef, runtime: str = "onnx-cpu", *, spec: FeatureSpec | None = None,
              lookback: int | None = None, n_features: int | None = None, threads: int = 1,
-             **options: Any) -> LoadedModel:
+             **options: Any) -> LoadedModel | LoadedForecaster:
         """Open a version in ``runtime`` after checking it fits (CompatibilityError listing what differs).
 
-        ``n_features`` None: the width the stored feature spec gives (16 for bar features)."""
+        ``n_features`` None: the width the stored feature spec gives (16 for bar features, 6 for a
+        forecaster). A forecaster loads as a :class:`LoadedForecaster` (``torch-cpu`` / ``torch-cuda``)."""
         info = self.info(ref)
         if n_features is None:
             try:
@@ -356,6 +470,8 @@ class Registry:
         problems = self.check(info, runtime, spec, lookback, n_features)
         if problems:
             raise CompatibilityError(f"model {info.ref} cannot be loaded: " + "; ".join(problems))
+        if info.kind == "forecaster":
+            return LoadedForecaster(info, _open_forecaster(info, runtime, threads))
         if runtime == "tensorrt" and options.get("precision") == "int8":
             from tradeloop.models.calibration import training_windows
 
@@ -363,3 +479,28 @@ class Registry:
         rt = open_runtime(runtime, lookback=info.lookback, n_features=info.n_features, folder=info.path,
                           net=info.load_net, state=info.load_state, threads=threads, **options)
         return LoadedModel(info, rt)
+
+
+def _open_forecaster(info: ModelInfo, runtime: str, threads: int) -> Any:
+    """The ForecastRuntime of a checked forecaster version (imports torch)."""
+    torch = require_torch(f"loading the forecaster {info.ref}")
+    from tradeloop.models.kline.config import ModelSizes
+    from tradeloop.models.kline.forecast import ForecastRuntime, ForecastSettings, Forecaster
+    from tradeloop.models.kline.tokenizer import KlineTokenizer
+    from tradeloop.models.kline.transformer import KlineTransformer
+
+    cfg = _read_json(info.path / "kline.json", str(info.ref))
+    try:
+        sizes = ModelSizes.from_dict({"tokenizer": cfg["sizes"]["tokenizer"], "transformer": cfg["sizes"]["transformer"]})
+        settings = ForecastSettings(**cfg["settings"])
+    except (KeyError, TypeError) as e:
+        raise CompatibilityError(f"model {info.ref}: kline.json is not this code's ({e})") from None
+    state = torch.load(info.path / "weights.pt", map_location="cpu", weights_only=True)
+    tok = KlineTokenizer(sizes.tokenizer)
+    tok.load_state_dict(state["tokenizer"])
+    net = KlineTransformer(sizes.transformer, tok.vocab)
+    net.load_state_dict(state["transformer"])
+    if runtime == "torch-cpu":
+        torch.set_num_threads(max(1, int(threads)))
+    device = "cuda" if runtime == "torch-cuda" else "cpu"
+    return ForecastRuntime(Forecaster(tok, net, info.spec, settings, device=device), runtime, threads)

@@ -261,7 +261,8 @@ def check_config_file(path: str) -> None:
 PASSTHROUGH_HELP = {
     "exchange": "run the FIX 4.4 exchange simulator (python -m tradeloop.brokers.exchange --help)",
     "replay": "publish bar files to MQTT in time order (python -m tradeloop.data.replay --help)",
-    "models": "train a predictor model from a TOML file, or time the runtimes (models train|bench)",
+    "models": "train a predictor model from a TOML file, time the runtimes, or train and evaluate the K-line "
+              "forecaster (models train|bench|kline-train|kline-eval)",
 }
 
 
@@ -276,6 +277,9 @@ def passthrough(name: str, rest: list[str]) -> int:
         if rest[:1] == ["train"]:   # LazyProgress: within a second, one line per epoch on a pipe
             from tradeloop.engine.cli.models import cmd_models_train
             return cmd_models_train(rest)
+        if rest[:1] in (["kline-train"], ["kline-eval"]):   # the K-line forecaster (models/kline/)
+            from tradeloop.engine.cli.models import cmd_models_kline
+            return cmd_models_kline(rest)
         from tradeloop.models.cli import main as run
     else:
         from tradeloop.data.replay import main as run

@@ -88,3 +88,55 @@ def cmd_models_train(argv: Sequence[str]) -> int:
         args.remove("--quiet")
     with LazyProgress("models train", enabled=False if quiet else None) as bar:
         return int(models_main(args, progress=bar) or 0)
+
+
+def cmd_models_kline(argv: Sequence[str]) -> int:
+    """``tradeloop models kline-train --config FILE [--set KEY=VALUE]`` / ``kline-eval [...]`` (the K-line forecaster).
+
+    kline-train trains a forecaster from a TOML file with the keys of
+    ``models.kline.train.KlineTrainConfig`` and prints its ``NAME@VERSION``; kline-eval trains on the
+    qbot files 2010-2016 and scores 2017-2020 against naive baselines (``models/kline/evaluate.py``).
+    A bad file, key or value is one line on stderr and exit status 2.
+    """
+    import argparse
+    import tomllib
+    from pathlib import Path
+
+    args = list(argv)
+    if args[:1] == ["kline-eval"]:
+        from tradeloop.models.kline.evaluate import main as evaluate
+        return int(evaluate(args[1:]) or 0)
+    ap = argparse.ArgumentParser(prog="tradeloop models kline-train",
+                                 description="train a K-line forecaster described by a TOML file and register it")
+    ap.add_argument("--config", required=True, metavar="FILE", help="TOML with the keys of KlineTrainConfig")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key (TOML value)")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines")
+    try:
+        a = ap.parse_args(args[1:])
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
+    from tradeloop.data.errors import DataError
+    from tradeloop.models.errors import ModelError
+    from tradeloop.models.kline.train import train_forecaster
+    try:
+        raw = tomllib.loads(Path(a.config).read_text(encoding="utf-8"))
+        for item in a.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set {item!r}: expected key=value")
+            try:
+                raw[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+            except tomllib.TOMLDecodeError:
+                raw[key.strip()] = value
+        progress = None if a.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+        print(train_forecaster(raw, progress=progress))
+    except FileNotFoundError as e:
+        print(f"tradeloop models kline-train: error: {e.filename or a.config} not found", file=sys.stderr)
+        return 2
+    except tomllib.TOMLDecodeError as e:
+        print(f"tradeloop models kline-train: error: {a.config}: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, ModelError, DataError) as e:
+        print(f"tradeloop models kline-train: error: {a.config}: {e}", file=sys.stderr)
+        return 2
+    return 0

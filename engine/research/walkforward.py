@@ -20,7 +20,9 @@ Per window, in this order:
    and writes its model to the registry, which must therefore be a path every worker can reach.
    Training uses a fixed thread count (``train.threads``, default 1), which makes the weights
    bit-identical whichever executor or process ran them. Strategies without a ``model`` parameter
-   (``sma_cross``) skip this step.
+   (``sma_cross``) skip this step. A training config with ``kind = "kline"`` trains a K-line
+   forecaster instead (``models.kline.train.KlineTrainConfig``; e.g. ``forecast_trend``): tokenizer and
+   transformer from scratch on the window's training span, validation on its last ``val`` part.
 2. Backtest of the test span, in this process, one window after the other: the strategy sees bars
    from ``warmup_start`` (``--warmup`` before test_start, default 6m) so indicators and the
    predictor's feature windows are warm on the first test bar, but the engine refuses every order
@@ -133,6 +135,10 @@ def training_config(train: dict[str, Any] | None, strategy: str, needs_model: bo
     from tradeloop.models.errors import ModelError
     from tradeloop.models.train import TrainConfig, _validate
     try:  # every key and value checked now, with placeholder dates, not once per window
+        if out.get("kind") == "kline":
+            from tradeloop.models.kline.train import KlineTrainConfig
+            KlineTrainConfig.from_dict({**out, "data": ["-"], "train_end": "2001-01-01", "val_end": "2002-01-01"})
+            return out
         _validate(TrainConfig.from_dict({**out, "data": ["-"], "train_end": "2001-01-01", "val_end": "2002-01-01"}))
     except ModelError as e:
         raise ConfigError(str(e)) from None
@@ -176,6 +182,8 @@ def train_window(unit: dict[str, Any]) -> dict[str, Any]:
     cut = [s for s in (s.between(w.train_start, w.train_end) for s in series) if len(s)]
     if not cut:
         raise ValueError(f"no bars in the training span {iso(w.train_start)} .. {iso(w.train_end)}")
+    if unit["train"].get("kind") == "kline":
+        return _train_forecaster_window(unit, w, cut)
     tc = TrainConfig.from_dict({**unit["train"], "name": unit["model"],
                                 "data": [s.source or s.symbol for s in cut], "symbols": [s.symbol for s in cut],
                                 "train_start": iso(w.train_start), "train_end": iso(w.fit_end),
@@ -187,6 +195,25 @@ def train_window(unit: dict[str, Any]) -> dict[str, Any]:
         "epochs_run": m.get("epochs_run"), "train_n": (m.get("train") or {}).get("n"), "val_n": val.get("n"),
         "train_accuracy": _finite((m.get("train") or {}).get("accuracy")), "val_accuracy": _finite(val.get("accuracy")),
         "val_baseline_majority": _finite(val.get("baseline_majority"))}}
+
+
+def _train_forecaster_window(unit: dict[str, Any], w: Window, cut: list[Any]) -> dict[str, Any]:
+    """A K-line forecaster trained on the window's training span (validation: its last part) and registered."""
+    from tradeloop.models.kline.train import KlineTrainConfig, train_forecaster
+    from tradeloop.models.registry import Registry
+
+    tc = KlineTrainConfig.from_dict({**unit["train"], "name": unit["model"],
+                                     "data": [s.source or s.symbol for s in cut],
+                                     "symbols": [s.symbol for s in cut], "train_start": iso(w.train_start),
+                                     "train_end": iso(w.fit_end), "progress": False,
+                                     "val_end": iso(w.train_end) if w.train_end > w.fit_end else None})
+    ref = train_forecaster(tc, cut, metadata={"walkforward": {**w.describe(), "run": unit["run"]}})
+    m = Registry(tc.registry).info(ref).metadata.get("metrics", {})
+    val = (m.get("transformer") or {}).get("val") or {}
+    return {"model": ref, "training": {
+        "train_n": (m.get("windows") or {}).get("train"), "val_n": val.get("n"),
+        "val_coarse_ce": _finite(val.get("coarse_ce")), "val_fine_ce": _finite(val.get("fine_ce")),
+        "train_accuracy": None, "val_accuracy": None}}
 
 
 # ------------------------------------------------------------------------------- backtest step
