@@ -244,6 +244,15 @@ class RiskPipeline:
     def events(self) -> list[RiskEvent]:
         return self.trail.events
 
+    def add_check(self, check: Check, *, first: bool = True) -> None:
+        """Add a check after the pipeline was built (one the run arms later, e.g. a lost model server's
+        entry halt); ``first``: it runs before the others, so its refusal is the one recorded."""
+        self.checks.insert(0, check) if first else self.checks.append(check)
+        if hasattr(check, "on_step"):
+            self.monitors.append(check)
+        if hasattr(check, "commit"):
+            self._commits.append(check.commit)
+
     def attach(self, desk: Desk) -> None:
         """Serve ``desk`` (an engine) from now on, starting from a clean state."""
         self.desk = desk

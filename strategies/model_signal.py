@@ -30,6 +30,10 @@ class ModelSignal(Strategy):
     exit = Param(0.45, "sell when P(up) <= exit", min=0.0, max=1.0)
     exposure = Param(0.95, "share of equity invested, split equally over the symbols", min=0.0, max=1.0)
     batch_workers = Param(1, "threads of the backtest's batch inference (0: every core)", min=0)
+    endpoint = Param("", "a prediction server (tradeloop serve) tcp://HOST:PORT answers instead ('' = in-process)")
+    timeout_ms = Param(100.0, "with endpoint: how long to wait for the server before on_failure applies", min=0.001)
+    on_failure = Param("local", "with endpoint: server lost -> run the same version here, or halt new entries",
+                       choices=("local", "halt"))
 
     def validate(self) -> None:
         if not self.model:
@@ -42,7 +46,8 @@ class ModelSignal(Strategy):
 
         ctx.use_predictor(self.model, registry=self.registry, runtime=self.runtime, backup=self.backup or None,
                           limits=HealthLimits(p99_ms=self.p99_ms, min_accuracy=self.min_accuracy),
-                          batch_workers=self.batch_workers or None)
+                          batch_workers=self.batch_workers or None, endpoint=self.endpoint or None,
+                          timeout_ms=self.timeout_ms, on_failure=self.on_failure)
         self.weight = self.exposure / max(1, len(ctx.symbols))
         self.decisions = 0
         self.health_events: list = []

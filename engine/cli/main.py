@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_live_parsers(sub, add_run_args)
     from tradeloop.engine.cli.console import add_console_parser
     add_console_parser(sub)
+    from tradeloop.engine.cli.serve import add_serve_parser
+    add_serve_parser(sub)
     return p
 
 
@@ -335,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.command in ("review", "risk", "audit"):
             from tradeloop.engine.cli.ops import run_ops
             return run_ops(a)
-        if a.command == "console":
+        if getattr(a, "run_command", None) is not None:   # a subcommand module that runs its own parsed args
             return a.run_command(a)
     except (ConfigError, DataError) as e:  # RunFolderError is a ConfigError
         print(f"tradeloop: error: {e}", file=sys.stderr)

@@ -120,12 +120,17 @@ class Context:
             raise KeyError(f"no subscription to {symbol} {timeframe}; ctx.subscribe it in on_start") from None
 
     def use_predictor(self, model: str, *, registry: str = "runs/models", runtime: str = "onnx-cpu",
-                      backup: str | None = None, limits: Any = None, batch_workers: int | None = 1) -> None:
+                      backup: str | None = None, limits: Any = None, batch_workers: int | None = 1,
+                      endpoint: str | None = None, timeout_ms: float = 100.0, on_failure: str = "local") -> None:
         """Have the engine run model ``NAME@VERSION`` once per timestamp (in ``on_start``); read
         ``ctx.predictions[symbol]`` (class probabilities) in ``on_bar``/``on_bars``. ``batch_workers``:
-        threads of a backtest's batch precompute (None: every core; keep 1 inside sweeps and walk-forwards)."""
+        threads of a backtest's batch precompute (None: every core; keep 1 inside sweeps and walk-forwards).
+        ``endpoint="tcp://HOST:PORT"``: a prediction server (``tradeloop serve``) answers, with the same
+        outputs; past ``timeout_ms`` ``on_failure`` applies: ``"local"`` (the same version run here) or
+        ``"halt"`` (no new entries until it answers; docs/serving.md)."""
         self._engine.use_predictor(model, registry=registry, runtime=runtime, backup=backup, limits=limits,
-                                   batch_workers=batch_workers)
+                                   batch_workers=batch_workers, endpoint=endpoint, timeout_ms=timeout_ms,
+                                   on_failure=on_failure)
 
     @property
     def predictor_events(self) -> list:

@@ -126,7 +126,8 @@ class Engine:
         if declared is not None:
             spec = PredictorSpec.of(declared, type(self.strategy).__name__)
             self.use_predictor(spec.model, registry=spec.registry, runtime=spec.runtime, backup=spec.backup,
-                               batch_workers=spec.batch_workers)
+                               batch_workers=spec.batch_workers, endpoint=spec.endpoint, timeout_ms=spec.timeout_ms,
+                               on_failure=spec.on_failure)
         self.ctx._subs.declare(getattr(self.strategy, "timeframes", None))   # Strategy.timeframes
         self.strategy.on_start(self.ctx)
         self.ctx._subs.started()    # ctx.subscribe wraps self.step: only before the driver takes it
@@ -142,18 +143,31 @@ class Engine:
 
     # -- the loop body -------------------------------------------------------------------
     def use_predictor(self, model: str, *, registry: str = "runs/models", runtime: str = "onnx-cpu",
-                      backup: str | None = None, limits: Any = None, batch_workers: int | None = 1) -> None:
+                      backup: str | None = None, limits: Any = None, batch_workers: int | None = 1,
+                      endpoint: str | None = None, timeout_ms: float = 100.0, on_failure: str = "local") -> None:
         """Run registry model ``model`` at step (4) of every timestamp; results in ``ctx.predictions``.
 
         A backtest computes every symbol's probabilities once, in big batches, from features that
         read no later bar, and looks them up per step; a live run calls the model once per
         timestamp for all symbols that got a bar. torch/ONNX Runtime are imported only here.
+
+        ``endpoint="tcp://HOST:PORT"``: a prediction server (``tradeloop serve``) answers instead,
+        with the same outputs; when it does not answer within ``timeout_ms``, ``on_failure="local"``
+        falls back to the same version loaded here, ``"halt"`` refuses new entries (risk check
+        ``model_server``) until it answers again; each is a ``model_server`` risk event.
         """
-        from tradeloop.models.predictor import open_predictor
         from tradeloop.models.runtime.base import runtime_detail
         ticks = getattr(self.market, "_ticks", None)   # a tick backtest's TickMarket: its tick series
-        predictor = open_predictor(registry, model, self.market.symbols, runtime=runtime, backup=backup,
-                                   limits=limits, batch_workers=batch_workers, on_switch=self._model_breach)
+        if endpoint is not None:
+            from tradeloop.models.serve.remote import open_remote_predictor
+            predictor = open_remote_predictor(registry, model, self.market.symbols, endpoint=endpoint,
+                                              timeout_ms=timeout_ms, on_failure=on_failure, runtime=runtime,
+                                              backup=backup, limits=limits, batch_workers=batch_workers,
+                                              on_switch=self._model_breach, on_event=self._model_server)
+        else:
+            from tradeloop.models.predictor import open_predictor
+            predictor = open_predictor(registry, model, self.market.symbols, runtime=runtime, backup=backup,
+                                       limits=limits, batch_workers=batch_workers, on_switch=self._model_breach)
         if getattr(predictor, "kind", "bars") == "ticks":   # a model on tick windows (models/tick_predictor.py)
             if ticks is not None:   # backtest: batch precompute; ctx.predictions looks up each symbol's tick row
                 from tradeloop.models.tick_predictor import TickPredictions
@@ -169,14 +183,41 @@ class Engine:
         elif isinstance(self.market, HistoricalMarket):
             predictor.precompute(self.market.series[s] for s in self.market.symbols)
         else:
-            predictor.warm_up()   # live: no first-call kernel builds inside the timed calls
+            try:
+                predictor.warm_up()   # live: no first-call kernel builds inside the timed calls
+            except self._remote_unavailable():
+                pass                  # policy halt: entries are halted from the start (recorded)
         self.predictor = predictor
         active = predictor.model.active
         detail = runtime_detail(active.runtime)
-        self.models.append({"requested": model, "version": str(active.ref), "backup": backup or None,
-                            "registry": str(registry), "runtime": runtime, "feature_hash": active.spec.hash,
-                            "created_at": active.info.metadata.get("created_at"), **detail})
+        entry = {"requested": model, "version": str(active.ref), "backup": backup or None,
+                 "registry": str(registry), "runtime": runtime, "feature_hash": active.spec.hash,
+                 "created_at": active.info.metadata.get("created_at"), **detail}
+        if endpoint is not None:   # live counts: versions that answered, outages, windows the local copy took
+            entry.update(endpoint=endpoint, timeout_ms=float(timeout_ms), on_failure=on_failure, served=active.stats)
+            self._remote = True
+        self.models.append(entry)
         self.log.info("predictor_loaded", model=str(active), runtime=runtime, **detail)
+
+    _remote = False          # the predictor is answered by a prediction server (endpoint=)
+    _entry_halt: Any = None  # its EntryHalt risk check, once a halt policy fired
+
+    @staticmethod
+    def _remote_unavailable() -> type[Exception]:
+        from tradeloop.models.serve.remote import RemoteUnavailable
+        return RemoteUnavailable
+
+    def _model_server(self, event: Any) -> None:
+        """The prediction server was lost (``fallback`` to the local copy, or ``halt`` of new entries)
+        or answers again (``resume``): a ``model_server`` risk event; halts go through the risk
+        pipeline's ``EntryHalt`` check (added to the pipeline on the first halt)."""
+        if event.action == "halt" and self._entry_halt is None:
+            from tradeloop.models.serve.remote import EntryHalt
+            self._entry_halt = EntryHalt()
+            self.risk.add_check(self._entry_halt)
+        if self._entry_halt is not None and event.action in ("halt", "resume"):
+            self._entry_halt.halted, self._entry_halt.why = event.action == "halt", event.reason
+        self.risk.record(int(self.now), "model_server", event.action, event.reason)
 
     def _model_breach(self, event: Any) -> None:
         """The predictor's health monitor saw a limit breached (and switched to the backup, if any):
@@ -199,7 +240,13 @@ class Engine:
             return   # a tick model: bars do not feed it
         # live bars carry their amount (wire v2) for the VWAP feature; a backtest looks up precomputed outputs
         amounts = {b.symbol: b.amount for b in bars if b.amount is not None} if self._rows is None else None
-        self.ctx.predictions = self.predictor.step(bars, amounts or None, rows=self._rows)
+        if not self._remote:
+            self.ctx.predictions = self.predictor.step(bars, amounts or None, rows=self._rows)
+            return
+        try:
+            self.ctx.predictions = self.predictor.step(bars, amounts or None, rows=self._rows)
+        except self._remote_unavailable():   # policy halt: no predictions now, entries halted (_model_server)
+            self.ctx.predictions = {}
 
     def _make_step(self) -> Callable[[int, Sequence[Bar]], None]:
         """Build ``step(ts, bars)``: every bar stamped ``ts`` (one per symbol), steps (1)-(6).

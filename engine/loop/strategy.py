@@ -87,7 +87,7 @@ class Param:
 
 @dataclass(frozen=True)
 class PredictorSpec:
-    """The registry model a strategy reads at step (4), its runtime and batch policy.
+    """The registry model a strategy reads at step (4), its runtime, batch policy and server (if any).
 
     Declared on the class (``predictor = PredictorSpec("qbot@latest", runtime="onnx-cpu")``; a
     plain ``"NAME@VERSION"`` string means the defaults), the engine opens it before ``on_start``.
@@ -99,6 +99,15 @@ class PredictorSpec:
     runtime: str = "onnx-cpu"
     backup: str | None = None
     batch_workers: int | None = 1   # threads of a backtest's batch precompute (None: every core)
+    endpoint: str | None = None     # "tcp://HOST:PORT": a prediction server answers (docs/serving.md)
+    timeout_ms: float = 100.0       # ... within this, else on_failure applies:
+    on_failure: str = "local"       # "local" (the same version run here) or "halt" (no new entries)
+
+    def __post_init__(self) -> None:
+        if self.on_failure not in ("local", "halt"):
+            raise ValueError(f"PredictorSpec.on_failure must be 'local' or 'halt', got {self.on_failure!r}")
+        if not self.timeout_ms > 0:
+            raise ValueError(f"PredictorSpec.timeout_ms must be > 0, got {self.timeout_ms!r}")
 
     @classmethod
     def of(cls, declared: "str | PredictorSpec", owner: str) -> "PredictorSpec":
