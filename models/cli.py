@@ -8,6 +8,20 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 
+def read_config(path: str, sets: Sequence[str]) -> dict[str, Any]:
+    """A training TOML file with ``--set KEY=VALUE`` overrides (each value read as TOML, else as text)."""
+    raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected key=value")
+        try:
+            raw[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            raw[key.strip()] = value
+    return raw
+
+
 def main(argv: Sequence[str] | None = None, progress: Callable[..., Any] | None = None) -> int:
     """Entry point of ``tradeloop models ...``; exit 2 with a clear message on a bad config.
 
@@ -29,16 +43,7 @@ def main(argv: Sequence[str] | None = None, progress: Callable[..., Any] | None 
     from tradeloop.models.errors import ModelError
     from tradeloop.models.train import train
     try:
-        raw = tomllib.loads(Path(a.config).read_text(encoding="utf-8"))
-        for item in a.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--set {item!r}: expected key=value")
-            try:
-                raw[key.strip()] = tomllib.loads(f"v = {value}")["v"]
-            except tomllib.TOMLDecodeError:
-                raw[key.strip()] = value
-        print(train(raw, progress=progress))
+        print(train(read_config(a.config, a.set), progress=progress))
     except FileNotFoundError:
         print(f"tradeloop models: error: config file {a.config} not found", file=sys.stderr)
         return 2

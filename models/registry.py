@@ -26,6 +26,7 @@ half-written version; ``latest`` is replaced atomically.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -34,7 +35,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tradeloop.models._deps import require_torch
 from tradeloop.models.errors import CompatibilityError, FeatureError, RegistryError
@@ -247,6 +248,14 @@ def runtime_agreement(net: Any, folder: Path, windows: Any, lookback: int, limit
     return out
 
 
+@dataclass
+class _NewVersion:
+    """A version being written: its temporary folder, and its reference once placed."""
+
+    folder: Path
+    ref: ModelRef | None = None
+
+
 class Registry:
     """Models under one root folder."""
 
@@ -310,13 +319,9 @@ class Registry:
         them before the version is placed, and their agreement with torch fp32 is recorded in
         the metadata as ``runtime_check``.
         """
-        if not NAME_RE.match(name):
-            raise RegistryError(f"bad model name {name!r}: use letters, digits, '_', '-', '.'")
         torch = require_torch("saving a model")
-        base = self.root / name
-        base.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=base))
-        try:
+        with self._new_version(name, set_latest) as new:
+            tmp = new.folder
             net = net.to("cpu", torch.float32).eval()
             torch.save(net.state_dict(), tmp / "weights.pt")
             _write_json(tmp / "net.json", net_config.to_dict())
@@ -344,27 +349,17 @@ class Registry:
             if onnx and check_windows is not None and len(check_windows):
                 meta["runtime_check"] = runtime_agreement(net, tmp, check_windows, spec.lookback)
             _write_json(tmp / "metadata.json", meta)
-            ref = self._place(base, tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if set_latest:
-            self.set_latest(str(ref))
-        return ref
+        return new.ref
 
     def save_forecaster(self, name: str, forecaster: Any, *, train_config: dict[str, Any] | None = None,
                         metadata: dict[str, Any] | None = None, set_latest: bool = True) -> ModelRef:
         """Store a trained ``models.kline.forecast.Forecaster`` as the next version of ``name`` (atomically)."""
-        if not NAME_RE.match(name):
-            raise RegistryError(f"bad model name {name!r}: use letters, digits, '_', '-', '.'")
         torch = require_torch("saving a forecaster")
         from tradeloop.models.kline.config import ModelSizes
         from tradeloop.models.kline.spec import OUTPUTS
 
-        base = self.root / name
-        base.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=base))
-        try:
+        with self._new_version(name, set_latest) as new:
+            tmp = new.folder
             tok, net, spec = forecaster.tokenizer, forecaster.transformer, forecaster.spec
             state = {"tokenizer": {k: v.detach().cpu() for k, v in tok.state_dict().items()},
                      "transformer": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
@@ -381,13 +376,25 @@ class Registry:
                     "sizes": {**sizes.to_dict(), "parameters": int(params)},
                     "forecast": forecaster.settings.to_dict(), **(metadata or {})}
             _write_json(tmp / "metadata.json", meta)
-            ref = self._place(base, tmp)
+        return new.ref
+
+    @contextlib.contextmanager
+    def _new_version(self, name: str, set_latest: bool) -> Iterator[_NewVersion]:
+        """A temporary folder to write a version into; on success it becomes the next version of
+        ``name`` in one rename (its ``ref``), on any failure it is removed: never half a version."""
+        if not NAME_RE.match(name):
+            raise RegistryError(f"bad model name {name!r}: use letters, digits, '_', '-', '.'")
+        base = self.root / name
+        base.mkdir(parents=True, exist_ok=True)
+        new = _NewVersion(Path(tempfile.mkdtemp(prefix=".tmp-", dir=base)))
+        try:
+            yield new
+            new.ref = self._place(base, new.folder)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(new.folder, ignore_errors=True)
             raise
         if set_latest:
-            self.set_latest(str(ref))
-        return ref
+            self.set_latest(str(new.ref))
 
     def _place(self, base: Path, tmp: Path) -> ModelRef:
         """Rename the finished temporary folder to the next free version number."""

@@ -100,7 +100,6 @@ def cmd_models_kline(argv: Sequence[str]) -> int:
     """
     import argparse
     import tomllib
-    from pathlib import Path
 
     args = list(argv)
     if args[:1] == ["kline-eval"]:
@@ -117,17 +116,10 @@ def cmd_models_kline(argv: Sequence[str]) -> int:
         return e.code if isinstance(e.code, int) else 2
     from tradeloop.data.errors import DataError
     from tradeloop.models.errors import ModelError
+    from tradeloop.models.cli import read_config
     from tradeloop.models.kline.train import train_forecaster
     try:
-        raw = tomllib.loads(Path(a.config).read_text(encoding="utf-8"))
-        for item in a.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--set {item!r}: expected key=value")
-            try:
-                raw[key.strip()] = tomllib.loads(f"v = {value}")["v"]
-            except tomllib.TOMLDecodeError:
-                raw[key.strip()] = value
+        raw = read_config(a.config, a.set)
         progress = None if a.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
         print(train_forecaster(raw, progress=progress))
     except FileNotFoundError as e:
