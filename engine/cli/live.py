@@ -98,14 +98,20 @@ def cmd_live(a: argparse.Namespace, config_from_args: Any) -> int:
 
 
 def cmd_paper(a: argparse.Namespace, config_from_args: Any) -> int:
-    from tradeloop.engine.live.paper import paper
+    """Run a paper session; one that fails once trading (its run folder written, status failed) or cannot reach
+    its exchange is one line on stderr and exit status 1, as ``tradeloop live``."""
+    from tradeloop.engine.live.paper import PaperFailure, paper
     cfg = config_from_args(a)
     if a.console is not None:
         cfg.live.console = a.console
     if a.pace is not None:
         cfg.live.pace = a.pace
     cfg.validate()
-    result, folder = paper(cfg, out=Path(a.out) if a.out else None, mqtt=a.mqtt)
+    try:
+        result, folder = paper(cfg, out=Path(a.out) if a.out else None, mqtt=a.mqtt)
+    except (ConnectionError, PaperFailure) as e:
+        print(f"tradeloop paper: {e}", file=sys.stderr)
+        return 1
     if not a.quiet:
         print(f"paper session: {result.bars} bars, {len(result.fills)} fills, "
               f"final value {result.final_value:,.2f}; run folder {folder}")

@@ -18,6 +18,16 @@ the next one is not published; ``live.paused_for_review`` / ``live.resumed_after
 ``--pace S`` (``live.pace``) waits S wall seconds between timestamps so a person can follow; ``--console
 HOST:PORT`` starts the web console beside the session, which then stays open after its replay (state
 ``finished``) until SIGINT/SIGTERM.
+
+Failures: once trading has started, an error that stops the session (the strategy raising, the exchange
+simulator or the broker process this command started ending, the replay failing) still writes the run
+folder of the session so far (manifest ``status: failed``, its ``error`` in one line: ``file:line`` for a
+strategy error; the fills, orders and equity up to it; the traceback in ``events.jsonl``; the state files
+kept), stops every process the session started, and raises :class:`PaperFailure`. SIGINT/SIGTERM end a
+session at any time the same way, without the error (``status: stopped`` if its replay was not over).
+The manifest records the broker and exchange it started as ``local (started by paper)`` (their loopback ports
+mean nothing after the session) and the state file by its name in the run folder, so identical sessions give
+identical manifests.
 """
 from __future__ import annotations
 
@@ -32,6 +42,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +57,28 @@ from tradeloop.engine.config.run import RunConfig
 from tradeloop.engine.live.consoleproc import parse_bind
 from tradeloop.engine.live.runner import LiveRunner
 from tradeloop.engine.report.walkforward import write_run_report
-from tradeloop.engine.runs.recorder import build_manifest, write_run
-from tradeloop.engine.telemetry.logs import RunEvents, run_events
+from tradeloop.engine.loop.strategy import one_line, strategy_failure
+from tradeloop.engine.runs.recorder import Status, build_manifest, write_run
+from tradeloop.engine.telemetry.logs import RunEvents, console_muted, run_events
 from tradeloop.engine.assembly.build import build_quotes, build_rules, load_inputs
 from tradeloop.brokers.quotes import Latency, QuoteRules
 from tradeloop.data.schema import TickSeries
 
 PAPER_VENUE = "paper"
+LOCAL_MQTT = "local (started by paper)"                        # the manifest's live.mqtt for our own Mosquitto
+LOCAL_EXCHANGE = "local exchange simulator (started by paper)"  # ... and live.fix for our exchange simulator
+STATE_FILE = "live.sqlite"                                     # the runner's state file, in the run folder
+RUNNER_STOP_S = 15.0   # how long a failed session waits for its runner to stop (log out, publish) before cancelling it
+
+
+class PaperFailure(RuntimeError):
+    """A paper session stopped by an error after it started trading; ``error`` is the one-line cause (as the
+    manifest holds it) and ``folder`` the run folder written with ``status: failed``."""
+
+    def __init__(self, error: str, folder: Path) -> None:
+        self.error, self.folder = error, folder
+        super().__init__(f"stopped by {error} (run folder {folder}: status failed, traceback in "
+                         f"{folder / 'events.jsonl'})")
 
 
 def mosquitto_binary() -> str | None:
@@ -189,42 +215,95 @@ def _readline(proc: subprocess.Popen, timeout_s: float) -> str:
     return proc.stdout.readline().decode(errors="replace")
 
 
-async def _session(cfg: RunConfig, series: list[Any], log: Any, run_id: str) -> tuple[BacktestResult, LiveRunner]:
+@dataclasses.dataclass(frozen=True)
+class Watched:
+    """A process the session started and cannot go on without: what it is (for the error) and its log."""
+
+    what: str
+    proc: subprocess.Popen
+    log: Path
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def _lost(watched: list[Watched]) -> ConnectionError | None:
+    """The lost connection of the first watched process that has ended, if one has."""
+    for w in watched:
+        code = w.proc.poll()
+        if code is not None:
+            return ConnectionError(f"lost the connection to the {w.what}: its process {_exit_text(code)} "
+                                   f"mid-session (its log: {w.log})")
+    return None
+
+
+async def _watch(watched: list[Watched], every_s: float = 0.05) -> None:
+    """Raise the lost connection as soon as a process the session started ends (nothing else would notice
+    soon: the FIX client reconnects for ever and the replay waits a minute for an ack)."""
+    while (lost := _lost(watched)) is None:
+        await asyncio.sleep(every_s)
+    raise lost
+
+
+async def _session(runner: LiveRunner, cfg: RunConfig, series: list[Any],
+                   watched: list[Watched]) -> tuple[BacktestResult, bool]:
+    """Run ``runner`` and the lockstep replay of ``series`` until the replay is over (and the runner drained, or
+    stopped by a signal when held open for operators), a signal stops it, or one of them or a watched process
+    fails; then stop what still runs and raise the first cause: a lost process before the runner's or the
+    replay's error. Returns the result and whether a signal stopped the session before its replay was over."""
     from tradeloop.data.replay import replay
-    runner = LiveRunner(cfg, log=log)
-    runner.mode, runner.run_id = "paper", run_id
-    stop = None
-    if cfg.live.console:   # operators may still look and act after the replay: open until SIGINT/SIGTERM
-        stop = asyncio.Event()
-        runner.hold_open = True
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+    stop = asyncio.Event()   # SIGINT/SIGTERM, or a failure elsewhere: the runner ends cleanly (logout, state published)
+    runner.hold_open = bool(cfg.live.console)   # operators may still look and act after the replay: open until stopped
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):   # so the processes it started are stopped and its folder written
+        with contextlib.suppress(ValueError, RuntimeError):   # not the main thread: no signal handling
             loop.add_signal_handler(sig, stop.set)
+    task = asyncio.create_task(runner.run(stop))
+    watcher = asyncio.create_task(_watch(watched))
+    ready = asyncio.create_task(runner.ready.wait())
+    feeder: asyncio.Task | None = None
     try:
-        task = asyncio.create_task(runner.run(stop))
-        while not runner.ready.is_set():
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        bars = [s for s in series if not isinstance(s, TickSeries)]
-        ticks = [s for s in series if isinstance(s, TickSeries)]
-        feeder = asyncio.create_task(replay(bars, cfg.live.mqtt, venue=PAPER_VENUE, interval=cfg.live.interval,
-                                            lockstep=("runner",), qos=1, ticks=ticks,
-                                            lockstep_timeout=lockstep_timeout(cfg)))
-        # the replay ends first (then the runner drains, or stays open for operators) unless the runner stops
-        # first: it failed, or a signal stopped it (even while paused for a review, when the replay is waiting
-        # for an ack that will never come): then the replay is cancelled at once
-        await asyncio.wait({task, feeder}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done() and not feeder.done():
-            feeder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feeder
-            task.result()   # the runner's failure, if it failed
-        else:
-            await feeder
-        return await task, runner
+        await asyncio.wait({task, watcher, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.done() and not task.done() and not watcher.done():
+            bars = [s for s in series if not isinstance(s, TickSeries)]
+            ticks = [s for s in series if isinstance(s, TickSeries)]
+            feeder = asyncio.create_task(replay(bars, cfg.live.mqtt, venue=PAPER_VENUE, interval=cfg.live.interval,
+                                                lockstep=("runner",), qos=1, ticks=ticks,
+                                                lockstep_timeout=lockstep_timeout(cfg)))
+            # the replay ends first (then the runner drains, or stays open for operators) unless the runner
+            # stops first (it failed, or a signal stopped it, even while paused for a review) or a process died
+            await asyncio.wait({task, feeder, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if feeder.done() and feeder.exception() is None and not task.done() and not watcher.done():
+                await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done() and task.exception() is None:
+            replayed = feeder is not None and feeder.done() and not feeder.cancelled() and feeder.exception() is None
+            return task.result(), stop.is_set() and not replayed   # completed, or stopped by a signal
+        if not task.done():   # a failure elsewhere: the runner stops as on a signal (bounded), then that cause
+            stop.set()
+            if not (await asyncio.wait({task}, timeout=RUNNER_STOP_S))[0]:
+                structlog.get_logger("tradeloop.paper").warning("paper.runner_stop_timeout", seconds=RUNNER_STOP_S)
+        lost = _lost(watched)   # a process that died is the cause of whatever failed after it
+        if lost is not None:
+            raise lost
+        for t in (task, feeder):
+            if t is not None and t.done() and t.exception() is not None:
+                t.result()
+        raise RuntimeError("the paper session stopped without a result")   # not reached: one of them failed
     finally:
-        runner.close()
+        for t in (ready, feeder, watcher, task):
+            if t is None:
+                continue
+            if not t.done():
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            elif not t.cancelled():
+                t.exception()   # retrieved (not re-raised: that would cut the traceback the error line names)
 
 
 def lockstep_timeout(cfg: RunConfig) -> float:
@@ -254,7 +333,7 @@ def _paper(cfg: RunConfig, *, out: Path | None, mqtt: str | None, events: RunEve
     rules = build_rules(cfg)
     folder = Path(out or cfg.run.out or Path("runs") / f"paper-{time.strftime('%Y%m%d-%H%M%S')}")
     folder.mkdir(parents=True, exist_ok=True)
-    state = folder / "live.sqlite"
+    state = folder / STATE_FILE
     if state.exists():
         raise ConfigError(f"{folder} already holds a paper session ({state}); choose another --out")
     from tradeloop.data.replay import infer_interval
@@ -262,7 +341,10 @@ def _paper(cfg: RunConfig, *, out: Path | None, mqtt: str | None, events: RunEve
     interval = (cfg.live.interval if cfg.live.interval != "1d" or not bar_series
                 else infer_interval(bar_series[0]))
     broker = None if mqtt else LocalMosquitto(folder)
-    exchange = None
+    exchange = runner = None
+    failure: Exception | None = None
+    stopped = False
+    t0 = time.perf_counter()
     try:
         url = mqtt or broker.url
         exchange = ExchangeProcess(folder, url, interval,
@@ -272,9 +354,22 @@ def _paper(cfg: RunConfig, *, out: Path | None, mqtt: str | None, events: RunEve
         cfg.live.symbols = [s.symbol for s in series]
         cfg.live.venue, cfg.live.interval, cfg.live.lockstep = PAPER_VENUE, interval, True
         cfg.live.ticks = cfg.live.ticks or ticked
+        watched = [Watched(f"exchange simulator (FIX {cfg.live.fix})", exchange.proc, exchange.log_path)]
+        if broker is not None:
+            watched.append(Watched(f"MQTT broker (mosquitto on {url}, started by paper)", broker.proc,
+                                   folder / "mosquitto.log"))
         # the replay is the market here, not history to warm up on: the runner gets no --data
-        result, runner = asyncio.run(_session(dataclasses.replace(cfg, data=[]), series, log, folder.name))
+        runner = LiveRunner(dataclasses.replace(cfg, data=[]), log=log)
+        runner.mode, runner.run_id = "paper", folder.name
+        try:
+            result, stopped = asyncio.run(_session(runner, cfg, series, watched))
+        except Exception as e:
+            if not runner.ready.is_set():   # never traded: the plain error says it all (no logon, no console)
+                raise
+            failure, result = e, runner.result(time.perf_counter() - t0)
     finally:
+        if runner is not None:
+            runner.close()
         if exchange is not None:
             exchange.stop()
         if broker is not None:
@@ -282,8 +377,36 @@ def _paper(cfg: RunConfig, *, out: Path | None, mqtt: str | None, events: RunEve
     details = runner.details()
     details["session"]["exchange_market_data_dropped"] = exchange.dropped
     result.metrics.setdefault("live", {})["exchange_market_data_dropped"] = exchange.dropped
-    log.info("paper_done", fills=len(result.fills), steps=runner.stats.steps, out=str(folder))
-    manifest = build_manifest("paper", cfg, runner.strategy, rules, inputs=inputs, models=result.models,
-                              symbols=result.symbols, tz=series[0].tz, details=details)
+    status: Status = "stopped" if failure is None and stopped else "completed"
+    error = None
+    if failure is not None:
+        status, error, detail = "failed", *_cause(runner, failure)
+        with console_muted():   # the CLI shows one line; the traceback goes to events.jsonl
+            log.error("paper.failed", error=error, traceback=detail, steps=runner.stats.steps, fills=len(result.fills),
+                      open_orders=sorted(o.id for o in runner.venue.open_orders()), out=str(folder))
+    else:
+        log.info("paper_done", fills=len(result.fills), steps=runner.stats.steps, out=str(folder))
+    manifest = build_manifest("paper", recorded_config(cfg, mqtt), runner.strategy, rules, inputs=inputs,
+                              models=result.models, symbols=result.symbols, tz=series[0].tz, status=status,
+                              error=error, details=details)
     write_run(folder, result, manifest, report=write_run_report, events=events)
+    if failure is not None:
+        raise PaperFailure(error, folder) from failure
     return result, folder
+
+
+def _cause(runner: LiveRunner, failure: BaseException) -> tuple[str, str]:
+    """The one-line error of a failed session (``strategy error: file:line in on_bar: ...`` when the strategy's
+    own code raised, else ``Type: message``) and its full traceback."""
+    user = strategy_failure(runner.strategy, failure)
+    if user is not None:
+        return str(user), user.detail
+    return one_line(failure), "".join(traceback.format_exception(type(failure), failure, failure.__traceback__))
+
+
+def recorded_config(cfg: RunConfig, mqtt: str | None) -> RunConfig:
+    """``cfg`` as the manifest records it: the broker and exchange the session started as what they were (their
+    loopback ports are meaningless afterwards), a ``--mqtt`` broker as given, the state file by its name in the
+    run folder; so two identical sessions have identical manifests."""
+    live = dataclasses.replace(cfg.live, mqtt=mqtt or LOCAL_MQTT, fix=LOCAL_EXCHANGE, state=STATE_FILE)
+    return dataclasses.replace(cfg, live=live)
