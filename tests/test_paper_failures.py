@@ -81,7 +81,7 @@ def table(folder, name: str) -> pl.DataFrame:
 
 def test_a_strategy_that_raises_on_its_fifth_bar_leaves_a_failed_run_folder_and_no_processes(tmp_path):
     """Exit 1, one line naming the strategy's file:line; the run folder holds status failed, that error, the
-    four fills and the equity of the four steps before the failure (the backtest's failed run has the same),
+    four fills and the equity of the five steps up to the failing one (the backtest's failed run has the same),
     the traceback in events.jsonl, and the state files; Mosquitto and the exchange simulator are gone."""
     strategy = tmp_path / "failing.py"
     strategy.write_text(FAILING)
@@ -105,7 +105,7 @@ def test_a_strategy_that_raises_on_its_fifth_bar_leaves_a_failed_run_folder_and_
     fills = table(out, "fills")
     assert fills["qty"].to_list() == [100.0] * 4
     assert fills["order_id"].to_list() == ["O00000001", "O00000002", "O00000003", "O00000004"]
-    assert table(out, "equity").height == 4
+    assert table(out, "equity").height == 5   # the failing step included, as in the backtest
     (failed,) = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines() if '"paper.failed"' in x]
     assert failed["error"] == error and 'raise RuntimeError("the fifth bar")' in failed["traceback"]
     for kept in ("live.sqlite", "exchange.sqlite", "report.html", "orders.parquet", "metrics.json"):
@@ -116,8 +116,7 @@ def test_a_strategy_that_raises_on_its_fifth_bar_leaves_a_failed_run_folder_and_
              "--cash", "1000000", "--out", str(tmp_path / "backtest"), "--quiet")
     assert bt.returncode == 2 and f"{strategy}:{RAISE_LINE} in on_bar" in bt.stderr, bt.stderr
     assert table(tmp_path / "backtest", "fills").equals(fills)
-    # equity after each completed step (the backtest records its failing step too, the live driver does not)
-    assert table(tmp_path / "backtest", "equity")["equity"].to_list()[:4] == table(out, "equity")["equity"].to_list()
+    assert table(tmp_path / "backtest", "equity")["equity"].to_list() == table(out, "equity")["equity"].to_list()
 
 
 def is_exchange(cmd: list[str]) -> bool:

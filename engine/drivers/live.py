@@ -12,6 +12,7 @@ written through ``risk/control.py`` by ``tradeloop review`` / ``tradeloop risk``
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterable
@@ -131,7 +132,12 @@ class LiveDriver:
         group = sorted(self._group, key=lambda b: b.symbol)
         self._group = []
         self.engine.poll_risk(group[0].ts)
-        self.engine.step(group[0].ts, group)
+        try:
+            self.engine.step(group[0].ts, group)
+        except BaseException:
+            with contextlib.suppress(Exception):   # the failing step counts, as in a backtest's failed run
+                self._record(group[0].ts)
+            raise
         self._record(group[0].ts)
 
     def finish(self) -> None:
