@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -69,6 +70,32 @@ def check_symbol(root: Path, symbol: str) -> str:
     return symbol
 
 
+@dataclass
+class Staged:
+    """A partition file written aside (``tmp``), waiting to replace ``dest``."""
+
+    tmp: Path
+    dest: Path
+    new_folder: bool   # the partition folder was made for it (removed again on discard)
+
+    def commit(self) -> Path:
+        """Replace ``dest`` with the staged file (one rename) and sync the folder."""
+        try:
+            os.replace(self.tmp, self.dest)
+        except BaseException:
+            self.discard()
+            raise
+        _fsync_dir(self.dest.parent)
+        return self.dest
+
+    def discard(self) -> None:
+        """Remove the staged file (and the folder made for it); the stored file, if any, stays."""
+        self.tmp.unlink(missing_ok=True)
+        if self.new_folder:
+            with contextlib.suppress(OSError):
+                self.dest.parent.rmdir()
+
+
 class Catalog:
     """Bars of many symbols under one root folder, partitioned by symbol."""
 
@@ -81,6 +108,11 @@ class Catalog:
 
     def write(self, series: BarSeries, *, source_sha256: str | None = None) -> Path:
         """Store a series atomically (temp file + os.replace), replacing what the symbol had."""
+        return self.stage(series, source_sha256=source_sha256).commit()
+
+    def stage(self, series: BarSeries, *, source_sha256: str | None = None) -> "Staged":
+        """Write ``series`` to a temporary file beside its partition, synced; nothing is replaced until
+        :meth:`Staged.commit` (``discard`` removes it). Lets several files be written before any replaces."""
         dest = self.path(series.symbol)
         self._check_root(create=True)
         new_folder = not dest.parent.exists()
@@ -96,6 +128,7 @@ class Catalog:
         table = pa.table(cols).replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
         fd, tmp = tempfile.mkstemp(prefix=".bars-", suffix=".tmp", dir=dest.parent)
         os.close(fd)
+        staged = Staged(Path(tmp), dest, new_folder)
         try:
             pq.write_table(table, tmp, compression="zstd")
             fd = os.open(tmp, os.O_RDONLY)
@@ -103,15 +136,10 @@ class Catalog:
                 os.fsync(fd)  # the bytes on disk before the name points at them
             finally:
                 os.close(fd)
-            os.replace(tmp, dest)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            if new_folder:
-                with contextlib.suppress(OSError):
-                    dest.parent.rmdir()
+            staged.discard()
             raise
-        _fsync_dir(dest.parent)
-        return dest
+        return staged
 
     def _check_root(self, create: bool = False) -> None:
         """The catalog root must be a folder (or, when ``create``, not exist yet)."""
@@ -239,14 +267,22 @@ def import_files(paths: Iterable[str | Path], root: str | Path, *, replace: bool
         for p, s in zip(paths, loaded):
             _check_keeps(cat, p, s)
     digests = [file_sha256(p) for p in paths]
-    for i, (p, s, h) in enumerate(zip(paths, loaded, digests)):
-        report(len(paths) + i, total, f"writing {s.symbol}")
-        try:
-            cat.write(s, source_sha256=h)
-        except OSError as e:
-            raise DataError(str(cat.path(s.symbol)), 0, "", f"cannot write the catalog file "
-                            f"(the stored one is kept): {e.strerror or e}") from None
-        report(len(paths) + i + 1, total, f"wrote {s.symbol}")
+    staged: list[Staged] = []   # every file is written aside first: a failure (disk full) replaces none
+    try:
+        for i, (p, s, h) in enumerate(zip(paths, loaded, digests)):
+            report(len(paths) + i, total, f"writing {s.symbol}")
+            try:
+                staged.append(cat.stage(s, source_sha256=h))
+            except OSError as e:
+                raise DataError(str(cat.path(s.symbol)), 0, "", f"cannot write the catalog file (every stored "
+                                f"file is kept, nothing of this import was written): {e.strerror or e}") from None
+            report(len(paths) + i + 1, total, f"wrote {s.symbol}")
+    except BaseException:
+        for st in staged:
+            st.discard()
+        raise
+    for st in staged:   # renames only: the narrowest window a crash could split the import in
+        st.commit()
     return [s.symbol for s in loaded]
 
 

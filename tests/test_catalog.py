@@ -137,3 +137,28 @@ def test_file_sha256_and_bad_symbol_names(tmp_path):
     assert file_sha256(p) == hashlib.sha256(b"x" * 3_000_000).hexdigest()
     with pytest.raises(ValueError):
         Catalog(tmp_path).path("../escape")
+
+
+def test_an_import_that_cannot_write_its_last_file_replaces_none_of_the_others(shared_data, tmp_path, monkeypatch):
+    """Every file is written aside before any stored file is replaced: a disk that fills up on the last
+    symbol leaves the catalog exactly as it was (no partial import, no temp files)."""
+    files = [shared_data / "zipline/AAPL.csv.gz", shared_data / "vnpy/000300.csv"]
+    root = tmp_path / "cat"
+    stored = load_bars(files[0])
+    Catalog(root).write(stored.between(None, int(stored.ts[10])))   # 10 bars stored; the import brings all 754
+    before = snapshot(root)
+    real = catalog_mod.pq.write_table
+    calls = []
+
+    def full_on_second(table, where, **kw):
+        calls.append(where)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real(table, where, **kw)
+
+    monkeypatch.setattr(catalog_mod.pq, "write_table", full_on_second)
+    with pytest.raises(DataError, match="No space left on device") as e:
+        import_files(files, root, replace=True)
+    assert len(calls) == 2 and snapshot(root) == before and Catalog(root).symbols() == ["AAPL"]
+    assert len(Catalog(root).read("AAPL")) == 10
+    assert "nothing of this import was written" in str(e.value)
