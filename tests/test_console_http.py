@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRADER = "trader-token-0123456789"
 VIEWER = "viewer-token-0123456789"
 TOKENS = {"TRADELOOP_CONSOLE_TOKEN": TRADER, "TRADELOOP_CONSOLE_VIEWER_TOKEN": VIEWER}
+HEAD_S = 1.0   # the shared console's --header-timeout-s: a request line and headers must arrive within it
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -160,6 +161,42 @@ class Client:
             return status, {"raw": out.decode(errors="replace")}
 
 
+def dribble_until_closed(port: int, head: bytes, per_byte_s: float = 1.0, give_up_s: float = 8.0) -> tuple[float, int]:
+    """Send ``head`` one byte every ``per_byte_s`` until the server closes the connection:
+    (seconds from connect to the close, bytes sent). AssertionError if it is still open after ``give_up_s``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        t0 = time.monotonic()
+        for sent, byte in enumerate(head, start=1):
+            try:
+                s.sendall(bytes([byte]))
+                s.settimeout(per_byte_s)
+                if s.recv(1) == b"":                   # the server closed it: no answer, just the end
+                    return time.monotonic() - t0, sent
+            except TimeoutError:
+                if time.monotonic() - t0 > give_up_s:
+                    break
+            except (ConnectionResetError, BrokenPipeError):
+                return time.monotonic() - t0, sent
+    raise AssertionError(f"a request head dribbled for {time.monotonic() - t0:.1f} s is still being waited for")
+
+
+def wait_closed(socks: list[socket.socket], within_s: float) -> list[socket.socket]:
+    """The sockets of ``socks`` that the server has not closed within ``within_s`` seconds (all closed: [])."""
+    deadline = time.monotonic() + within_s
+    open_ = list(socks)
+    while open_ and time.monotonic() < deadline:
+        s = open_[0]
+        s.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            if s.recv(1) == b"":
+                open_.pop(0)
+        except (ConnectionResetError, BrokenPipeError):
+            open_.pop(0)
+        except TimeoutError:
+            break
+    return open_
+
+
 def commands(state: Path) -> list[tuple]:
     """The operator commands queued in the state file: (kind, arg, issued_by)."""
     store = ControlStore(state, create=False)
@@ -178,7 +215,7 @@ def served(tmp_path_factory):
     for oid in ("R1", "R2", "R3"):
         held(store, oid)
     snapshot(store)
-    console = Console(tmp, state)
+    console = Console(tmp, state, "--header-timeout-s", str(HEAD_S))
     try:
         yield console, state, store
     finally:
@@ -328,6 +365,50 @@ def test_hostile_bodies_are_answered_with_a_reason_and_the_console_keeps_serving
     assert answer.startswith(b"HTTP/1.1 408") and 4 < time.monotonic() - t0 < 9
     stalled.close()
     assert console.proc.poll() is None
+
+
+def test_a_request_head_dribbled_a_byte_a_second_is_cut_off_at_the_header_deadline_while_others_are_served(served):
+    console, _, _ = served
+    answers: list[int] = []
+    done = threading.Event()
+
+    def normal_client() -> None:                        # served, every 0.2 s, while the dribble goes on
+        while not done.is_set():
+            answers.append(console.request("GET", "/login")[0])
+            done.wait(0.2)
+
+    normal = threading.Thread(target=normal_client)
+    normal.start()
+    try:
+        seconds, sent = dribble_until_closed(console.port, b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    finally:
+        done.set()
+        normal.join()
+    assert HEAD_S - 0.1 < seconds < HEAD_S + 1.5 and sent <= 3, (seconds, sent)
+    assert len(answers) >= 3 and set(answers) == {200}, answers
+    assert console.request("GET", "/login")[0] == 200   # and after
+    assert console.proc.poll() is None
+
+
+def test_fifty_slow_header_clients_are_all_cut_off_and_never_keep_a_normal_client_out(served):
+    console, _, _ = served
+    head = b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Probe: slowloris-marker-4711"   # never finished
+    slow = [socket.create_connection(("127.0.0.1", console.port), timeout=5) for _ in range(50)]
+    try:
+        t0 = time.monotonic()
+        for s in slow:
+            s.sendall(head)
+        assert console.request("GET", "/login")[0] == 200             # served while they hold their connections
+        assert wait_closed(slow, within_s=HEAD_S + 3) == []            # every one is closed, none answered
+        assert time.monotonic() - t0 < HEAD_S + 3
+        assert console.request("GET", "/login")[0] == 200             # and served after
+    finally:
+        for s in slow:
+            s.close()
+    log = console.log.read_text()
+    cut = [line for line in log.splitlines() if "http_head_timeout" in line and f"bytes_received={len(head)}" in line]
+    assert len(cut) >= 50 and all("warning" in line for line in cut)
+    assert "slowloris-marker" not in log                                # logged without the bytes
 
 
 # ------------------------------------------------------------------------------------ the live stream
@@ -481,6 +562,7 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path):
         taken.listen(1)
         assert "cannot listen there" in _refused(tmp_path, "--bind", f"127.0.0.1:{taken.getsockname()[1]}")
     assert "both --tls-cert and --tls-key" in _refused(tmp_path, "--tls-cert", "x.pem")
+    assert "--header-timeout-s 0: must be positive" in _refused(tmp_path, "--header-timeout-s", "0")
 
 
 def test_a_users_file_holds_salted_hashes_must_be_0600_and_gives_each_user_its_role(tmp_path):

@@ -17,10 +17,13 @@ from tradeloop.models.serve.client import ServeClient
 from tests.test_serve_support import parse_metrics, served, tiny_windows
 
 
+HEAD_S = 1.0   # --header-timeout-s: an HTTP request line and headers must arrive within it
+
+
 @pytest.fixture(scope="module")
 def srv():
     with served("--read-timeout-s", "0.5", "--idle-timeout-s", "1.5", "--max-connections", "8",
-                "--max-frame-bytes", "200000", http=True) as s:
+                "--max-frame-bytes", "200000", "--header-timeout-s", str(HEAD_S), http=True) as s:
         yield s
 
 
@@ -158,6 +161,47 @@ def test_an_idle_connection_is_closed_and_the_connection_limit_holds(srv):
         s.close()
     time.sleep(0.3)
     still_serves(srv)
+
+
+def http_conn(srv) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", srv.http_port), timeout=5)
+
+
+def test_an_http_request_head_dribbled_a_byte_a_second_is_cut_off_at_the_header_deadline(srv):
+    s = http_conn(srv)
+    t = time.monotonic()
+    sent, cut = 0, False
+    for b in b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n":
+        try:
+            s.sendall(bytes([b]))
+        except (BrokenPipeError, ConnectionResetError):
+            cut = True
+            break
+        sent += 1
+        assert srv.http("/healthz")[0] == 200      # others are answered meanwhile
+        if closed(s, within=1.0):                  # one byte a second
+            cut = True
+            break
+        if time.monotonic() - t > 8:
+            break
+    s.close()
+    assert cut and HEAD_S - 0.1 < time.monotonic() - t < HEAD_S + 1.5 and sent <= 3, (cut, sent)
+    assert srv.http("/healthz")[0] == 200
+
+
+def test_fifty_slow_http_heads_hold_the_slots_only_until_the_header_deadline(srv):
+    slow = [http_conn(srv) for _ in range(50)]     # --max-connections 8: they take every HTTP slot
+    try:
+        t = time.monotonic()
+        for s in slow:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Probe: slo")   # never finished
+        assert srv.http("/healthz")[0] == 503       # uvicorn's concurrency limit: the attack is real
+        assert all(closed(s, within=max(0.01, t + HEAD_S + 3 - time.monotonic())) for s in slow)
+        assert time.monotonic() - t < HEAD_S + 3
+        assert srv.http("/healthz")[0] == 200       # the slots are free again
+    finally:
+        for s in slow:
+            s.close()
 
 
 def test_a_client_that_vanishes_mid_request_costs_nothing(srv):

@@ -42,6 +42,8 @@ def add_serve_parser(sub: Any) -> None:
     sp.add_argument("--max-frame-bytes", type=int, default=None, metavar="B", help="largest request frame")
     sp.add_argument("--max-connections", type=int, default=512)
     sp.add_argument("--read-timeout-s", type=float, default=5.0, help="a frame's bytes must arrive within this")
+    sp.add_argument("--header-timeout-s", type=float, default=5.0,
+                    help="an HTTP request's line and headers must arrive within this (slowloris)")
     sp.add_argument("--idle-timeout-s", type=float, default=600.0, help="close connections idle this long")
     sp.add_argument("--log-json", action="store_true", help="JSON log lines on stderr")
     sp.set_defaults(run_command=cmd_serve)
@@ -98,7 +100,8 @@ def config_from_args(a: argparse.Namespace) -> Any:
                            max_batch=a.max_batch, max_delay_us=a.max_delay_us, batching=not a.no_batching,
                            p99_ms=a.p99_ms if a.p99_ms is not None else 1e9,
                            max_frame=a.max_frame_bytes or DEFAULT_MAX_FRAME, max_connections=a.max_connections,
-                           read_timeout_s=a.read_timeout_s, idle_timeout_s=a.idle_timeout_s)
+                           read_timeout_s=a.read_timeout_s, header_timeout_s=a.header_timeout_s,
+                           idle_timeout_s=a.idle_timeout_s)
     except ModelError as e:   # ServeConfig's own checks (a flag below 1, a model named twice)
         raise ConfigError(str(e).replace("serve: ", "", 1)) from None
 

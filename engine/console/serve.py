@@ -77,6 +77,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--session-hours", type=float, default=8.0, metavar="H", help="a login lasts H hours (default 8)")
     p.add_argument("--idle-minutes", type=float, default=30.0, metavar="M",
                    help="a login ends after M minutes without a request (default 30)")
+    p.add_argument("--header-timeout-s", type=float, default=5.0, metavar="S",
+                   help="close a connection whose request line and headers take longer than S seconds (default 5)")
     p.add_argument("--log-json", action="store_true", help="log JSON lines on stderr")
 
 
@@ -98,7 +100,8 @@ def run(a: argparse.Namespace) -> int:
     state = Path(a.state)
     if not state.is_file():
         raise ConfigError(f"--state {state}: no such file (start the session first; it creates its state file)")
-    for flag, value in (("--session-hours", a.session_hours), ("--idle-minutes", a.idle_minutes)):
+    for flag, value in (("--session-hours", a.session_hours), ("--idle-minutes", a.idle_minutes),
+                        ("--header-timeout-s", a.header_timeout_s)):
         if not 0 < value < 1e6:
             raise ConfigError(f"{flag} {value:g}: must be positive")
     bind = parse_bind(a.bind)
@@ -171,6 +174,7 @@ async def _serve(sock: socket.socket, bind: Bind, tls: bool, a: argparse.Namespa
     import uvicorn
 
     from tradeloop.engine.console.app import MAX_BODY, Console, Guard, build_app
+    from tradeloop.models.serve.head_deadline import head_deadline
 
     console = Console(state=state, users=users, sessions=sessions, tls=tls)
     app = Guard(build_app(console), tls=tls, hosts=_allowed_hosts(bind))
@@ -178,6 +182,7 @@ async def _serve(sock: socket.socket, bind: Bind, tls: bool, a: argparse.Namespa
                             ssl_certfile=a.tls_cert, ssl_keyfile=a.tls_key, timeout_keep_alive=5,
                             timeout_graceful_shutdown=3, limit_concurrency=200, lifespan="on",
                             h11_max_incomplete_event_size=MAX_BODY, ws="none",
+                            http=head_deadline(a.header_timeout_s),   # slowloris: heads within S seconds
                             proxy_headers=False)   # no X-Forwarded-For: the client address is the socket's
     server = _make_server(config, console)
     task = asyncio.create_task(server.serve(sockets=[sock]))

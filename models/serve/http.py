@@ -169,8 +169,11 @@ def build_app(server: Any) -> Any:
 
 
 async def start_http(server: Any, host: str, port: int) -> tuple[Any, asyncio.Task, int]:
-    """Serve ``build_app(server)`` with uvicorn on the running loop; (uvicorn server, task, port)."""
+    """Serve ``build_app(server)`` with uvicorn on the running loop; (uvicorn server, task, port).
+    A request head must arrive within ``header_timeout_s`` (head_deadline.py)."""
     import uvicorn
+
+    from tradeloop.models.serve.head_deadline import head_deadline
 
     class Embedded(uvicorn.Server):
         def capture_signals(self) -> Any:   # the prediction server owns the process's signals
@@ -181,6 +184,7 @@ async def start_http(server: Any, host: str, port: int) -> tuple[Any, asyncio.Ta
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     config = uvicorn.Config(build_app(server), log_level="warning", access_log=False, lifespan="off",
+                            http=head_deadline(server.config.header_timeout_s),
                             timeout_keep_alive=5, timeout_graceful_shutdown=2,
                             limit_concurrency=server.config.max_connections,
                             h11_max_incomplete_event_size=16 * 1024)

@@ -56,6 +56,7 @@ class ServeConfig:
     max_frame: int = P.DEFAULT_MAX_FRAME
     max_request_windows: int = 4096
     read_timeout_s: float = 5.0
+    header_timeout_s: float = 5.0   # an HTTP request line + headers must arrive within this (head_deadline.py)
     idle_timeout_s: float = 600.0
     write_timeout_s: float = 5.0
     max_connections: int = 512
@@ -76,7 +77,7 @@ class ServeConfig:
                 raise ModelError(f"serve: {key} must be >= 1, got {getattr(self, key)!r}")
         if self.max_delay_us < 0:
             raise ModelError(f"serve: max_delay_us must be >= 0, got {self.max_delay_us!r}")
-        for key in ("read_timeout_s", "idle_timeout_s", "write_timeout_s", "p99_ms"):
+        for key in ("read_timeout_s", "header_timeout_s", "idle_timeout_s", "write_timeout_s", "p99_ms"):
             if not float(getattr(self, key)) > 0:
                 raise ModelError(f"serve: {key} must be > 0, got {getattr(self, key)!r}")
 
