@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -73,12 +74,15 @@ def start(registry: str, *args: str, http: bool = False, env: dict | None = None
     (and, with ``wait_ready``, answering)."""
     cmd = serve_command("--registry", registry, "--bind", f"127.0.0.1:{port}", *args,
                         *(["--http", "127.0.0.1:0"] if http else []))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    log = tempfile.TemporaryFile()   # its log, never a pipe nobody reads (a full pipe would block the server)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO,
                             env={**os.environ, **(env or {})})
     line = proc.stdout.readline()
     if "listening" not in line:
         proc.kill()
-        raise RuntimeError(f"server did not start: {line!r} {proc.stderr.read()[-2000:]}")
+        proc.wait(5)
+        log.seek(0)
+        raise RuntimeError(f"server did not start: {line!r} {log.read()[-2000:].decode(errors='replace')}")
     words = line.split()
     tcp = next(w for w in words if w.startswith("tcp://"))
     web = next((w for w in words if w.startswith("http://")), None)
