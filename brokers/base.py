@@ -5,6 +5,8 @@ matches working orders against market data in process, and the remote venue (``t
 which sends them to a broker over FIX. A venue reports fills and order status changes to a
 :class:`FillSink`; a venue that matches in process asks an :class:`Account` whether a fill can be
 paid for and how much may be sold. The engine is both, and binds itself with :meth:`Venue.bind`.
+A venue that matches in process is also a :class:`ResumableVenue`: its own state of each order can be
+taken out and put back (the exchange simulator's undo and state file).
 """
 from __future__ import annotations
 
@@ -65,3 +67,25 @@ class Venue(Protocol):
 
     def on_close(self, symbol: str, ts: int, c: float, v: float) -> None:
         """Market data: the close of the bar at ``ts``, for orders placed at ``ts`` (``fill_at="close"``)."""
+
+
+@runtime_checkable
+class ResumableVenue(Protocol):
+    """A venue that matches in process and keeps state of its own beyond each :class:`Order` (when an order
+    reaches it, its place in a queue, a DAY order's first day; the latency sampler): it hands that state out
+    and takes it back, so an order whose handling is undone, or that is reloaded from a state file (the
+    exchange simulator), works on exactly as before: same arrival, same queue place, no new latency draw.
+    """
+
+    def order_state(self, order_id: str) -> tuple | None:
+        """The venue's own state of an order: a tuple of plain values (comparable, msgpack-able; a state file
+        may hold it as a list), or None where it keeps none; for :meth:`restore_order_state`."""
+
+    def restore_order_state(self, order_id: str, state: Sequence | None) -> None:
+        """Set an order's state back (None forgets it); a later ``submit`` of that order keeps it."""
+
+    def venue_state(self) -> bytes | None:
+        """The venue-wide state later orders depend on (a seeded latency sampler's RNG); None if none."""
+
+    def restore_venue_state(self, state: bytes | None) -> None:
+        """Put back what :meth:`venue_state` gave (None: leave it as it is)."""

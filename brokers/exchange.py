@@ -11,8 +11,9 @@ without them a tick is matched as a one-price bar at its trade price.
 A bar at or before the last bar processed for its symbol (a tick before the last tick) is ignored,
 also across a restart on the same state file, so data re-published after a restart is not matched twice.
 
-Sequence numbers, sent messages, working orders and ID counters live in one SQLite state
-file and change in the same transaction as the messages they produce, so a simulator killed
+Sequence numbers, sent messages, working orders (with the venue's own state of each: arrival, queue
+place; and its latency sampler, :class:`tradeloop.brokers.base.ResumableVenue`) and ID counters live in one
+SQLite state file and change in the same transaction as the messages they produce, so a simulator killed
 at any moment and restarted on the same file loses and duplicates nothing. An existing state file
 that is empty, truncated or corrupt is refused (one line naming it, exit 2), never silently started
 over; ``--fresh-state`` moves such a file aside (never deletes it) and starts fresh.
@@ -51,7 +52,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import msgspec
 import structlog
@@ -240,6 +241,13 @@ class _Undo:
     new_clordids: set[str]
     counters: dict[str, int]
     traded: frozenset[str]
+    venue_orders: dict[str, tuple | None]   # order id -> the venue's own state of it (arrival, queue place)
+    venue: bytes | None                      # the venue-wide state (the latency sampler's RNG)
+
+
+def _encoded(state: tuple | None) -> bytes | None:
+    """A venue's state of an order as the state file holds it (msgpack; None stays NULL)."""
+    return None if state is None else msgspec.msgpack.encode(state)
 
 
 class _LogonRefused(Exception):
@@ -341,6 +349,7 @@ class ExchangeSimulator:
         self._report_ids: tuple[str, str | None] | None = None  # (ClOrdID, OrigClOrdID) for the next report
         self._server: asyncio.AbstractServer | None = None
         self._pending: dict[asyncio.Task, asyncio.StreamWriter] = {}   # connections not logged on yet
+        self._venue_saved: bytes | None = None   # the venue-wide state as the state file holds it
         self._load()
         for symbol, qty in (positions or {}).items():  # holdings from before this exchange (T+1 sellable)
             if symbol not in self.positions:
@@ -358,7 +367,15 @@ class ExchangeSimulator:
             "CREATE TABLE IF NOT EXISTS exch_clordid (clordid TEXT PRIMARY KEY, order_id TEXT NOT NULL);"
             "CREATE TABLE IF NOT EXISTS exch_symbol (symbol TEXT PRIMARY KEY, data BLOB NOT NULL);"
             "CREATE TABLE IF NOT EXISTS exch_last_ts (symbol TEXT NOT NULL, kind TEXT NOT NULL,"
-            " ts INTEGER NOT NULL, PRIMARY KEY (symbol, kind));")
+            " ts INTEGER NOT NULL, PRIMARY KEY (symbol, kind));"
+            "CREATE TABLE IF NOT EXISTS exch_venue (key TEXT PRIMARY KEY, data BLOB NOT NULL);")
+        if "venue" not in {row[1] for row in db.execute("PRAGMA table_info(exch_order)")}:
+            # a state file from before the venue's per-order state: its orders get a fresh latency draw on load
+            with self.store.atomic():
+                db.execute("ALTER TABLE exch_order ADD COLUMN venue BLOB")
+        for (data,) in db.execute("SELECT data FROM exch_venue WHERE key = 'state'"):
+            self.venue.restore_venue_state(data)
+        self._venue_saved = self.venue.venue_state()
         self._last_ts = {(symbol, kind): int(ts) for symbol, kind, ts in
                          db.execute("SELECT symbol, kind, ts FROM exch_last_ts")}
         for symbol, data in db.execute("SELECT symbol, data FROM exch_symbol"):
@@ -373,22 +390,30 @@ class ExchangeSimulator:
                 self._counters[key] = int(value)
         self._clordids = dict(db.execute("SELECT clordid, order_id FROM exch_clordid"))
         restored = 0
-        for order_id, clordid, data, is_open in db.execute("SELECT order_id, clordid, data, open FROM exch_order"):
+        rows = db.execute("SELECT order_id, clordid, data, open, venue FROM exch_order").fetchall()
+        for order_id, clordid, data, is_open, venue_state in rows:
             order = msgspec.msgpack.decode(data, type=Order)
             self._recs[order_id] = _Rec(order_id, clordid, order)
             self._traded.add(order.symbol)
             if is_open:
-                self._resubmit(order)
+                self._resubmit(order, None if venue_state is None else msgspec.msgpack.decode(venue_state))
                 restored += 1
+                if venue_state is None and self.venue.order_state(order_id) is not None:
+                    self._dirty.add(order_id)    # from an older state file: keep the state it has now
+        if self._dirty:
+            with self.store.atomic():
+                self._save_dirty()
         if self._recs:
             self.log.info("exchange.state_loaded", orders=len(self._recs), working=restored, clock=self.clock,
                           next_sender_seq=self.store.next_sender_seq, next_target_seq=self.store.next_target_seq)
 
-    def _resubmit(self, order: Order) -> None:
-        """Put a working order back in the book without a report, keeping its status."""
+    def _resubmit(self, order: Order, state: Sequence | None) -> None:
+        """Put a working order back in the book without a report, keeping its status and the venue's own state
+        of it (``state``: arrival, queue place; None: the venue starts it afresh)."""
         status = order.status
         self._silent = True
         try:
+            self.venue.restore_order_state(order.id, state)
             self.venue.submit(order, order.created_ts)
         finally:
             self._silent = False
@@ -417,11 +442,22 @@ class ExchangeSimulator:
         self.store.db.execute("INSERT OR REPLACE INTO exch_clordid VALUES (?, ?)", (clordid, order_id))
 
     def _save_dirty(self) -> None:
+        """Write the changed orders (with the venue's own state of each) and, if it changed (a latency was
+        drawn), the venue-wide state (inside the current unit)."""
+        if not self._dirty:
+            return
+        venue = self.venue
         for order_id in self._dirty:
             rec = self._recs[order_id]
-            self.store.db.execute("INSERT OR REPLACE INTO exch_order VALUES (?, ?, ?, ?)",
-                                  (order_id, rec.clordid, msgspec.msgpack.encode(rec.order), int(rec.order.is_open)))
+            self.store.db.execute(
+                "INSERT OR REPLACE INTO exch_order (order_id, clordid, data, open, venue) VALUES (?, ?, ?, ?, ?)",
+                (order_id, rec.clordid, msgspec.msgpack.encode(rec.order), int(rec.order.is_open),
+                 _encoded(venue.order_state(order_id)) if rec.order.is_open else None))
         self._dirty.clear()
+        state = venue.venue_state()
+        if state != self._venue_saved:
+            self.store.db.execute("INSERT OR REPLACE INTO exch_venue VALUES ('state', ?)", (state,))
+            self._venue_saved = state
 
     # ------------------------------------------------------------------ containment
     def _in_book(self, order: Order) -> bool:
@@ -430,10 +466,13 @@ class ExchangeSimulator:
     def _snapshot(self, recs: Iterable[_Rec], symbols: Iterable[str], clordids: Iterable[str]) -> _Undo:
         """What :meth:`_restore` needs to undo one unit's in-memory changes to ``recs`` and ``symbols``."""
         # an order here is in the venue's book exactly while it is open (submit and every final status keep it so)
+        recs = list(recs)
+        venue = self.venue
         return _Undo([(r, r.order, copy.copy(r.order), r.clordid, r.order.is_open) for r in recs],
                      {s: (self.closes.state(s), self.positions.get(s), self.settlement.state(s)) for s in symbols},
                      {c for c in clordids if c not in self._clordids}, dict(self._counters),
-                     frozenset(self._traded))
+                     frozenset(self._traded), {r.order_id: venue.order_state(r.order_id) for r in recs},
+                     venue.venue_state())
 
     def _restore(self, undo: _Undo) -> None:
         """Put the in-memory state back as :meth:`_snapshot` saw it (the unit's savepoint undid the file's)."""
@@ -441,18 +480,22 @@ class ExchangeSimulator:
             rec = self._recs.pop(f"X{n:08d}", None)
             if rec is not None:
                 self.venue.discard(rec.order)
+                self.venue.restore_order_state(rec.order_id, None)   # its id will be used again
                 self._dirty.discard(rec.order_id)
         self._counters = dict(undo.counters)
+        self.venue.restore_venue_state(undo.venue)
         for rec, order, saved, clordid, in_book in undo.recs:
             if rec.order is not order:
                 self.venue.discard(rec.order)
             rec.order, rec.clordid = order, clordid
             for name in order.__struct_fields__:
                 setattr(order, name, getattr(saved, name))
+            state = undo.venue_orders[rec.order_id]
             if in_book and not self._in_book(order):
-                self._resubmit(order)
+                self._resubmit(order, state)
             elif not in_book:
                 self.venue.discard(order)
+            self.venue.restore_order_state(rec.order_id, state)
             self._dirty.discard(rec.order_id)
         for symbol, (closes, pos, settled) in undo.symbols.items():
             self.closes.restore(symbol, *closes)
@@ -472,6 +515,10 @@ class ExchangeSimulator:
         try:
             with self.session.unit(isolated=True):
                 work()
+                venue = self.venue
+                for order_id, state in undo.venue_orders.items():   # e.g. a limit order now resting, its queue
+                    if venue.order_state(order_id) != state:
+                        self._dirty.add(order_id)
                 self._save_dirty()
         except Exception as e:  # noqa: BLE001  (contained to this order: reported, never spread)
             self._restore(undo)
@@ -690,7 +737,7 @@ class ExchangeSimulator:
         for order in orders:   # the book as it was, in its order (the undo may have re-added some at the end)
             self.venue.discard(order)
         for order in orders:
-            self._resubmit(order)
+            self._resubmit(order, self.venue.order_state(order.id))   # the state the undo put back
         for order in orders:
             if not order.is_open:   # an earlier order's handling ended it (cannot today; be safe)
                 continue
@@ -711,6 +758,7 @@ class ExchangeSimulator:
         order = rec.order
         with self.session.unit(isolated=True):
             self.venue.discard(order)
+            self.venue.restore_order_state(order.id, None)
             order.status, order.reason = OrderStatus.CANCELLED, text
             self._dirty.add(rec.order_id)
             try:

@@ -41,9 +41,10 @@ The tick benchmark's rules (fill at the next tick's ask/bid, no latency, no size
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -52,7 +53,7 @@ from tradeloop.brokers.instruments import floor_step
 from tradeloop.brokers.sim import FillRules, SimulatedVenue
 from tradeloop.data.schema import NS_PER_DAY
 
-__all__ = ["Latency", "QuoteRules", "QuoteVenue"]
+__all__ = ["Latency", "LatencySampler", "QuoteRules", "QuoteVenue"]
 
 _INF = math.inf
 QUEUE_MODELS = ("none", "risk_averse", "prob")
@@ -78,16 +79,38 @@ class Latency:
         if self.jitter not in (None, "uniform", "exponential"):
             raise ValueError(f"jitter must be None, 'uniform' or 'exponential', not {self.jitter!r}")
 
-    def sampler(self) -> Callable[[], int]:
-        """A function giving each new order's total delay (ns)."""
-        base = int(self.entry_ns + self.data_ns)
-        if self.jitter is None or self.jitter_ns == 0:
-            return lambda: base
-        rng = np.random.default_rng(self.seed)
-        scale = float(self.jitter_ns)
+    def sampler(self) -> LatencySampler:
+        """A function giving each new order's total delay (ns), its RNG state readable and settable."""
+        return LatencySampler(int(self.entry_ns + self.data_ns), None if self.jitter_ns == 0 else self.jitter,
+                              float(self.jitter_ns), self.seed)
+
+
+class LatencySampler:
+    """Each new order's total delay (ns): the constant part plus a seeded draw. :meth:`state` /
+    :meth:`set_state` read and set the RNG, so an undone order entry or a restart from a state file
+    leaves every later order's delay as in an uninterrupted run."""
+
+    def __init__(self, base: int, jitter: str | None, scale: float, seed: int) -> None:
+        self.base, self.jitter, self.scale = base, jitter, scale
+        self._rng = None if jitter is None else np.random.default_rng(seed)
+        self.draws = 0       # delays given so far (a cheap "has the state changed" check)
+
+    def __call__(self) -> int:
+        self.draws += 1
+        if self._rng is None:
+            return self.base
         if self.jitter == "uniform":
-            return lambda: base + int(rng.uniform(0.0, scale))
-        return lambda: base + int(rng.exponential(scale))
+            return self.base + int(self._rng.uniform(0.0, self.scale))
+        return self.base + int(self._rng.exponential(self.scale))
+
+    def state(self) -> dict | None:
+        """The RNG's state (numpy's ``bit_generator.state``: JSON-able, 128-bit ints); None without jitter."""
+        return None if self._rng is None else self._rng.bit_generator.state
+
+    def set_state(self, state: dict | None) -> None:
+        """Continue from a state :meth:`state` gave (None, or no jitter: nothing to set)."""
+        if self._rng is not None and state is not None:
+            self._rng.bit_generator.state = state
 
 
 @dataclass(frozen=True)
@@ -119,14 +142,59 @@ class QuoteVenue(SimulatedVenue):
         self.quotes = quotes or QuoteRules()
         self.tick_symbols = frozenset(tick_symbols)
         self._delay = self.quotes.latency.sampler()
+        self._state: bytes | None = None      # venue_state() as of the sampler's draw count _state_at
+        self._state_at = -1
         self._arrive: dict[str, int] = {}     # order id -> the time it reaches the venue
         self._rested: set[str] = set()        # limit orders that have seen a quote (no longer takers)
         self._queue: dict[str, list[float]] = {}   # order id -> [size ahead (inf: unknown), size shown at its price]
 
     # -- order entry -------------------------------------------------------------------
     def submit(self, order: Order, ts: int) -> None:
-        self._arrive[order.id] = order.created_ts + self._delay()
+        """Take an order; it reaches the venue after a latency draw (an order put back with its state keeps its arrival)."""
+        if order.id not in self._arrive:
+            self._arrive[order.id] = order.created_ts + self._delay()
         super().submit(order, ts)
+
+    # -- per-order and venue-wide state (brokers.base.ResumableVenue) --------------------
+    def order_state(self, order_id: str) -> tuple | None:
+        """``(first trading day, arrival, rested, (queue ahead, shown) or None)``; None if it has none yet."""
+        arrive, q, day = self._arrive.get(order_id), self._queue.get(order_id), self._valid_day.get(order_id)
+        rested = order_id in self._rested
+        if arrive is None and q is None and day is None and not rested:
+            return None
+        return (day, arrive, rested, None if q is None else (q[0], q[1]))
+
+    def restore_order_state(self, order_id: str, state: Sequence | None) -> None:
+        """Set an order's state back to what :meth:`order_state` gave (None forgets it): a later
+        :meth:`submit` keeps its arrival, draws no latency."""
+        super().restore_order_state(order_id, state[:1] if state else None)
+        arrive, rested, queue = state[1:4] if state and len(state) >= 4 else (None, False, None)
+        if arrive is None:
+            self._arrive.pop(order_id, None)
+        else:
+            self._arrive[order_id] = int(arrive)
+        if rested:
+            self._rested.add(order_id)
+        else:
+            self._rested.discard(order_id)
+        if queue is None:
+            self._queue.pop(order_id, None)
+        else:
+            self._queue[order_id] = [float(queue[0]), float(queue[1])]
+
+    def venue_state(self) -> bytes | None:
+        """The latency sampler's RNG state as JSON bytes (None without jitter); encoded again only after a draw."""
+        draws = self._delay.draws
+        if draws != self._state_at:
+            state = self._delay.state()
+            self._state, self._state_at = (None if state is None else json.dumps(state).encode()), draws
+        return self._state
+
+    def restore_venue_state(self, state: bytes | None) -> None:
+        """Continue the latency sampler from a :meth:`venue_state` (None: leave it)."""
+        if state is not None:
+            self._delay.set_state(json.loads(state))
+            self._state_at = -1
 
     def _remove(self, order: Order) -> None:
         super()._remove(order)

@@ -170,6 +170,27 @@ class SimulatedVenue:
             del self._book[order.symbol]
         return True
 
+    # -- per-order state (brokers.base.ResumableVenue): a DAY order's first trading day ----------
+    def order_state(self, order_id: str) -> tuple | None:
+        """``(first trading day,)`` of a DAY order that has seen a bar, else None (see :meth:`restore_order_state`)."""
+        day = self._valid_day.get(order_id)
+        return None if day is None else (day,)
+
+    def restore_order_state(self, order_id: str, state: Sequence | None) -> None:
+        """Set an order's state back to what :meth:`order_state` gave (None forgets it)."""
+        day = state[0] if state else None
+        if day is None:
+            self._valid_day.pop(order_id, None)
+        else:
+            self._valid_day[order_id] = int(day)
+
+    def venue_state(self) -> bytes | None:
+        """No venue-wide state here."""
+        return None
+
+    def restore_venue_state(self, state: bytes | None) -> None:
+        """No venue-wide state here."""
+
     def on_close(self, symbol: str, ts: int, c: float, v: float) -> None:
         """Same-bar-close matching (``fill_at="close"``): orders placed at ``ts`` trade at ``c``."""
         for order in list(self._book.get(symbol, ())):
