@@ -32,6 +32,17 @@ from tradeloop.models.features import FeatureSpec
 from tradeloop.models.nets import NetConfig
 
 
+def check_config_keys(cls: type, d: dict[str, Any], required: tuple[str, ...], what: str) -> None:
+    """A TrainingError naming any key of ``d`` that ``cls`` (a dataclass) lacks, or a required key it misses."""
+    unknown = set(d) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise TrainingError(f"{what}: unknown key(s) {', '.join(sorted(unknown))}; "
+                            f"known: {', '.join(cls.__dataclass_fields__)}")
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise TrainingError(f"{what}: missing {', '.join(missing)}")
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides a trained model (stored with it as train_config.json)."""
@@ -68,13 +79,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build from a mapping (TOML/JSON), naming unknown keys."""
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise TrainingError(f"train config: unknown key(s) {', '.join(sorted(unknown))}; "
-                                f"known: {', '.join(cls.__dataclass_fields__)}")
-        missing = [k for k in ("name", "data", "train_end", "val_end") if k not in d]
-        if missing:
-            raise TrainingError(f"train config: missing {', '.join(missing)}")
+        check_config_keys(cls, d, ("name", "data", "train_end", "val_end"), "train config")
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:

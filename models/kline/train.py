@@ -25,6 +25,7 @@ from tradeloop.data.schema import BarSeries
 from tradeloop.models.errors import TrainingError
 from tradeloop.models.kline.config import ModelSizes
 from tradeloop.models.kline.spec import FIELDS, KlineSpec, bar_matrix
+from tradeloop.models.train import check_config_keys
 
 Progress = Callable[[str], None]
 
@@ -64,13 +65,7 @@ class KlineTrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> KlineTrainConfig:
         """Build from a mapping (TOML/JSON), naming unknown or missing keys; checks every value."""
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise TrainingError(f"kline train config: unknown key(s) {', '.join(sorted(unknown))}; "
-                                f"known: {', '.join(cls.__dataclass_fields__)}")
-        missing = [k for k in ("name", "data", "train_end") if k not in d]
-        if missing:
-            raise TrainingError(f"kline train config: missing {', '.join(missing)}")
+        check_config_keys(cls, d, ("name", "data", "train_end"), "kline train config")
         cfg = cls(**d)
         cfg.validate()
         return cfg
