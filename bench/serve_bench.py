@@ -21,7 +21,6 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tradeloop.models.runtime.cpu import cpu_name  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -158,16 +159,6 @@ def added_latency(endpoint: str, registry: str, ref: str, name: str, shape: tupl
     return {"remote_p50_ms": float(np.median(r)), "local_p50_ms": float(np.median(lo)),
             "added_p50_ms": float(np.median(r) - np.median(lo)), "remote_p99_ms": float(np.percentile(r, 99)),
             "local_p99_ms": float(np.percentile(lo, 99)), "calls": n}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> int:

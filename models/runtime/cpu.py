@@ -96,6 +96,19 @@ def raw_cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
     return frozenset()
 
 
+def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU's model name (``model name`` in the file), for benchmark reports; the platform's guess elsewhere."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == "model name":
+                return value.strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown"
+
+
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
     """The flags this process may use: :func:`raw_cpu_flags` less those above :func:`max_isa`."""
     return cap_flags(raw_cpu_flags(cpuinfo), max_isa())
