@@ -99,14 +99,15 @@ class FitResult:
     check_windows: np.ndarray
 
 
-def _ts(date: str | None, what: str) -> int | None:
-    """ISO date/time -> int64 ns (naive, as the loaders keep exchange wall time)."""
+def config_date(date: str | None, what: str, config: str = "train config") -> int | None:
+    """ISO date/time -> int64 ns (naive, as the loaders keep exchange wall time); a TrainingError names
+    ``config`` and the key ``what`` when it is not a date."""
     if date is None:
         return None
     try:
         return int(np.datetime64(str(date), "ns").astype(np.int64))
     except ValueError:
-        raise TrainingError(f"train config: {what} {date!r} is not a date (use YYYY-MM-DD)") from None
+        raise TrainingError(f"{config}: {what} {date!r} is not a date (use YYYY-MM-DD)") from None
 
 
 def _validate(cfg: TrainConfig) -> tuple[int | None, int, int, int | None]:
@@ -122,8 +123,8 @@ def _validate(cfg: TrainConfig) -> tuple[int | None, int, int, int | None]:
         raise TrainingError("train config: qat needs qat_epochs >= 1")
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise TrainingError(f"train config: device must be auto, cpu or cuda[:N], got {cfg.device!r}")
-    t0, t1 = _ts(cfg.train_start, "train_start"), _ts(cfg.train_end, "train_end")
-    t2, t3 = _ts(cfg.val_end, "val_end"), _ts(cfg.test_end, "test_end")
+    t0, t1 = config_date(cfg.train_start, "train_start"), config_date(cfg.train_end, "train_end")
+    t2, t3 = config_date(cfg.val_end, "val_end"), config_date(cfg.test_end, "test_end")
     order = [(n, t) for n, t in (("train_start", t0), ("train_end", t1), ("val_end", t2), ("test_end", t3))
              if t is not None]
     for (na, a), (nb, b) in itertools.pairwise(order):

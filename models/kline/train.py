@@ -25,7 +25,7 @@ from tradeloop.data.schema import BarSeries
 from tradeloop.models.errors import TrainingError
 from tradeloop.models.kline.config import ModelSizes
 from tradeloop.models.kline.spec import FIELDS, KlineSpec, bar_matrix
-from tradeloop.models.train import check_config_keys
+from tradeloop.models.train import check_config_keys, config_date
 
 Progress = Callable[[str], None]
 
@@ -97,12 +97,7 @@ class KlineTrainConfig:
 
 
 def _ts(date: str | None, what: str) -> int | None:
-    if date is None:
-        return None
-    try:
-        return int(np.datetime64(str(date), "ns").astype(np.int64))
-    except ValueError:
-        raise TrainingError(f"kline train config: {what} {date!r} is not a date (use YYYY-MM-DD)") from None
+    return config_date(date, what, "kline train config")
 
 
 # -- data --------------------------------------------------------------------------------------
