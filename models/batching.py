@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextvars
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -49,3 +49,15 @@ def run_tasks(fn: Callable[[T], None], tasks: Iterable[T], workers: int | None =
         parent = contextvars.copy_context()
         for _ in pool.map(lambda t: parent.copy().run(fn, t), tasks):
             pass
+
+
+def precomputed_rows(pre: Mapping[str, Any], rows: Mapping[str, int], symbols: Iterable[str]) -> dict[str, Any]:
+    """Each symbol's precomputed output row at its current row (a backtest step's lookup); symbols with no
+    row yet, or a NaN row (no full window), are left out."""
+    out = {}
+    for s in symbols:
+        p = pre.get(s)
+        r = rows.get(s, -1)
+        if p is not None and 0 <= r < len(p) and p[r, 0] == p[r, 0]:
+            out[s] = p[r]
+    return out

@@ -36,7 +36,7 @@ import numpy as np
 
 from tradeloop.data.schema import Bar, BarSeries
 
-from tradeloop.models.batching import resolve_workers, run_tasks
+from tradeloop.models.batching import precomputed_rows, resolve_workers, run_tasks
 from tradeloop.models.errors import ModelError
 from tradeloop.models.features import (
     N_FEATURES,
@@ -221,12 +221,7 @@ class Predictor:
         """
         wanted = [b.symbol for b in bars] if symbols is None else list(symbols)
         if self._pre is not None and rows is not None:
-            out = {}
-            for s in wanted:
-                p = self._pre.get(s)
-                r = rows.get(s, -1)
-                if p is not None and 0 <= r < len(p) and p[r, 0] == p[r, 0]:
-                    out[s] = p[r]
+            out = precomputed_rows(self._pre, rows, wanted)
             self.last.update(out)
             return out
         self.update_bars(bars, amounts)

@@ -20,7 +20,7 @@ import numpy as np
 
 from tradeloop.data.schema import Bar, BarSeries
 
-from tradeloop.models.batching import resolve_workers, run_tasks
+from tradeloop.models.batching import precomputed_rows, resolve_workers, run_tasks
 from tradeloop.models.errors import ModelError
 from tradeloop.models.kline.spec import CLOSE, N_FIELDS, OUTPUTS, KlineSpec, bar_matrix, fill_amount
 
@@ -135,12 +135,7 @@ class ForecastPredictor:
         ``precompute``, pass ``rows`` (each symbol's row in its series) to look them up instead."""
         wanted = [b.symbol for b in bars] if symbols is None else list(symbols)
         if self._pre is not None and rows is not None:
-            out = {}
-            for s in wanted:
-                p = self._pre.get(s)
-                r = rows.get(s, -1)
-                if p is not None and 0 <= r < len(p) and p[r, 0] == p[r, 0]:
-                    out[s] = Forecast(*(float(x) for x in p[r]))
+            out = {s: Forecast(*(float(x) for x in row)) for s, row in precomputed_rows(self._pre, rows, wanted).items()}
             self.last.update(out)
             return out
         self.update_bars(bars, amounts)
