@@ -23,7 +23,7 @@ import pytest
 from tests.browser import Chromium, PageVisit, chromium_binary
 from tests.live_procs import SHARED, Proc, wait_until
 from tests.test_console_http import TOKENS, TRADER, VIEWER, commands
-from tradeloop.engine.live.paper import mosquitto_binary
+from tradeloop.engine.live.paper import free_port, mosquitto_binary
 from tradeloop.risk.store import ControlStore
 
 DATA = SHARED / "qbot" / "600519_unadjusted.csv"
@@ -38,12 +38,6 @@ def _needs() -> None:
         pytest.skip("the mosquitto binary is not installed (Debian: apt-get install mosquitto)")
     if not DATA.exists():
         pytest.skip(f"{DATA} is not there")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Page:

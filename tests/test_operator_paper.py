@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tradeloop.engine.live.paper import mosquitto_binary
+from tradeloop.engine.live.paper import free_port, mosquitto_binary
 from tradeloop.risk.control import Operator
 from tradeloop.risk.store import ControlStore
 
@@ -190,13 +190,6 @@ def test_halt_resume_cancel_reset_and_the_kill_switch_in_a_paused_paper_session(
     assert requests[-2:] == [(getpass.getuser(), "halt", False), ("dave", "kill", True)]   # --by defaults to the login
     manifest = json.loads((tmp_path / "session" / "manifest.json").read_text())
     assert manifest["config"]["live"]["console"] is None
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_paper_with_console_serves_it_stays_open_after_the_replay_and_stops_both_on_sigterm(tmp_path):
