@@ -17,13 +17,13 @@ import msgspec
 
 from tradeloop.brokers.orders import Order
 
+from tradeloop.risk.halt import BOOK
 from tradeloop.risk.pipeline import BatchState, Verdict
 from tradeloop.risk.store import ControlStore
 
 if TYPE_CHECKING:  # pragma: no cover
     from tradeloop.risk.pipeline import RiskPipeline
 
-BOOK = ""   # the key of a whole-book halt
 NAME = "operator"
 MAX_NOTE = 500   # characters of a note or reason
 
@@ -158,9 +158,9 @@ class OperatorGuard:
     def restore(self, state: dict) -> None:
         self.halted = {str(k): str(v) for k, v in state.get("halted", {}).items()}
 
-    @property
-    def book_halted(self) -> bool:
-        return BOOK in self.halted
+    def in_force(self, ts: int) -> dict[str, str]:
+        """The halts that refuse orders (key: symbol, or BOOK for the whole book -> why): every one, until resumed."""
+        return dict(self.halted)
 
     def __call__(self, order: Order, state: BatchState) -> Verdict | None:
         if not self.halted:

@@ -53,6 +53,11 @@ class HaltGuard:
         self.halted = {k: (int(v[0]), str(v[1])) for k, v in state["halted"].items()}
         self.resumed = {k: int(v) for k, v in state["resumed"].items()}
 
+    def in_force(self, ts: int) -> dict[str, str]:
+        """The halts that refuse orders at ``ts`` (key: symbol, or BOOK for the whole book -> why): today's."""
+        day = ts // NS_PER_DAY
+        return {k: why for k, (d, why) in self.halted.items() if d == day}
+
     def on_step(self, ts: int, bars: list[Bar]) -> None:
         pre_close, limit = self._pre_close, self.move - 1e-12
         for bar in bars:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tradeloop.risk.halt import BOOK
 from tradeloop.risk.store import ControlStore, wall_iso
 
 SNAPSHOT_EVERY_S = 0.05
@@ -88,17 +89,12 @@ class Publisher:
         now = self.engine.now
         for c in self.risk.checks:
             name = getattr(c, "name", "")
-            if name == "operator":
-                book = book or c.book_halted
-                halted.update(k for k in c.halted if k)
-            elif name == "halt":
-                day = now // 86_400_000_000_000
-                for k, (d, _) in c.halted.items():
-                    if d == day:
-                        if k:
-                            halted.add(k)
-                        else:
-                            book = True
+            if name in ("operator", "halt"):   # an operator's halts, limit-move halts
+                for key in c.in_force(now):
+                    if key == BOOK:
+                        book = True
+                    else:
+                        halted.add(key)
             elif name == "drawdown":
                 drawdown = c.stopped is not None
             elif name == "stale_data":
