@@ -253,6 +253,11 @@ class RiskPipeline:
         if hasattr(check, "commit"):
             self._commits.append(check.commit)
 
+    def pending_reviews(self) -> list[Any]:
+        """Orders held for a person's answer now (a live run's queue; a backtest's policy answers at once)."""
+        pending = getattr(getattr(self.review, "reviewer", None), "pending", None)
+        return pending() if pending is not None else []
+
     def attach(self, desk: Desk) -> None:
         """Serve ``desk`` (an engine) from now on, starting from a clean state."""
         self.desk = desk

@@ -73,15 +73,10 @@ class Operators:
             await asyncio.sleep(every_s)
             self.poll()
 
-    def pending_reviews(self) -> list[Any]:
-        """Orders held for a person's answer now."""
-        pending = getattr(getattr(self.risk.review, "reviewer", None), "pending", None)
-        return pending() if pending is not None else []
-
     async def hold_for_reviews(self, ts: int) -> None:
         """Lockstep: while an order waits for a person, do not acknowledge ``ts``, so the replay does not publish
         the next timestamp (the paper session pauses); go on once every review is answered or expired."""
-        held = self.pending_reviews()
+        held = self.risk.pending_reviews()
         if not held:
             return
         self.paused = True
@@ -89,7 +84,7 @@ class Operators:
                       deadline_s=round(max(h.deadline for h in held) - time.time(), 3))
         self.publish(force=True)
         try:
-            while self.pending_reviews():
+            while self.risk.pending_reviews():
                 await asyncio.sleep(0.02)
                 self.poll()
         finally:

@@ -121,7 +121,7 @@ class Publisher:
                    "filled": o.filled_qty, "limit_price": _num(o.limit_price) if o.limit_price is not None else None,
                    "status": o.status.value} for o in e.venue.open_orders()]
         reviews = []
-        held = self._pending()
+        held = self.risk.pending_reviews()
         if held:
             wall = time.time()
             for h in held:
@@ -135,10 +135,6 @@ class Publisher:
                 "account": {"cash": _num(e.portfolio.cash), "equity": _num(e.equity), "realized_pnl": _num(realized),
                             "unrealized_pnl": _num(unrealized)},
                 "positions": positions, "orders": orders, "reviews": reviews, "models": self.models()}
-
-    def _pending(self) -> list[Any]:
-        pending = getattr(getattr(self.risk.review, "reviewer", None), "pending", None)
-        return pending() if pending is not None else []
 
     def models(self) -> list[dict[str, Any]]:
         """Each model the strategy's predictor runs: its health monitor's latency, accuracy and backup state."""
@@ -168,7 +164,7 @@ class Publisher:
         if events or changed:
             self._dirty = True
         wall = time.monotonic()
-        if not self._dirty and wall - self._last_snapshot >= COUNTDOWN_EVERY_S and self._pending():
+        if not self._dirty and wall - self._last_snapshot >= COUNTDOWN_EVERY_S and self.risk.pending_reviews():
             self._dirty = True   # held orders: the countdown (seconds_left) moves on its own
         snap = None
         if force or (self._dirty and wall - self._last_snapshot >= self.every):
