@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tradeloop.brokers.fill_config import write_rules
 from tradeloop.brokers.sim import FillRules
-from tradeloop.engine.live.paper import stop_process
+from tradeloop.engine.live.children import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 from tests.conftest import SHARED_DATA as SHARED  # noqa: E402  (../shared/data or $TRADELOOP_SHARED_DATA)

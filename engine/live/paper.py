@@ -54,7 +54,7 @@ from tradeloop.brokers.sim import FillRules
 from tradeloop.engine.runs.result import BacktestResult
 from tradeloop.errors import ConfigError
 from tradeloop.engine.config.run import RunConfig
-from tradeloop.engine.live.consoleproc import parse_bind
+from tradeloop.engine.live.children import parse_bind, readline_within, stop_process
 from tradeloop.engine.live.runner import LiveRunner
 from tradeloop.engine.report.walkforward import write_run_report
 from tradeloop.engine.loop.strategy import one_line, strategy_failure
@@ -124,17 +124,6 @@ class LocalMosquitto:
         stop_process(self.proc)
 
 
-def stop_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM (a clean logout / shutdown), then SIGKILL if it is still there after ``grace_s``."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
@@ -171,7 +160,7 @@ class ExchangeProcess:
         self.final: dict[str, Any] = {}   # its last stdout line, once stopped: market data dropped by reason
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (open as long as the process runs)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log)
-        line = _readline(self.proc, timeout_s)
+        line = readline_within(self.proc, timeout_s) or ""
         try:
             ready = json.loads(line)
             self.fix_port = int(ready["fix_port"])
@@ -204,15 +193,6 @@ class ExchangeProcess:
             if feed.get("refused"):
                 out["invalid"] = out.get("invalid", 0) + feed["refused"]
         return out
-
-
-def _readline(proc: subprocess.Popen, timeout_s: float) -> str:
-    import selectors
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    if not sel.select(timeout_s):
-        return ""
-    return proc.stdout.readline().decode(errors="replace")
 
 
 @dataclasses.dataclass(frozen=True)

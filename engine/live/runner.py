@@ -22,7 +22,7 @@
   answers to reviews (which wait in wall-clock time), halts, resumes, cancels and the kill switch apply
   even when no data arrives; in lockstep it does not acknowledge a timestamp while an order waits for
   review, which pauses a paper replay; it publishes the state for the console (engine/live/publish.py).
-  ``live.console`` starts the console beside the session (engine/live/consoleproc.py).
+  ``live.console`` starts the console beside the session (engine/live/children.py).
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ from tradeloop.engine.config.run import RunConfig
 from tradeloop.engine.live.consume import Consumer
 from tradeloop.engine.live.journal import Recovered
 from tradeloop.engine.live.lagstats import LagStats
-from tradeloop.engine.live.consoleproc import ConsoleProcess, parse_bind
+from tradeloop.engine.live.children import ConsoleProcess, parse_bind
 from tradeloop.engine.live.operators import Operators
 from tradeloop.engine.live.parts import (STATE_TABLES, LiveStats, build_parts, check_live, future_skew, lock_state,
                                          parse_hostport)

@@ -1,4 +1,7 @@
-"""The operator console as a child of a live or paper session (``--console HOST:PORT``).
+"""Processes a live or paper session starts: how they are stopped and their ready line read, and the console.
+
+:func:`stop_process` and :func:`readline_within` serve every child (Mosquitto and the exchange simulator of a
+paper session, the console). The operator console runs as a child of the session (``--console HOST:PORT``).
 
 The console is its own process (``python -m tradeloop.engine.console``, engine/console/): it reads and
 writes only the session's state file, so a slow browser or a hostile client can never stall the engine.
@@ -45,23 +48,19 @@ class ConsoleProcess:
         self.url = self._wait_ready(bind, timeout_s)
 
     def _wait_ready(self, bind: str, timeout_s: float) -> str:
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
         deadline = time.monotonic() + timeout_s
-        try:
-            while (left := deadline - time.monotonic()) > 0:
-                if not sel.select(left):
-                    break
-                line = self.proc.stdout.readline().decode(errors="replace").strip()
-                if not line:   # it exited
-                    code = self.proc.wait()
-                    self.stop()
-                    raise ConfigError(f"live.console {bind}: the console exited with status {code} before listening"
-                                      f"{self._last_error()} (its log: {self.log_path})")
-                if line.startswith(READY):
-                    return line[len(READY):].strip()
-        finally:
-            sel.close()
+        while (left := deadline - time.monotonic()) > 0:
+            line = readline_within(self.proc, left)
+            if line is None:
+                break
+            line = line.strip()
+            if not line:   # it exited
+                code = self.proc.wait()
+                self.stop()
+                raise ConfigError(f"live.console {bind}: the console exited with status {code} before listening"
+                                  f"{self._last_error()} (its log: {self.log_path})")
+            if line.startswith(READY):
+                return line[len(READY):].strip()
         self.stop()
         raise ConfigError(f"live.console {bind}: the console did not say it listens within {timeout_s:g} s"
                           f"{self._last_error()} (its log: {self.log_path})")
@@ -75,14 +74,28 @@ class ConsoleProcess:
 
     def stop(self, grace_s: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after ``grace_s``; its exit status."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, grace_s)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self._log.close()
         return self.proc.returncode
+
+
+def stop_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM (a clean logout / shutdown), then SIGKILL if it is still there after ``grace_s``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def readline_within(proc: subprocess.Popen, timeout_s: float) -> str | None:
+    """The next line of ``proc``'s stdout, or None when none comes within ``timeout_s`` ("" once it exited)."""
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout_s):
+            return None
+        return proc.stdout.readline().decode(errors="replace")
